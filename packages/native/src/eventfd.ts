@@ -1,0 +1,37 @@
+import { c, errno } from './libc.js';
+import { NativeError } from './errors.js';
+import { OwnedFd } from './fd.js';
+
+const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
+const scratch = Buffer.alloc(8);
+
+/** A non-blocking, close-on-exec eventfd. */
+export function eventfdCreate(initial = 0): OwnedFd {
+  const fd = c.eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) throw new NativeError('eventfd', errno());
+  return new OwnedFd(fd);
+}
+
+/** Adds `value` to an eventfd's counter (this is how an interrupt is raised). */
+export function eventfdWrite(fd: number, value = 1n): void {
+  scratch.writeBigUInt64LE(value);
+  for (;;) {
+    const n = Number(c.write(fd, scratch, 8));
+    if (n === 8) return;
+    const e = errno();
+    if (n < 0 && e === 4) continue;
+    throw new NativeError('eventfd write', n < 0 ? e : 5);
+  }
+}
+
+/** Reads and resets the counter; null if it is zero (EAGAIN). */
+export function eventfdRead(fd: number): bigint | null {
+  for (;;) {
+    const n = Number(c.read(fd, scratch, 8));
+    if (n === 8) return scratch.readBigUInt64LE();
+    const e = errno();
+    if (n < 0 && e === 4) continue;
+    if (n < 0 && e === 11) return null;
+    throw new NativeError('eventfd read', n < 0 ? e : 5);
+  }
+}

@@ -1,0 +1,51 @@
+// The only file in the repository that talks to koffi. Everything else sees plain numbers
+// (fds) wrapped in owned handles, Uint8Arrays and typed errors.
+import koffi from 'koffi';
+
+const libc = koffi.load('libc.so.6');
+
+export const c = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
+  sendmsg: libc.func('intptr_t sendmsg(int fd, const void *msg, int flags)'),
+  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  close: libc.func('int close(int fd)'),
+  read: libc.func('intptr_t read(int fd, void *buf, size_t n)'),
+  write: libc.func('intptr_t write(int fd, const void *buf, size_t n)'),
+  pread: libc.func('intptr_t pread(int fd, void *buf, size_t n, int64_t off)'),
+  pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t n, int64_t off)'),
+  mmap: libc.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
+  memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
+  fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
+};
+
+/** errno of the libc call that just returned; read it before anything else runs. */
+export const errno = (): number => koffi.errno() as number;
+
+/** Address of a buffer's bytes, stable for the buffer's life (ArrayBuffer stores do not move). */
+export const addressOf = (buf: Uint8Array): bigint => koffi.address(buf) as bigint;
+
+/** A zero-copy ArrayBuffer over native memory. Touching it after munmap kills the process. */
+export const viewOf = (addr: number, len: number): ArrayBuffer => koffi.view(addr, len) as ArrayBuffer;
+
+export interface PollEvents { readable: boolean; writable: boolean; disconnect: boolean }
+export interface PollHandle { start(opts: { readable?: boolean; writable?: boolean }, cb?: unknown): void; stop(): void; close(): void; unref(): void; ref(): void }
+
+/** libuv's uv_poll on Node's own loop (koffi.node.poll). One handle per fd. */
+export function pollFd(fd: number, opts: { readable?: boolean; writable?: boolean }, cb: (ev: PollEvents) => void): PollHandle {
+  // At runtime the callback receives (status, events); the typings say (events).
+  const wrap = (a: unknown, b?: unknown) => cb((typeof a === 'number' ? b : a) as PollEvents);
+  const h = koffi.node.poll(fd, opts, wrap as never) as unknown as PollHandle;
+  return {
+    start: o => h.start(o, wrap as never),
+    stop: () => h.stop(), close: () => h.close(), unref: () => h.unref(), ref: () => h.ref(),
+  };
+}

@@ -1,0 +1,100 @@
+import { c, errno, viewOf } from './libc.js';
+import { NativeError } from './errors.js';
+import { OwnedFd } from './fd.js';
+
+const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+const WINDOW = 1 << 30; // views are cut in windows: a view over 4 GiB aborts the process
+export const PAGE_SIZE = 4096;
+
+// Once a mapping is released, its address range holds an anonymous overlay so that stale
+// views read zeros instead of faulting; the overlay goes when every view is collected.
+const overlays = new FinalizationRegistry<{ addr: number; len: number; views: number }>(r => {
+  if (--r.views === 0) c.munmap(r.addr, r.len);
+});
+
+/** A shared mapping of (part of) a file, read and written through bounded views. */
+export class MappedMemory {
+  #addr: number;
+  readonly #windows = new Map<number, Uint8Array>();
+  readonly #views: ArrayBuffer[] = [];
+
+  private constructor(addr: number, readonly length: number, readonly writable: boolean) { this.#addr = addr; }
+
+  static map(fd: number, offset: number, length: number, writable = true): MappedMemory {
+    if (length <= 0 || offset < 0 || offset % PAGE_SIZE !== 0) throw new NativeError('mmap', 22, `offset ${offset} length ${length}`);
+    const prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    const addr = c.mmap(0, length, prot, MAP_SHARED, fd, offset);
+    if (addr === 0 || addr >= 2 ** 63) throw new NativeError('mmap', errno(), `fd ${fd} offset ${offset} length ${length}`);
+    return new MappedMemory(addr, length, writable);
+  }
+
+  get mapped(): boolean { return this.#addr !== 0; }
+
+  /** Bytes [offset, offset+len) as a zero-copy view. Valid until release(); then it reads zeros. */
+  bytes(offset: number, len: number): Uint8Array {
+    if (this.#addr === 0) throw new NativeError('access', 14, 'mapping released');
+    if (!(offset >= 0 && len >= 0 && offset + len <= this.length)) throw new RangeError(`[${offset}, +${len}) outside mapping of ${this.length}`);
+    const w = Math.floor(offset / WINDOW);
+    const end = offset + len;
+    if (len > 0 && Math.floor((end - 1) / WINDOW) !== w) {
+      // Crosses a window boundary: a fresh view of exactly this range (rare).
+      const ab = viewOf(this.#addr + offset, len);
+      this.#views.push(ab);
+      return new Uint8Array(ab);
+    }
+    let win = this.#windows.get(w);
+    if (!win) {
+      const ab = viewOf(this.#addr + w * WINDOW, Math.min(WINDOW, this.length - w * WINDOW));
+      this.#views.push(ab);
+      win = new Uint8Array(ab);
+      this.#windows.set(w, win);
+    }
+    return win.subarray(offset - w * WINDOW, end - w * WINDOW);
+  }
+
+  /** Unmaps. Views handed out before keep working but see zeros; the address is never reused by us. */
+  release(): void {
+    if (this.#addr === 0) return;
+    const addr = this.#addr;
+    this.#addr = 0;
+    if (this.#views.length === 0) { c.munmap(addr, this.length); return; }
+    const r = c.mmap(addr, this.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r !== addr) { c.munmap(addr, this.length); return; }
+    const overlay = { addr, len: this.length, views: this.#views.length };
+    for (const v of this.#views) overlays.register(v, overlay);
+    this.#views.length = 0;
+    this.#windows.clear();
+  }
+}
+
+/** An anonymous shared-memory file (memfd) of `size` bytes. */
+export function memfdCreate(name: string, size = 0): OwnedFd {
+  const fd = c.memfdCreate(name, 1 /* MFD_CLOEXEC */);
+  if (fd < 0) throw new NativeError('memfd_create', errno());
+  const owned = new OwnedFd(fd);
+  if (size > 0) truncate(fd, size);
+  return owned;
+}
+
+export function truncate(fd: number, size: number): void {
+  if (c.ftruncate(fd, size) < 0) throw new NativeError('ftruncate', errno());
+}
+
+/** Positional reads and writes of an fd (for fds we do not map). Short I/O is an error. */
+export function preadFully(fd: number, buf: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = Number(c.pread(fd, buf.subarray(done), buf.length - done, offset + done));
+    if (n < 0) { const e = errno(); if (e === 4) continue; throw new NativeError('pread', e); }
+    if (n === 0) throw new NativeError('pread', 5, 'end of file');
+    done += n;
+  }
+}
+export function pwriteFully(fd: number, buf: Uint8Array, offset: number): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = Number(c.pwrite(fd, buf.subarray(done), buf.length - done, offset + done));
+    if (n < 0) { const e = errno(); if (e === 4) continue; throw new NativeError('pwrite', e); }
+    done += n;
+  }
+}

@@ -1,0 +1,142 @@
+import { describe, it, expect } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  socketPair, MessageSocket, memfdCreate, MappedMemory, eventfdCreate, eventfdWrite, eventfdRead,
+  openFdCount, fileIdentity, listenUnix, acceptUnix, FdWatcher, NativeError, connectUnix, type OwnedFd,
+} from '@vfu/native';
+
+const once = <T>(fn: (resolve: (v: T) => void) => void) => new Promise<T>(fn);
+
+describe('fd passing on one machine', () => {
+  it('sends fds with the bytes they belong to and leaks nothing', () => {
+    const before = openFdCount();
+    const [a, b] = socketPair();
+    const sa = new MessageSocket(a.fd), sb = new MessageSocket(b.fd);
+    const m = memfdCreate('t', 4096), e = eventfdCreate();
+    expect(sa.send(Buffer.from('abcd'), [m.fd, e.fd])).toBe(4);
+    expect(sa.send(Buffer.from('efgh'))).toBe(4);
+    const buf = Buffer.alloc(64);
+    const r1 = sb.recv(buf)!;
+    // The kernel ends a read at the bytes that carried fds: the fds belong to those bytes.
+    expect(r1.bytes).toBe(4);
+    expect(r1.fds.map(f => fileIdentity(f.fd))).toEqual([fileIdentity(m.fd), fileIdentity(e.fd)]);
+    expect(r1.truncated).toBe(false);
+    const r2 = sb.recv(buf)!;
+    expect(buf.subarray(0, r2.bytes).toString()).toBe('efgh');
+    expect(r2.fds).toEqual([]);
+    expect(sb.recv(buf)).toBeNull(); // EAGAIN
+    for (const f of [...r1.fds, m, e, a, b]) f.close();
+    expect(openFdCount()).toBe(before);
+  });
+
+  it('reports MSG_CTRUNC when more fds arrive than the control buffer holds, closing what did arrive', () => {
+    const before = openFdCount();
+    const [a, b] = socketPair();
+    const fds = [eventfdCreate(), eventfdCreate(), eventfdCreate()];
+    new MessageSocket(a.fd).send(Buffer.from('x'), fds.map(f => f.fd));
+    const r = new MessageSocket(b.fd, 1).recv(Buffer.alloc(8))!;
+    expect(r.truncated).toBe(true);
+    expect(r.fds.length).toBeLessThan(3);
+    for (const f of [...r.fds, ...fds, a, b]) f.close();
+    expect(openFdCount()).toBe(before);
+  });
+
+  it('reports hang-up as a zero-byte read and queues nothing on a full socket', () => {
+    const [a, b] = socketPair();
+    const sa = new MessageSocket(a.fd);
+    const chunk = Buffer.alloc(1 << 20, 1);
+    let sent = 0, n: number;
+    while ((n = sa.send(chunk)) > 0) sent += n;
+    expect(sent).toBeGreaterThan(0); // the socket buffer filled: send returned 0 (EAGAIN), not an error
+    b.close();
+    expect(() => sa.send(chunk)).toThrow(NativeError); // EPIPE, and no SIGPIPE killed us
+    a.close();
+    const [c, d] = socketPair();
+    c.close();
+    expect(new MessageSocket(d.fd).recv(Buffer.alloc(8))!.bytes).toBe(0);
+    d.close();
+  });
+
+  it('closes an owned fd exactly once', () => {
+    const e = eventfdCreate();
+    const n = e.fd;
+    e.close();
+    e.close();
+    expect(e.closed).toBe(true);
+    expect(() => e.fd).toThrow(/already closed/);
+    expect(() => eventfdRead(n)).toThrow(NativeError); // EBADF: really closed
+  });
+});
+
+describe('memory and eventfds', () => {
+  it('maps a memfd; stale views read zeros after release instead of crashing', () => {
+    const m = memfdCreate('map', 8192);
+    const a = MappedMemory.map(m.fd, 0, 8192), b = MappedMemory.map(m.fd, 4096, 4096);
+    a.bytes(4096, 5).set([1, 2, 3, 4, 5]);
+    expect([...b.bytes(0, 5)]).toEqual([1, 2, 3, 4, 5]);
+    const stale = a.bytes(4096, 5);
+    a.release();
+    expect([...stale]).toEqual([0, 0, 0, 0, 0]);
+    expect(() => a.bytes(0, 1)).toThrow(/released/);
+    expect(() => b.bytes(4090, 10)).toThrow(RangeError);
+    b.release(); m.close();
+  });
+
+  it('counts eventfd writes and reads them back once', () => {
+    const e = eventfdCreate();
+    expect(eventfdRead(e.fd)).toBeNull();
+    eventfdWrite(e.fd); eventfdWrite(e.fd, 2n);
+    expect(eventfdRead(e.fd)).toBe(3n);
+    expect(eventfdRead(e.fd)).toBeNull();
+    e.close();
+  });
+
+  it('refuses an over-long socket path with a clear error', () => {
+    expect(() => listenUnix('/tmp/' + 'x'.repeat(120))).toThrow(/1-107 bytes/);
+    expect(() => connectUnix('/nonexistent/vfu.sock')).toThrow(/ENOENT/);
+  });
+});
+
+describe('across processes', () => {
+  it('passes a memfd and an eventfd both ways and sees each side\'s writes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vfu-native-'));
+    const path = join(dir, 's.sock');
+    const before = openFdCount();
+    const listener = listenUnix(path);
+    const child = spawn(process.execPath, [join(__dirname, 'fixtures/peer.mjs'), path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const conn = await once<OwnedFd>(res => {
+      const w = new FdWatcher(listener.fd, () => { const c = acceptUnix(listener.fd); if (c) { w.close(); res(c); } });
+    });
+    const ms = new MessageSocket(conn.fd);
+    const buf = Buffer.alloc(256);
+    const next = () => once<{ text: string; fds: OwnedFd[] }>(res => {
+      const w = new FdWatcher(conn.fd, () => { const r = ms.recv(buf); if (r) { w.close(); res({ text: buf.subarray(0, r.bytes).toString(), fds: r.fds }); } });
+    });
+    const first = await next();
+    expect(first.text).toBe('FDS1');
+    expect(first.fds).toHaveLength(2);
+    const [mem, ev] = first.fds;
+    const map = MappedMemory.map(mem.fd, 0, 4096);
+    expect(Buffer.from(map.bytes(0, 15)).toString()).toBe('hello from peer');
+    map.bytes(100, 6).set(Buffer.from('parent'));
+    eventfdWrite(ev.fd, 5n);
+    ms.send(Buffer.from('CHECK'));
+    expect(JSON.parse((await next()).text)).toEqual({ eventfd: '5', text: 'parent' });
+
+    const mine = memfdCreate('parent', 4096);
+    const mineMap = MappedMemory.map(mine.fd, 0, 4096);
+    mineMap.bytes(0, 12).set(Buffer.from('from parent!'));
+    ms.send(Buffer.from('MAPYOURS'), [mine.fd]);
+    expect(JSON.parse((await next()).text)).toEqual({ text: 'from parent!' });
+    expect(Buffer.from(mineMap.bytes(20, 4)).toString()).toBe('pong');
+
+    for (const m of [map, mineMap]) m.release();
+    for (const f of [mem, ev, mine, conn, listener]) f.close();
+    await once(res => child.on('exit', res));
+    expect(openFdCount()).toBe(before);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -1,0 +1,17 @@
+import { Errno } from './constants.js';
+
+const names = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
+export const errnoName = (e: number): string => names.get(e) ?? `errno ${e}`;
+
+/**
+ * A message that breaks the protocol. `errno` goes into the error reply; `message` says what was
+ * wrong in words a client author can act on.
+ */
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+  constructor(readonly errno: number, message: string) { super(`${message} (${errnoName(errno)})`); }
+  get code(): string { return errnoName(this.errno); }
+}
+
+export const einval = (msg: string) => new ProtocolError(Errno.EINVAL, msg);
+export const isProtocolError = (v: unknown): v is ProtocolError => v instanceof ProtocolError;

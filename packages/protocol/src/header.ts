@@ -1,0 +1,54 @@
+import { Bytes } from './bytes.js';
+import { Command, Flag, HEADER_SIZE } from './constants.js';
+import { einval, type ProtocolError } from './errors.js';
+
+export interface Header {
+  id: number;
+  cmd: number;
+  /** Total message size, header included. */
+  size: number;
+  flags: number;
+  error: number;
+}
+
+export const isReply = (h: Header) => (h.flags & Flag.TYPE_MASK) === Flag.REPLY;
+export const wantsReply = (h: Header) => (h.flags & Flag.NO_REPLY) === 0;
+export const isErrorReply = (h: Header) => (h.flags & Flag.ERROR) !== 0;
+
+export function decodeHeader(b: Uint8Array): Header {
+  const r = new Bytes(b.subarray(0, HEADER_SIZE));
+  return { id: r.u16(0), cmd: r.u16(2), size: r.u32(4), flags: r.u32(8), error: r.u32(12) };
+}
+
+export function writeHeader(out: Uint8Array, h: Header): void {
+  const w = new Bytes(out);
+  w.setU16(0, h.id); w.setU16(2, h.cmd); w.setU32(4, h.size); w.setU32(8, h.flags); w.setU32(12, h.error);
+}
+
+/**
+ * The checks of §1.5 that need only the header. `maxSize` bounds the body we agree to read;
+ * a larger message is refused before its body is read.
+ */
+export function checkHeader(h: Header, maxSize: number): ProtocolError | null {
+  const type = h.flags & Flag.TYPE_MASK;
+  if (type !== Flag.COMMAND && type !== Flag.REPLY) return einval(`message type ${type} is neither command (0) nor reply (1)`);
+  if ((h.flags & ~(Flag.TYPE_MASK | Flag.NO_REPLY | Flag.ERROR)) !== 0) return einval(`reserved header flag bits set: 0x${h.flags.toString(16)}`);
+  if (h.size < HEADER_SIZE) return einval(`msg_size ${h.size} is smaller than the 16-byte header`);
+  if (h.size > maxSize) return einval(`msg_size ${h.size} exceeds the maximum message size ${maxSize}`);
+  if (type === Flag.COMMAND && h.size === HEADER_SIZE && h.cmd !== Command.DEVICE_RESET) return einval(`${Command[h.cmd] ?? 'command ' + h.cmd} without a payload`);
+  return null;
+}
+
+/** An error reply: header only, flags REPLY|ERROR, errno > 0 (§1.3). */
+export function encodeErrorReply(id: number, cmd: number, errno: number): Uint8Array {
+  const out = new Uint8Array(HEADER_SIZE);
+  writeHeader(out, { id, cmd, size: HEADER_SIZE, flags: Flag.REPLY | Flag.ERROR, error: errno > 0 ? errno : 22 });
+  return out;
+}
+
+/** Builds a message: header + payload of `payloadSize` bytes, returned for filling in. */
+export function frame(id: number, cmd: number, flags: number, payloadSize: number): { msg: Uint8Array; p: Bytes } {
+  const msg = new Uint8Array(HEADER_SIZE + payloadSize);
+  writeHeader(msg, { id, cmd, size: msg.length, flags, error: 0 });
+  return { msg, p: new Bytes(msg.subarray(HEADER_SIZE)) };
+}
