@@ -33,6 +33,9 @@ export const errno = (): number => koffi.errno() as number;
 /** Address of a buffer's bytes, stable for the buffer's life (ArrayBuffer stores do not move). */
 export const addressOf = (buf: Uint8Array): bigint => koffi.address(buf) as bigint;
 
+/** A Buffer over its own off-heap ArrayBuffer: its address never changes. */
+export const stableBuffer = (n: number): Buffer => Buffer.from(new ArrayBuffer(n));
+
 /** A zero-copy ArrayBuffer over native memory. Touching it after munmap kills the process. */
 export const viewOf = (addr: number, len: number): ArrayBuffer => koffi.view(addr, len) as ArrayBuffer;
 
@@ -42,7 +45,12 @@ export interface PollHandle { start(opts: { readable?: boolean; writable?: boole
 /** libuv's uv_poll on Node's own loop (koffi.node.poll). One handle per fd. */
 export function pollFd(fd: number, opts: { readable?: boolean; writable?: boolean }, cb: (ev: PollEvents) => void): PollHandle {
   // At runtime the callback receives (status, events); the typings say (events).
-  const wrap = (a: unknown, b?: unknown) => cb((typeof a === 'number' ? b : a) as PollEvents);
+  // A non-zero status (e.g. ECONNRESET) comes with all-false events: report it as readable and
+  // hung up, so the reader's next call surfaces the error.
+  const wrap = (a: unknown, b?: unknown) => {
+    if (typeof a === 'number' && a !== 0) cb({ readable: true, writable: false, disconnect: true });
+    else cb((typeof a === 'number' ? b : a) as PollEvents);
+  };
   const h = koffi.node.poll(fd, opts, wrap as never) as unknown as PollHandle;
   return {
     start: o => h.start(o, wrap as never),

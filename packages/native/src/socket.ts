@@ -1,4 +1,4 @@
-import { c, errno, addressOf } from './libc.js';
+import { c, errno, addressOf, stableBuffer } from './libc.js';
 import { NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
@@ -78,13 +78,13 @@ export interface Received {
  * buffers allocated once. Not thread-safe (Node has one thread here).
  */
 export class MessageSocket {
-  readonly #msg = Buffer.alloc(56);
-  readonly #iov = Buffer.alloc(16);
+  readonly #msg = stableBuffer(56);
+  readonly #iov = stableBuffer(16);
   readonly #control: Buffer;
-  #sendBuf = Buffer.allocUnsafeSlow(64 * 1024);
+  #sendBuf = stableBuffer(64 * 1024);
 
   constructor(readonly fd: number, readonly maxFds = MAX_FDS_PER_SENDMSG) {
-    this.#control = Buffer.alloc(16 + Math.ceil((maxFds * 4) / 8) * 8);
+    this.#control = stableBuffer(16 + Math.ceil((maxFds * 4) / 8) * 8);
     this.#msg.writeBigUInt64LE(addressOf(this.#iov), 16);
     this.#msg.writeBigUInt64LE(1n, 24);
   }
@@ -93,7 +93,7 @@ export class MessageSocket {
    * Reads what is available into `buf`. Returns null on EAGAIN (nothing to read now).
    * Throws NativeError on a socket error (ECONNRESET etc.).
    */
-  recv(buf: Buffer): Received | null {
+  recv(buf: Uint8Array): Received | null {
     const msg = this.#msg, ctl = this.#control;
     this.#iov.writeBigUInt64LE(addressOf(buf), 0);
     this.#iov.writeBigUInt64LE(BigInt(buf.length), 8);
@@ -130,7 +130,7 @@ export class MessageSocket {
    */
   send(data: Uint8Array, fds: readonly number[] = []): number {
     if (fds.length > this.maxFds) throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
-    if (data.length > this.#sendBuf.length) this.#sendBuf = Buffer.allocUnsafeSlow(Math.max(data.length, this.#sendBuf.length * 2));
+    if (data.length > this.#sendBuf.length) this.#sendBuf = stableBuffer(Math.max(data.length, this.#sendBuf.length * 2));
     this.#sendBuf.set(data, 0);
     const msg = this.#msg;
     this.#iov.writeBigUInt64LE(addressOf(this.#sendBuf), 0);

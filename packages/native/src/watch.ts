@@ -15,11 +15,16 @@ export class FdWatcher {
     FdWatcher.#live.add(this);
   }
 
+  #readable = true;
   /** Also report writability (while a send queue waits for EAGAIN to clear). */
-  wantWritable(on: boolean): void {
-    if (!this.#handle || on === this.#writable) return;
-    this.#writable = on;
-    this.#handle.start({ readable: true, writable: on }, () => {});
+  wantWritable(on: boolean): void { this.setInterest(this.#readable, on); }
+  /** Stop or resume reporting readability (backpressure). */
+  wantReadable(on: boolean): void { this.setInterest(on, this.#writable); }
+  private setInterest(readable: boolean, writable: boolean): void {
+    if (!this.#handle || (readable === this.#readable && writable === this.#writable)) return;
+    this.#readable = readable; this.#writable = writable;
+    if (!readable && !writable) { this.#handle.stop(); return; }
+    this.#handle.start({ readable, writable });
   }
 
   /** Stops watching; the event loop may exit once nothing else holds it. */

@@ -1,0 +1,42 @@
+import { existsSync, unlinkSync, statSync } from 'node:fs';
+import { FdWatcher, OwnedFd, acceptUnix, connectUnix, listenUnix, NativeError } from '@vfu/native';
+
+/** A listening UNIX socket that hands each accepted connection's fd to `onConnection`. */
+export class Listener {
+  readonly #fd: OwnedFd;
+  readonly #watch: FdWatcher;
+  #closed = false;
+
+  private constructor(readonly path: string, fd: OwnedFd, onConnection: (fd: OwnedFd) => void) {
+    this.#fd = fd;
+    this.#watch = new FdWatcher(fd.fd, () => {
+      for (let c; !this.#closed && (c = acceptUnix(this.#fd.fd)); ) onConnection(c);
+    });
+  }
+
+  /**
+   * Listens on `path`. A socket file left by a dead process is replaced; one that a live
+   * process still accepts on is refused (EADDRINUSE), as is any other existing file.
+   */
+  static listen(path: string, onConnection: (fd: OwnedFd) => void): Listener {
+    if (existsSync(path)) {
+      if (!statSync(path).isSocket()) throw new NativeError('bind', 98, `${path} exists and is not a socket`);
+      let live = false;
+      try { connectUnix(path).close(); live = true; } catch { /* nobody listens: stale */ }
+      if (live) throw new NativeError('bind', 98, `${path} is in use by another server`);
+      unlinkSync(path);
+    }
+    return new Listener(path, listenUnix(path), onConnection);
+  }
+
+  close(removeSocket = true): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watch.close();
+    this.#fd.close();
+    if (removeSocket) try { unlinkSync(this.path); } catch { /* already gone */ }
+  }
+}
+
+/** Connects to a server socket. */
+export function dial(path: string): OwnedFd { return connectUnix(path); }
