@@ -1,0 +1,2 @@
+export { main, parse } from './main.js';
+export { devices } from './devices.js';

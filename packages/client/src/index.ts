@@ -1,0 +1,1 @@
+export { VfioUserClient, type ClientOptions, type GuestRam } from './client.js';

@@ -1,0 +1,183 @@
+// What a device author writes (a DeviceDefinition) and what the kit makes of it (a PciDevice):
+// config space, BARs, capabilities, interrupts, guest memory, declared state and memories.
+import { Region, Errno } from '@vfu/protocol';
+import { createState, resetState, type Schema, type StateOf } from '@vfu/stream';
+import { ConfigSpace, Cfg, Command, type PciIdentity } from './config-space.js';
+import { layoutCapabilities, type Capability, type CapabilityLayout } from './capabilities.js';
+import { bar, sharedMemory, registers, parseSize, type Bar, type RegionHandler, type SharedMemory } from './regions.js';
+import { Interrupts } from './interrupts.js';
+import { GuestMemory, DmaError } from './guest-memory.js';
+
+export type BarIndex = 0 | 1 | 2 | 3 | 4 | 5;
+export type Options = Record<string, string>;
+
+export interface DeviceContext<S extends Schema> {
+  readonly state: StateOf<S>;
+  readonly config: ConfigSpace;
+  readonly irq: { raise(vector?: number): void; lower(): void };
+  /** The device's DMA into client memory; refused (EPERM) unless COMMAND.BUS_MASTER is set. */
+  readonly dma: { read(address: number, len: number): Promise<Uint8Array>; write(address: number, data: Uint8Array): Promise<void> };
+  readonly running: boolean;
+  memory(name: string): SharedMemory;
+  /** Runs device work now if the device is running, otherwise as soon as it runs again (§8.1: no progress while stopped). */
+  whenRunning(work: () => void | Promise<void>): void;
+  log(message: string): void;
+}
+
+export interface DeviceDefinition<S extends Schema = Schema> {
+  /** Name used on the command line and in the migration stream: a destination refuses another model's state. */
+  id: string;
+  /** Version of the device's state layout. */
+  version: number;
+  description: string;
+  pci: PciIdentity;
+  /** 4096 for a PCI Express device. */
+  configSize?: 256 | 4096;
+  options?: Record<string, { description: string; default: string }>;
+  state: S;
+  /** Named memories backed by memfds (size in bytes): migrated page by page with dirty tracking. */
+  memories?: (o: Options) => Record<string, number>;
+  capabilities?: (o: Options) => Capability[];
+  bars(dev: DeviceContext<S>, o: Options): Partial<Record<BarIndex, Bar>>;
+  /** Device reset beyond zeroing the declared state. */
+  onReset?(dev: DeviceContext<S>): void;
+  /** The device stops (quiesce): after this no DMA and no interrupts until onRun. */
+  onStop?(dev: DeviceContext<S>): void;
+  onRun?(dev: DeviceContext<S>): void;
+  /** After migrated state was loaded (e.g. re-derive things not in the state). */
+  afterLoad?(dev: DeviceContext<S>): void;
+}
+
+export const defineDevice = <S extends Schema>(d: DeviceDefinition<S>): DeviceDefinition<S> => d;
+
+export class DeviceSetupError extends Error { override readonly name = 'DeviceSetupError'; }
+
+/** A device made from its definition: what the server serves. */
+export class PciDevice<S extends Schema = Schema> {
+  readonly config: ConfigSpace;
+  readonly state: StateOf<S>;
+  readonly bars: (Bar | undefined)[] = [];
+  readonly memories = new Map<string, SharedMemory>();
+  readonly irq: Interrupts;
+  readonly guest: GuestMemory;
+  readonly caps: CapabilityLayout;
+  readonly context: DeviceContext<S>;
+  readonly options: Options;
+  #initialConfig: Uint8Array;
+  #running = true;
+  #work: (() => void | Promise<void>)[] = [];
+  log: (m: string) => void = () => {};
+
+  constructor(readonly def: DeviceDefinition<S>, opts: Options = {}, limits = { maxMaps: 65535, pageSize: 4096, maxMapSize: 8 * 2 ** 40 }) {
+    this.options = { ...Object.fromEntries(Object.entries(def.options ?? {}).map(([k, v]) => [k, v.default])), ...opts };
+    for (const k of Object.keys(opts)) if (!def.options?.[k]) throw new DeviceSetupError(`device ${def.id} has no option --${k}`);
+    this.config = new ConfigSpace(def.configSize ?? 256);
+    this.config.setIdentity(def.pci);
+    this.state = createState(def.state);
+    this.guest = new GuestMemory(limits);
+    for (const [name, size] of Object.entries(def.memories?.(this.options) ?? {})) this.memories.set(name, sharedMemory(`${def.id}-${name}`, size));
+    const caps = def.capabilities?.(this.options) ?? [];
+    this.caps = layoutCapabilities(this.config, caps);
+    const msixCap = caps.find((c): c is Extract<Capability, { kind: 'msix' }> => c.kind === 'msix');
+    this.irq = new Interrupts(this.config, this.caps, msixCap?.vectors ?? 0);
+    const self = this;
+    this.context = {
+      state: this.state, config: this.config,
+      irq: { raise: v => this.irq.raise(v), lower: () => this.irq.lower() },
+      dma: {
+        read: (a, n) => { this.#checkDma(); return this.guest.read(a, n); },
+        write: (a, d) => { this.#checkDma(); return this.guest.write(a, d); },
+      },
+      get running() { return self.#running; },
+      memory: name => { const m = this.memories.get(name); if (!m) throw new DeviceSetupError(`no memory named ${name}`); return m; },
+      whenRunning: work => { if (this.#running) this.#run(work); else this.#work.push(work); },
+      log: m => this.log(m),
+    };
+    const bars = def.bars(this.context, this.options);
+    for (const [i, b] of Object.entries(bars)) this.bars[Number(i)] = b;
+    if (msixCap) {
+      if (this.bars[msixCap.bar]) throw new DeviceSetupError(`MSI-X table BAR ${msixCap.bar} is also declared by the device`);
+      this.bars[msixCap.bar] = bar('mem32', this.#msixTable(msixCap.vectors, msixCap.tableOffset, msixCap.pbaOffset));
+    }
+    this.bars.forEach((b, i) => { if (b?.kind === 'mem64' && (i === 5 || this.bars[i + 1])) throw new DeviceSetupError(`64-bit BAR ${i} needs BAR ${i + 1} free`); });
+    this.config.setBars(this.bars);
+    this.config.onWrite(Cfg.COMMAND, Cfg.COMMAND + 2, () => this.irq.configChanged());
+    if (this.caps.msi !== undefined) this.config.onWrite(this.caps.msi, this.caps.msi + 0x18, () => this.irq.configChanged());
+    if (this.caps.msix !== undefined) this.config.onWrite(this.caps.msix, this.caps.msix + 4, () => this.irq.configChanged());
+    this.#initialConfig = this.config.snapshot();
+  }
+
+  get running(): boolean { return this.#running; }
+
+  #checkDma(): void {
+    if (!(this.config.command & Command.BUS_MASTER)) throw new DmaError(Errno.EPERM, 'DMA while bus mastering is disabled (COMMAND bit 2)');
+    if (!this.#running) throw new DmaError(Errno.EBUSY, 'DMA while the device is stopped');
+  }
+
+  #run(work: () => void | Promise<void>): void {
+    try {
+      const r = work();
+      if (r instanceof Promise) r.catch(e => this.log(`device work failed: ${(e as Error).message}`));
+    } catch (e) { this.log(`device work failed: ${(e as Error).message}`); }
+  }
+
+  /** Region handler for a vfio-user region index, or undefined when not implemented. */
+  region(index: number): RegionHandler | undefined {
+    if (index <= Region.BAR5) return this.bars[index]?.handler;
+    if (index === Region.CONFIG) return { size: this.config.size, read: (o, out) => this.config.read(o, out), write: (o, d) => this.config.write(o, d) };
+    return undefined;
+  }
+
+  /** Stop (quiesce) or run the device: no DMA and no interrupts while stopped. */
+  setRunning(on: boolean): void {
+    if (on === this.#running) return;
+    this.#running = on;
+    this.irq.hold(!on);
+    if (on) {
+      this.def.onRun?.(this.context);
+      for (const w of this.#work.splice(0)) this.#run(w);
+    } else this.def.onStop?.(this.context);
+  }
+
+  /** Device reset: declared state zeroed, config back to power-on, interrupts de-asserted. */
+  reset(): void {
+    resetState(this.def.state, this.state);
+    this.#work = [];
+    this.config.bytes.set(this.#initialConfig);
+    this.irq.lower();
+    this.def.onReset?.(this.context);
+  }
+
+  release(): void { this.guest.unmapAll(); this.irq.releaseAll(); for (const m of this.memories.values()) m.release(); }
+
+  #msixTable(vectors: number, tableOffset: number, pbaOffset: number): RegionHandler {
+    const table = new Uint8Array(vectors * 16);
+    for (let v = 0; v < vectors; v++) table[v * 16 + 12] = 1; // masked at reset
+    const size = 2 ** Math.ceil(Math.log2(Math.max(4096, pbaOffset + Math.ceil(vectors / 64) * 8)));
+    const irq = () => this.irq;
+    return {
+      size,
+      read(off, out) {
+        for (let i = 0; i < out.length; i++) {
+          const a = off + i;
+          if (a >= tableOffset && a < tableOffset + table.length) out[i] = table[a - tableOffset];
+          else if (a >= pbaOffset && a < pbaOffset + Math.ceil(vectors / 8)) {
+            let byte = 0;
+            for (let b = 0; b < 8; b++) if (irq().msixPending((a - pbaOffset) * 8 + b)) byte |= 1 << b;
+            out[i] = byte;
+          } else out[i] = 0;
+        }
+      },
+      write(off, data) {
+        for (let i = 0; i < data.length; i++) {
+          const a = off + i - tableOffset;
+          if (a < 0 || a >= table.length) continue; // PBA is read-only
+          table[a] = data[i];
+          if (a % 16 === 12) irq().setMsixMask(Math.floor(a / 16), (data[i] & 1) === 1);
+        }
+      },
+    };
+  }
+}
+
+export { bar, registers, sharedMemory, parseSize };

@@ -1,0 +1,92 @@
+import { Listener, Connection } from '@vfu/transport';
+import { Errno, type Command, type DmaLayout } from '@vfu/protocol';
+import type { OwnedFd } from '@vfu/native';
+import type { PciDevice } from '@vfu/pci';
+import { Session } from './session.js';
+import { deviceHandlers, type Handler } from './handlers.js';
+import { defaultLimits, type ServerLimits } from './limits.js';
+import { Migration } from './migration/index.js';
+
+export interface ServerOptions {
+  device: PciDevice;
+  socketPath: string;
+  limits?: Partial<ServerLimits>;
+  /** Layout of DMA_READ/DMA_WRITE: the spec's, QEMU 11's, or 'auto' (QEMU's when the client offers write_multiple, which only QEMU does). */
+  dmaLayout?: DmaLayout | 'auto';
+  /** What a client's disconnect does to the device: reset it (default) or keep its state for the next client. */
+  onDisconnect?: 'reset' | 'keep';
+  /** Advertise migration (v2 features and the v1 region). */
+  migration?: { v1Region?: boolean } | false;
+  log?: (line: string) => void;
+  trace?: (line: string) => void;
+}
+
+/**
+ * A vfio-user server for one device: one client at a time (a second is refused with EBUSY);
+ * when a client goes, its fds and mappings are released and the next one can attach.
+ */
+export class VfioUserServer {
+  readonly device: PciDevice;
+  readonly limits: ServerLimits;
+  readonly migration: Migration | null;
+  #listener: Listener | null = null;
+  #session: Session | null = null;
+  #sessions = 0;
+  #waiters: (() => void)[] = [];
+  readonly #log: (l: string) => void;
+
+  constructor(readonly options: ServerOptions) {
+    this.device = options.device;
+    this.limits = { ...defaultLimits, ...options.limits };
+    this.#log = options.log ?? (() => {});
+    this.device.log = m => this.#log(`device: ${m}`);
+    this.migration = options.migration === false ? null : new Migration(this.device, { v1Region: options.migration?.v1Region ?? true, log: this.#log });
+  }
+
+  listen(): this {
+    this.#listener = Listener.listen(this.options.socketPath, fd => this.#accept(fd));
+    return this;
+  }
+
+  get connected(): boolean { return this.#session !== null; }
+  get sessionsServed(): number { return this.#sessions; }
+
+  /** Resolves when the current client (if any) has gone. */
+  idle(): Promise<void> { return this.#session ? new Promise(r => this.#waiters.push(r)) : Promise.resolve(); }
+
+  #accept(fd: OwnedFd): void {
+    const conn = new Connection(fd, { maxMessageSize: this.limits.maxMessageSize, maxFdsPerMessage: this.limits.maxMsgFds, trace: this.options.trace });
+    if (this.#session) {
+      this.#log('refused a second client: one client at a time (EBUSY)');
+      conn.onMessage = m => { m.fds.forEach(f => f.close()); conn.replyError(m.header, Errno.EBUSY); conn.close('busy'); };
+      return;
+    }
+    const handlers: Partial<Record<Command, Handler>> = { ...deviceHandlers, ...(this.migration?.handlers ?? {}) };
+    const session = new Session(conn, this.device, this.limits, {
+      handlers,
+      extraRegions: this.migration?.extraRegions ?? [],
+      regionCaps: this.migration?.regionCaps ?? new Map(),
+      onReset: reason => this.migration?.onDeviceReset(reason),
+      onClose: () => {},
+      migration: this.migration?.advertised ?? false,
+    }, this.#log, this.options.dmaLayout ?? 'auto');
+    this.#session = session;
+    this.#sessions++;
+    this.migration?.attach(session);
+    this.#log('client connected');
+    conn.onClose = reason => {
+      session.end();
+      this.migration?.detach();
+      if ((this.options.onDisconnect ?? 'reset') === 'reset') { this.device.reset(); this.migration?.onDeviceReset('client disconnected'); this.device.setRunning(true); }
+      this.#session = null;
+      this.#log(`client disconnected (${reason}); ready for the next`);
+      for (const w of this.#waiters.splice(0)) w();
+    };
+  }
+
+  close(): void {
+    this.#listener?.close();
+    this.#listener = null;
+    this.#session?.conn.close('server shutting down');
+  }
+}

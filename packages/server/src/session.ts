@@ -1,0 +1,140 @@
+// One client's session: negotiation, the in-order dispatch of its commands, and the cleanup
+// when it goes (§1.7).
+import { closeAll, type OwnedFd } from '@vfu/native';
+import {
+  Command, Errno, Flag, Region, capabilitiesJson, commandName, decodeRequest, decodeVersion, encodeVersion, dma as dmaCodec,
+  type Capabilities, type DmaLayout, type RegionCap, ProtocolError,
+} from '@vfu/protocol';
+import { Connection, type Incoming } from '@vfu/transport';
+import type { PciDevice, RegionHandler } from '@vfu/pci';
+import type { Handler } from './handlers.js';
+import type { ServerLimits } from './limits.js';
+
+export interface SessionHooks {
+  handlers: Partial<Record<Command, Handler>>;
+  /** Regions from index 9 on (e.g. the v1 migration region) and their extra capabilities. */
+  extraRegions: RegionHandler[];
+  regionCaps: Map<number, RegionCap[]>;
+  onReset(reason: string): void;
+  onClose(): void;
+  /** Whether the server offers migration (VERSION reply's `migration` key). */
+  migration: boolean;
+}
+
+export class Session {
+  caps: Capabilities | null = null;
+  #queue: Incoming[] = [];
+  #busy = false;
+  readonly extraRegions: RegionHandler[];
+  readonly regionCaps: Map<number, RegionCap[]>;
+  #dmaLayout: DmaLayout;
+
+  constructor(readonly conn: Connection, readonly device: PciDevice, readonly limits: ServerLimits, private readonly hooks: SessionHooks,
+    readonly log: (m: string) => void, dmaLayout: DmaLayout | 'auto') {
+    this.extraRegions = hooks.extraRegions;
+    this.regionCaps = hooks.regionCaps;
+    this.#dmaLayout = dmaLayout === 'auto' ? 'spec' : dmaLayout;
+    this.#autoLayout = dmaLayout === 'auto';
+    conn.onMessage = m => { this.#queue.push(m); void this.#drain(); };
+  }
+  #autoLayout: boolean;
+
+  get numRegions(): number { return Region.NUM_PCI + this.extraRegions.length; }
+
+  resetDevice(reason: string): void { this.device.reset(); this.hooks.onReset(reason); }
+
+  async #drain(): Promise<void> {
+    if (this.#busy) return;
+    this.#busy = true;
+    try {
+      while (this.#queue.length && !this.conn.closed) {
+        const m = this.#queue.shift()!;
+        try { await this.#handle(m); } finally { closeAll(m.fds); }
+      }
+    } finally { this.#busy = false; }
+  }
+
+  #reply(m: Incoming, r: { msg: Uint8Array; fds?: number[] } | number): void {
+    if (typeof r === 'number') { this.conn.replyError(m.header, r); return; }
+    if (m.header.flags & Flag.NO_REPLY) return;
+    this.conn.send(r.msg, r.fds ?? []);
+  }
+
+  async #handle(m: Incoming): Promise<void> {
+    const h = m.header;
+    if (m.error) { this.#note(h.cmd, m.error.message); this.conn.replyError(h, m.error.errno); return; }
+    if ((h.flags & Flag.TYPE_MASK) === Flag.REPLY) { this.#note(h.cmd, `unsolicited reply #${h.id}`); this.conn.replyError({ ...h, flags: 0 }, Errno.EINVAL); return; }
+    if (!this.caps) {
+      if (h.cmd !== Command.VERSION || m.fds.length) {
+        this.#note(h.cmd, h.cmd === Command.VERSION ? 'VERSION with fds' : 'first message must be VERSION');
+        this.conn.replyError(h, Errno.EINVAL);
+        return;
+      }
+      const v = decodeVersion(m.payload, this.limits.pageSize);
+      if (v instanceof ProtocolError) { this.#note(h.cmd, v.message); this.conn.replyError(h, v.errno); this.conn.close('negotiation failed'); return; }
+      const offered = v.caps;
+      this.caps = { ...offered, maxMsgFds: offered.maxMsgFds, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
+      if (this.#autoLayout) this.#dmaLayout = v.keys.includes('write_multiple') ? 'qemu' : 'spec';
+      this.device.guest.messages = this.#messageDma();
+      const reply: Partial<Capabilities> = {
+        maxMsgFds: this.limits.maxMsgFds, maxDataXferSize: this.limits.maxDataXferSize, pgsizes: this.limits.pageSize, maxDmaMaps: this.limits.maxDmaMaps,
+        migration: offered.migration && this.hooks.migration ? { pgsize: this.limits.pageSize } : undefined, writeMultiple: offered.writeMultiple,
+      };
+      this.conn.send(encodeVersion(h.id, true, 0, Math.min(v.minor, 2), capabilitiesJson(reply)));
+      this.log(`client negotiated: ${v.json || '(no capabilities)'}`);
+      return;
+    }
+    const req = decodeRequest(h.cmd, m.payload, m.fds.length, { maxRegionXfer: this.limits.maxDataXferSize, maxMigXfer: this.caps.maxDataXferSize });
+    if (req instanceof ProtocolError) { this.#note(h.cmd, req.message); this.conn.replyError(h, req.errno); return; }
+    const handler = this.hooks.handlers[req.cmd];
+    if (!handler) { this.#note(h.cmd, 'not supported by this server'); this.conn.replyError(h, Errno.EINVAL); return; }
+    try {
+      this.#reply(m, await handler(this, h.id, req, m.fds));
+    } catch (e) {
+      this.log(`${commandName(h.cmd)} failed: ${(e as Error).stack ?? e}`);
+      this.conn.replyError(h, (e as { errno?: number }).errno ?? Errno.EIO);
+    }
+  }
+
+  #note(cmd: number, why: string): void { this.log(`refused ${commandName(cmd)}: ${why}`); }
+
+  /** DMA_READ/DMA_WRITE to the client for fd-less mappings, in chunks of its max_data_xfer_size. */
+  #messageDma() {
+    const conn = this.conn, chunk = () => this.caps?.maxDataXferSize ?? 1 << 20, layout = () => this.#dmaLayout;
+    return {
+      async read(address: number, len: number): Promise<Uint8Array> {
+        const out = new Uint8Array(len);
+        for (let done = 0; done < len;) {
+          const n = Math.min(chunk(), len - done), id = conn.nextId();
+          const r = await conn.request(id, dmaCodec.readRequest(id, layout(), address + done, n), [], 5000);
+          closeAll(r.fds);
+          const data = dmaCodec.readReply(layout(), r.payload, address + done, n);
+          if (data instanceof ProtocolError) throw data;
+          out.set(data, done); done += n;
+        }
+        return out;
+      },
+      async write(address: number, data: Uint8Array): Promise<void> {
+        for (let done = 0; done < data.length;) {
+          const n = Math.min(chunk(), data.length - done), id = conn.nextId();
+          const r = await conn.request(id, dmaCodec.writeRequest(id, layout(), address + done, data.subarray(done, done + n)), [], 5000);
+          closeAll(r.fds);
+          done += n;
+        }
+      },
+    };
+  }
+
+  /** The client went away: every fd and mapping released (§1.7). */
+  end(): void {
+    for (const m of this.#queue) closeAll(m.fds);
+    this.#queue = [];
+    this.device.guest.unmapAll();
+    this.device.guest.stopLogging();
+    this.device.guest.messages = null;
+    this.device.irq.releaseAll();
+    this.hooks.onClose();
+  }
+}
+
+export type { OwnedFd };

@@ -1,0 +1,21 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** A fresh directory for sockets; removed by the returned cleanup. */
+export function tempDir(prefix = 'vfu-e2e-'): { dir: string; path: (n: string) => string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, path: n => join(dir, n), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
+
+export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 5000): Promise<T> {
+  const t = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}

@@ -1,0 +1,2 @@
+export { Qemu, Qtest, Qmp, qemuBinary, type QemuOptions, type VfioUserDevice } from './qemu.js';
+export { startServer, type ServerProcess } from './server-process.js';
