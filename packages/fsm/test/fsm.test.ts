@@ -1,0 +1,148 @@
+import { describe, it, expect } from 'vitest';
+import { path, S, MigFlag, stateName, supported, v1Path, fromV1, toV1, MigrationStateMachine, type State } from '@vfu/fsm';
+
+// The four tables of reference §8.3, verbatim.
+const TABLES: Record<string, string> = {
+  'STOP_COPY': `
+| from \\ to | STOP | RUNNING | STOP_COPY | RESUMING |
+| STOP | — | RUNNING | STOP_COPY | RESUMING |
+| RUNNING | STOP | — | STOP → STOP_COPY | STOP → RESUMING |
+| STOP_COPY | STOP | STOP → RUNNING | — | STOP → RESUMING |
+| RESUMING | STOP | STOP → RUNNING | STOP → STOP_COPY | — |`,
+  'STOP_COPY|PRE_COPY': `
+| from \\ to | STOP | RUNNING | STOP_COPY | RESUMING | PRE_COPY |
+| STOP | — | RUNNING | STOP_COPY | RESUMING | RUNNING → PRE_COPY |
+| RUNNING | STOP | — | STOP → STOP_COPY | STOP → RESUMING | PRE_COPY |
+| STOP_COPY | STOP | STOP → RUNNING | — | STOP → RESUMING | EINVAL |
+| RESUMING | STOP | STOP → RUNNING | STOP → STOP_COPY | — | STOP → RUNNING → PRE_COPY |
+| PRE_COPY | RUNNING → STOP | RUNNING | STOP_COPY | RUNNING → STOP → RESUMING | — |`,
+  'STOP_COPY|P2P': `
+| from \\ to | STOP | RUNNING | STOP_COPY | RESUMING | RUNNING_P2P |
+| STOP | — | RUNNING_P2P → RUNNING | STOP_COPY | RESUMING | RUNNING_P2P |
+| RUNNING | RUNNING_P2P → STOP | — | RUNNING_P2P → STOP → STOP_COPY | RUNNING_P2P → STOP → RESUMING | RUNNING_P2P |
+| STOP_COPY | STOP | STOP → RUNNING_P2P → RUNNING | — | STOP → RESUMING | STOP → RUNNING_P2P |
+| RESUMING | STOP | STOP → RUNNING_P2P → RUNNING | STOP → STOP_COPY | — | STOP → RUNNING_P2P |
+| RUNNING_P2P | STOP | RUNNING | STOP → STOP_COPY | STOP → RESUMING | — |`,
+  'STOP_COPY|P2P|PRE_COPY': `
+| from \\ to | STOP | RUNNING | STOP_COPY | RESUMING | RUNNING_P2P | PRE_COPY | PRE_COPY_P2P |
+| STOP | — | RUNNING_P2P → RUNNING | STOP_COPY | RESUMING | RUNNING_P2P | RUNNING_P2P → RUNNING → PRE_COPY | RUNNING_P2P → PRE_COPY_P2P |
+| RUNNING | RUNNING_P2P → STOP | — | RUNNING_P2P → STOP → STOP_COPY | RUNNING_P2P → STOP → RESUMING | RUNNING_P2P | PRE_COPY | RUNNING_P2P → PRE_COPY_P2P |
+| STOP_COPY | STOP | STOP → RUNNING_P2P → RUNNING | — | STOP → RESUMING | STOP → RUNNING_P2P | EINVAL | EINVAL |
+| RESUMING | STOP | STOP → RUNNING_P2P → RUNNING | STOP → STOP_COPY | — | STOP → RUNNING_P2P | STOP → RUNNING_P2P → RUNNING → PRE_COPY | STOP → RUNNING_P2P → PRE_COPY_P2P |
+| RUNNING_P2P | STOP | RUNNING | STOP → STOP_COPY | STOP → RESUMING | — | RUNNING → PRE_COPY | PRE_COPY_P2P |
+| PRE_COPY | RUNNING → RUNNING_P2P → STOP | RUNNING | PRE_COPY_P2P → STOP_COPY | RUNNING → RUNNING_P2P → STOP → RESUMING | RUNNING → RUNNING_P2P | — | PRE_COPY_P2P |
+| PRE_COPY_P2P | RUNNING_P2P → STOP | RUNNING_P2P → RUNNING | STOP_COPY | RUNNING_P2P → STOP → RESUMING | RUNNING_P2P | PRE_COPY | — |`,
+};
+const flagsOf = (k: string) => k.split('|').reduce((a, f) => a | MigFlag[f as keyof typeof MigFlag], 0);
+const st = (n: string) => S[n.trim() as keyof typeof S];
+const cells = (l: string) => l.split('|').slice(1, -1).map(c => c.trim());
+
+describe('v2 combination transitions (§8.3)', () => {
+  for (const [k, table] of Object.entries(TABLES)) {
+    it(`every (from, to) pair with flags ${k} walks the reference's path`, () => {
+      const [head, ...rows] = table.trim().split('\n');
+      const cols = cells(head).slice(1);
+      let n = 0;
+      for (const row of rows) {
+        const [from, ...to] = cells(row);
+        to.forEach((c, i) => {
+          const expected = c === '—' ? [] : c === 'EINVAL' ? null : c.split('→').map(st);
+          expect(path(st(from), st(cols[i]), flagsOf(k)), `${from} -> ${cols[i]}`).toEqual(expected);
+          n++;
+        });
+      }
+      expect(n).toBe(cols.length ** 2);
+    });
+  }
+
+  it('agrees with a breadth-first search over the direct arcs of §8.2 with no saving state inside a path', () => {
+    const arcs = (f: number): [State, State][] => {
+      const a: [State, State][] = [[S.RESUMING, S.STOP], [S.STOP, S.RESUMING], [S.STOP, S.STOP_COPY], [S.STOP_COPY, S.STOP]];
+      const p2p = f & MigFlag.P2P, pre = f & MigFlag.PRE_COPY;
+      if (!p2p) a.push([S.RUNNING, S.STOP], [S.STOP, S.RUNNING]);
+      else a.push([S.RUNNING, S.RUNNING_P2P], [S.RUNNING_P2P, S.RUNNING], [S.RUNNING_P2P, S.STOP], [S.STOP, S.RUNNING_P2P]);
+      if (pre && !p2p) a.push([S.RUNNING, S.PRE_COPY], [S.PRE_COPY, S.RUNNING], [S.PRE_COPY, S.STOP_COPY]);
+      if (pre && p2p) a.push([S.RUNNING, S.PRE_COPY], [S.PRE_COPY, S.RUNNING], [S.PRE_COPY, S.PRE_COPY_P2P], [S.PRE_COPY_P2P, S.PRE_COPY], [S.PRE_COPY_P2P, S.RUNNING_P2P], [S.PRE_COPY_P2P, S.STOP_COPY], [S.RUNNING_P2P, S.PRE_COPY_P2P]);
+      return a;
+    };
+    const saving = new Set<number>([S.STOP_COPY, S.PRE_COPY, S.PRE_COPY_P2P]);
+    for (const k of Object.keys(TABLES)) {
+      const f = flagsOf(k), a = arcs(f);
+      const states = Object.values(S).filter(s => supported(s, f));
+      for (const from of states) for (const to of states) {
+        // BFS: interior states must not be saving states.
+        // A saving state may be passed through only while the path has stayed inside the
+        // saving group from a saving start (the session continues, §8.2).
+        const prev = new Map<number, number>([[from, -1]]);
+        const inGroup = new Set<number>(saving.has(from) ? [from] : []);
+        const q = [from];
+        while (q.length) {
+          const c = q.shift()!;
+          if (c === to) break;
+          if (c !== from && saving.has(c) && !inGroup.has(c)) continue;
+          for (const [x, y] of a) if (x === c && !prev.has(y)) { prev.set(y, c); q.push(y); if (inGroup.has(c) && saving.has(y)) inGroup.add(y); }
+        }
+        const got = path(from, to, f);
+        // §8.2: STOP_COPY -> PRE_COPY(_P2P) is forbidden outright (a future flag may allow it).
+        const forbidden = from === S.STOP_COPY && (to === S.PRE_COPY || to === S.PRE_COPY_P2P);
+        if (!prev.has(to) || forbidden) { expect(got, `${stateName(from)}->${stateName(to)}`).toBeNull(); continue; }
+        const p: number[] = [];
+        for (let c = to; c !== from; c = prev.get(c)!) p.unshift(c);
+        expect(got?.length, `${stateName(from)}->${stateName(to)}`).toBe(p.length);
+      }
+    }
+  });
+
+  it('rejects ERROR, values >= 8, states not advertised, and any SET from ERROR', () => {
+    const f = MigFlag.STOP_COPY | MigFlag.PRE_COPY;
+    expect(path(S.RUNNING, S.ERROR, f)).toBeNull();
+    expect(path(S.RUNNING, 8, f)).toBeNull();
+    expect(path(S.RUNNING, 0xabcd, f)).toBeNull();
+    expect(path(S.RUNNING, S.RUNNING_P2P, f)).toBeNull();
+    expect(path(S.RUNNING, S.PRE_COPY_P2P, f)).toBeNull();
+    expect(path(S.ERROR, S.RUNNING, f)).toBeNull();
+    expect(path(S.STOP_COPY, S.PRE_COPY, 7)).toBeNull(); // terminates (the 2026 kernel fix)
+  });
+});
+
+describe('v1 device_state (§7.4, §9)', () => {
+  // Reference §7.4 "Recommended v1 table": ok / no-op / EINVAL for each (from, to) value.
+  const table = `
+| 000 | no-op | ok | ok | ok | ok | EINVAL | EINVAL | EINVAL |
+| 001 | ok | no-op | ok | ok | ok | EINVAL | EINVAL | EINVAL |
+| 010 | ok | ok | no-op | EINVAL | ok | EINVAL | EINVAL | EINVAL |
+| 011 | ok | ok | ok | no-op | ok | EINVAL | EINVAL | EINVAL |
+| 100 | ok | ok | ok | ok | no-op | EINVAL | EINVAL | EINVAL |
+| 110 | EINVAL | EINVAL | EINVAL | EINVAL | EINVAL | EINVAL | EINVAL | EINVAL |`;
+  const targets = [0, 1, 2, 3, 4, 5, 7, 6];
+  it('allows and refuses each transition as the recommended table says', () => {
+    for (const row of table.trim().split('\n')) {
+      const [from, ...to] = cells(row);
+      const m = new MigrationStateMachine(MigFlag.STOP_COPY | MigFlag.PRE_COPY);
+      const cur = fromV1(parseInt(from, 2))!;
+      if (cur === S.ERROR) m.fail(); else m.enter(cur);
+      to.forEach((c, i) => {
+        const p = m.planV1(targets[i]);
+        if (c === 'EINVAL') expect(p, `${from} -> ${targets[i].toString(2)}`).toBeNull();
+        else if (c === 'no-op') expect(p).toEqual([]);
+        else { expect(p).not.toBeNull(); expect(p!.at(-1)).toBe(fromV1(targets[i])); }
+      });
+    }
+  });
+  it('maps every value both ways, rejects bits 3-31, and performs every QEMU v1 transition', () => {
+    expect([0, 1, 2, 3, 4, 5, 6, 7].map(fromV1)).toEqual([S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, null, S.ERROR, null]);
+    expect([S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, S.ERROR, S.RUNNING_P2P].map(toV1)).toEqual([0, 1, 2, 3, 4, 6, null]);
+    expect(fromV1(1 | 8)).toBeNull();
+    expect(v1Path(S.RUNNING, 0x80000001)).toBeNull();
+    // 001→011, 011→010, 001→010, 000→010, 010→010, 010→000, 001→100, 100→001, 011→001, 010→001, 000→001, 001→000, 001→001
+    for (const [a, b] of [[1, 3], [3, 2], [1, 2], [0, 2], [2, 2], [2, 0], [1, 4], [4, 1], [3, 1], [2, 1], [0, 1], [1, 0], [1, 1]])
+      expect(v1Path(fromV1(a)!, b), `${a}->${b}`).not.toBeNull();
+  });
+  it('reset leaves ERROR for RUNNING', () => {
+    const m = new MigrationStateMachine(5);
+    m.fail();
+    expect(m.plan(S.RUNNING)).toBeNull();
+    m.reset();
+    expect(m.state).toBe(S.RUNNING);
+  });
+});
