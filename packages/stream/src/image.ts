@@ -1,0 +1,19 @@
+/**
+ * What the stream needs to know of a device: its identity, its declared state and config as
+ * bytes, and its memories. Built by the server from a device model; pure data access here.
+ */
+export interface DeviceImage {
+  deviceId: string;
+  deviceVersion: number;
+  /** Signature of the declared state's schema (a changed layout must bump the version). */
+  schema: string;
+  saveState(): Uint8Array;
+  /** Checks state bytes; an error message, or null. Nothing is applied. */
+  checkState(b: Uint8Array): string | null;
+  /** Applies checked state bytes. */
+  loadState(b: Uint8Array): void;
+  saveConfig(): Uint8Array;
+  configSize: number;
+  loadConfig(b: Uint8Array): void;
+  memories: { name: string; size: number; bytes(offset: number, len: number): Uint8Array }[];
+}

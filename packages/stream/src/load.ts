@@ -1,0 +1,102 @@
+// Taking a device's stream in (the destination side): records are parsed as bytes arrive in any
+// chunking, checked (checksum, device model, version, schema, bounds) and staged; nothing
+// touches the device until commit(), which needs a complete stream.
+import { crc32 } from 'node:zlib';
+import { parseHeader, Rec, RECORD_OVERHEAD, MAX_RECORD_PAYLOAD, FORMAT_VERSION } from './format.js';
+import type { DeviceImage } from './image.js';
+
+export class StreamError extends Error { override readonly name = 'StreamError'; }
+
+export class LoadSession {
+  #buf = new Uint8Array(64 * 1024);
+  #have = 0;
+  #header = false;
+  #state: Uint8Array | null = null;
+  #config: Uint8Array | null = null;
+  #runs: { mem: number; off: number; bytes: Uint8Array }[] = [];
+  #ended = false;
+  #error: string | null = null;
+  bytesIn = 0;
+
+  constructor(readonly image: DeviceImage) {}
+
+  get error(): string | null { return this.#error; }
+  get complete(): boolean { return this.#ended; }
+
+  /** Takes the next bytes of the stream. Throws StreamError (and stays failed) on bad data. */
+  write(data: Uint8Array): void {
+    if (this.#error) throw new StreamError(`stream already rejected: ${this.#error}`);
+    this.bytesIn += data.length;
+    let off = 0;
+    while (off < data.length) {
+      if (this.#have < 8) {
+        const n = Math.min(8 - this.#have, data.length - off);
+        this.#buf.set(data.subarray(off, off + n), this.#have); this.#have += n; off += n;
+        if (this.#have < 8) break;
+      }
+      const dv = new DataView(this.#buf.buffer);
+      const len = dv.getUint32(4, true);
+      if (len > MAX_RECORD_PAYLOAD) this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
+      const total = len + RECORD_OVERHEAD;
+      if (this.#buf.length < total) { const b = new Uint8Array(total); b.set(this.#buf.subarray(0, this.#have)); this.#buf = b; }
+      const n = Math.min(total - this.#have, data.length - off);
+      this.#buf.set(data.subarray(off, off + n), this.#have); this.#have += n; off += n;
+      if (this.#have < total) break;
+      this.#record(this.#buf.subarray(0, total));
+      this.#have = 0;
+    }
+  }
+
+  #fail(msg: string): never { this.#error = msg; this.#runs = []; throw new StreamError(msg); }
+
+  #record(r: Uint8Array): void {
+    const dv = new DataView(r.buffer, r.byteOffset, r.length);
+    const type = dv.getUint16(0, true), len = dv.getUint32(4, true);
+    if (crc32(r.subarray(0, 8 + len)) !== dv.getUint32(8 + len, true)) this.#fail('checksum mismatch: the stream was corrupted in transfer');
+    const p = r.subarray(8, 8 + len);
+    if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
+    if (this.#ended) this.#fail('data after the end of the stream');
+    const img = this.image;
+    switch (type) {
+      case Rec.HEADER: {
+        const h = parseHeader(p);
+        if (typeof h === 'string') this.#fail(h);
+        if (h.formatVersion !== FORMAT_VERSION) this.#fail(`stream format ${h.formatVersion} is not supported (this server reads ${FORMAT_VERSION})`);
+        if (h.deviceId !== img.deviceId) this.#fail(`state of device model "${h.deviceId}" cannot be loaded into "${img.deviceId}"`);
+        if (h.deviceVersion !== img.deviceVersion) this.#fail(`${h.deviceId} state version ${h.deviceVersion} is incompatible with version ${img.deviceVersion}`);
+        if (h.schema !== img.schema) this.#fail(`${h.deviceId} state layout differs (${h.schema} vs ${img.schema})`);
+        if (this.#header) this.#fail('a second stream header');
+        this.#header = true;
+        return;
+      }
+      case Rec.STATE: { const e = img.checkState(p); if (e) this.#fail(`device state rejected: ${e}`); this.#state = p.slice(); return; }
+      case Rec.CONFIG: if (p.length !== img.configSize) this.#fail(`config space of ${p.length} bytes, expected ${img.configSize}`); this.#config = p.slice(); return;
+      case Rec.MEMORY: {
+        if (p.length < 12) this.#fail('memory record truncated');
+        const mdv = new DataView(p.buffer, p.byteOffset, p.length);
+        const mem = mdv.getUint16(0, true), at = mdv.getUint32(4, true) + mdv.getUint32(8, true) * 2 ** 32;
+        const m = img.memories[mem];
+        if (!m) this.#fail(`memory ${mem} does not exist on this device`);
+        if (at + p.length - 12 > m.size) this.#fail(`memory record [${at}, +${p.length - 12}) beyond ${m.name} of ${m.size} bytes`);
+        this.#runs.push({ mem, off: at, bytes: p.slice(12) });
+        return;
+      }
+      case Rec.END:
+        if (!this.#state || !this.#config) this.#fail('stream ended without device state');
+        this.#ended = true;
+        return;
+      default: this.#fail(`unknown record type ${type}`);
+    }
+  }
+
+  /** Applies the staged stream to the device; refuses an incomplete or rejected one (and applies nothing). */
+  commit(): void {
+    if (this.#error) throw new StreamError(`stream was rejected: ${this.#error}`);
+    if (!this.#header) throw new StreamError('no migration data was received');
+    if (!this.#ended || this.#have) throw new StreamError(`stream incomplete after ${this.bytesIn} bytes (no end record)`);
+    for (const r of this.#runs) this.image.memories[r.mem].bytes(r.off, r.bytes.length).set(r.bytes);
+    this.image.loadState(this.#state!);
+    this.image.loadConfig(this.#config!);
+    this.#runs = [];
+  }
+}
