@@ -123,7 +123,7 @@ export class VfioUserClient {
   async bindIrqs(index: number, count = 1, start = 0): Promise<{ fds: OwnedFd[]; counts: number[]; next(vector?: number, ms?: number): Promise<void> }> {
     const fds = Array.from({ length: count }, () => eventfdCreate());
     await this.#simple(encode.setIrqs(this.#id(), { flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, index, start, count }), fds.map(f => f.fd));
-    const counts = new Array(count).fill(0);
+    const counts = new Array(count).fill(0), consumed = new Array(count).fill(0);
     const waiters: (() => void)[][] = fds.map(() => []);
     fds.forEach((f, i) => {
       const w = new FdWatcher(f.fd, () => { const v = eventfdRead(f.fd); if (v !== null) { counts[i] += Number(v); for (const r of waiters[i].splice(0)) r(); } });
@@ -132,9 +132,12 @@ export class VfioUserClient {
     this.#owned.push(...fds);
     return {
       fds, counts,
+      /** Resolves on the next interrupt not yet waited for (one that already arrived counts). */
       next: (vector = 0, ms = 5000) => new Promise((resolve, reject) => {
+        const take = () => { consumed[vector]++; resolve(); };
+        if (counts[vector] > consumed[vector]) { take(); return; }
         const t = setTimeout(() => reject(new Error(`no interrupt on index ${index} vector ${vector} within ${ms} ms`)), ms);
-        waiters[vector].push(() => { clearTimeout(t); resolve(); });
+        waiters[vector].push(() => { clearTimeout(t); take(); });
       }),
     };
   }

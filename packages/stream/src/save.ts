@@ -68,6 +68,11 @@ export class SaveSession {
     return found;
   }
 
+  /** Rescans for changed pages when nothing is queued or known dirty (a fresh pre-copy estimate). */
+  refresh(): void {
+    if (this.#initialEnd >= 0 && this.#queued === 0 && !this.#dirty.some(d => d.pages.length)) this.scan();
+  }
+
   /** The device stopped (STOP_COPY): what follows is the final state. */
   stop(): void { this.#stopped = true; }
 

@@ -20,6 +20,6 @@ export async function startServer(socket: string, args: string[] = [], env: Node
   });
   return {
     proc, socket, output: () => out,
-    stop: () => new Promise(r => { if (proc.exitCode !== null) return r(proc.exitCode); proc.once('exit', c => r(c)); proc.kill('SIGTERM'); }),
+    stop: () => new Promise(r => { if (proc.exitCode !== null || proc.signalCode !== null) return r(proc.exitCode); proc.once('exit', c => r(c)); proc.kill('SIGTERM'); }),
   };
 }

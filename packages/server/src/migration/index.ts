@@ -1,16 +1,152 @@
-import type { Command, RegionCap } from '@vfu/protocol';
+// Migration of a device: one state machine (v2 states, §8) driven through DEVICE_FEATURE or the
+// v1 migration region (§7, §9); each arc is executed against the device, and the data flows
+// through one save or load session of the stream package.
+import { Command, Errno, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
+import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
+import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
 import type { Handler } from '../handlers.js';
 import type { Session } from '../session.js';
+import { deviceImage } from './image.js';
+import { featureHandlers } from './features.js';
+import { V1Region } from './v1-region.js';
 
-/** Migration support of a server (filled in by the migration module). */
+export class MigrationError extends Error {
+  override readonly name = 'MigrationError';
+  constructor(readonly errno: number, message: string) { super(message); }
+}
+
+export type Transport = 'v1' | 'v2';
+
 export class Migration {
-  readonly handlers: Partial<Record<Command, Handler>> = {};
+  readonly flags = MigFlag.STOP_COPY | MigFlag.PRE_COPY;
+  readonly fsm = new MigrationStateMachine(this.flags);
+  readonly handlers: Partial<Record<Command, Handler>>;
   readonly extraRegions: RegionHandler[] = [];
   readonly regionCaps = new Map<number, RegionCap[]>();
-  readonly advertised = false;
-  constructor(readonly device: PciDevice, readonly opts: { v1Region: boolean; log: (m: string) => void }) {}
-  attach(_s: Session): void {}
-  detach(): void {}
-  onDeviceReset(_reason: string): void {}
+  readonly advertised = true;
+  readonly v1: V1Region | null;
+  save: SaveSession | null = null;
+  load: LoadSession | null = null;
+  /** Which transport the current session's data uses: set by the first read/write, mixing is refused. */
+  via: Transport | null = null;
+  session: Session | null = null;
+
+  constructor(readonly device: PciDevice, readonly opts: { v1Region: boolean; log: (m: string) => void }) {
+    this.handlers = featureHandlers(this);
+    if (opts.v1Region) {
+      this.v1 = new V1Region(this);
+      this.extraRegions.push(this.v1);
+      this.regionCaps.set(9, [{ id: RegionCapId.TYPE, type: MIGRATION_REGION_TYPE, subtype: MIGRATION_REGION_SUBTYPE }]);
+    } else this.v1 = null;
+  }
+
+  get state(): State { return this.fsm.state; }
+  attach(s: Session): void { this.session = s; }
+  detach(): void { this.session = null; }
+
+  /** Largest chunk a client may ask for: its max_data_xfer_size. */
+  get maxChunk(): number { return this.session?.caps?.maxDataXferSize ?? 1 << 20; }
+
+  /**
+   * A v2 SET: walks the path arc by arc; stops at the first failure, leaving the device in the
+   * last state reached (v2 does not roll back, §8.4), or ERROR when the failure left it unusable.
+   */
+  set(target: number): void {
+    const arcs = this.fsm.plan(target);
+    if (!arcs) throw new MigrationError(Errno.EINVAL, `no transition from ${stateName(this.state)} to ${stateName(target)} for this device`);
+    for (const next of arcs) this.#arc(next);
+  }
+
+  /** A v1 device_state write: the same walk, but atomic: back to the start on failure, else ERROR (§9). */
+  setV1(bits: number): void {
+    const arcs = this.fsm.planV1(bits);
+    if (!arcs) throw new MigrationError(Errno.EINVAL, `device_state ${bits.toString(2).padStart(3, '0')}b is not reachable from ${stateName(this.state)}`);
+    const start = this.state;
+    try { for (const next of arcs) this.#arc(next); } catch (e) {
+      if (this.state !== S.ERROR && this.state !== start) {
+        const back = this.fsm.plan(start);
+        try { for (const n of back ?? []) this.#arc(n); } catch { this.fsm.fail(); }
+        if (!back) this.fsm.fail();
+      }
+      throw e;
+    }
+  }
+
+  #arc(next: State): void {
+    const from = this.state, dev = this.device;
+    try {
+      switch (`${stateName(from)}>${stateName(next)}`) {
+        case 'RUNNING>STOP': dev.setRunning(false); break;
+        case 'STOP>RUNNING': dev.setRunning(true); break;
+        case 'RUNNING>PRE_COPY': this.#startSave(); break;
+        case 'PRE_COPY>RUNNING': this.#endSessions(); break;
+        case 'PRE_COPY>STOP_COPY': dev.setRunning(false); this.save!.stop(); break;
+        case 'STOP>STOP_COPY': this.#startSave(); this.save!.stop(); break;
+        case 'STOP_COPY>STOP': this.#endSessions(); break;
+        case 'STOP>RESUMING': this.#endSessions(); this.load = new LoadSession(deviceImage(dev)); break;
+        case 'RESUMING>STOP': {
+          const load = this.load;
+          this.#endSessions();
+          try { load?.commit(); } catch (e) {
+            // The device's own state was never touched, but the resume session cannot complete:
+            // only a reset leaves this (§8.2).
+            this.fsm.fail();
+            throw new MigrationError(Errno.EINVAL, `migration data rejected: ${(e as Error).message}`);
+          }
+          break;
+        }
+        default: throw new MigrationError(Errno.EINVAL, `unsupported arc ${stateName(from)} -> ${stateName(next)}`);
+      }
+    } catch (e) {
+      if (e instanceof MigrationError) throw e;
+      this.fsm.fail();
+      throw new MigrationError(Errno.EIO, `arc ${stateName(from)} -> ${stateName(next)} failed: ${(e as Error).message}`);
+    }
+    this.fsm.enter(next);
+    this.opts.log(`migration: ${stateName(from)} -> ${stateName(next)}`);
+  }
+
+  #startSave(): void { this.#endSessions(); this.save = new SaveSession(deviceImage(this.device), 1 << 20); }
+  #endSessions(): void { this.save = null; this.load = null; this.via = null; this.v1?.resetIteration(); }
+
+  /** Claims the current session for a transport; false if the other one already uses it. */
+  claim(t: Transport): boolean { if (this.via && this.via !== t) return false; this.via = t; return true; }
+
+  /** Bytes a full stop-copy would move now (MIG_DATA_SIZE). */
+  stopCopyEstimate(): number {
+    if (this.save) return this.save.stopCopyEstimate();
+    let n = 0;
+    for (const m of this.device.memories.values()) n += m.size;
+    return n + this.device.config.size + 4096;
+  }
+
+  /** Device reset: back to RUNNING from any state, sessions dropped (kernel semantics, §8.7). */
+  onDeviceReset(reason: string): void {
+    const was = this.state;
+    this.#endSessions();
+    this.fsm.reset();
+    this.device.setRunning(true);
+    if (was !== S.RUNNING) this.opts.log(`migration: ${stateName(was)} -> RUNNING (${reason})`);
+  }
+
+  /**
+   * The client went away mid-migration and the device is kept: abandon the migration the way a
+   * cancel does (§10.3), back to RUNNING with the device's own state untouched. A resume in
+   * progress is discarded, not committed.
+   */
+  cancel(): void {
+    if (this.state === S.RUNNING || this.state === S.ERROR) return;
+    const was = this.state;
+    if (this.state === S.RESUMING) { this.#endSessions(); this.fsm.enter(S.STOP); }
+    try { this.set(S.RUNNING); } catch { this.onDeviceReset('cancel failed'); }
+    this.opts.log(`migration: cancelled from ${stateName(was)} when the client went away`);
+  }
+
+  loadWrite(data: Uint8Array): void {
+    try { this.load!.write(data); } catch (e) {
+      if (e instanceof StreamError) throw new MigrationError(Errno.EINVAL, e.message);
+      throw e;
+    }
+  }
 }

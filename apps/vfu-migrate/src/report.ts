@@ -1,0 +1,23 @@
+export type Outcome = 'completed' | 'cancelled' | 'failed';
+
+export interface Report {
+  outcome: Outcome;
+  protocol: 'v1' | 'v2';
+  /** What went wrong, and where each device was left. */
+  error?: string;
+  source: { state: string };
+  destination: { state: string };
+  bytes: number;
+  precopyBytes: number;
+  stopCopyBytes: number;
+  iterations: number;
+  /** From stopping the source to the destination running (ms). */
+  downtimeMs: number;
+  totalMs: number;
+  /** Data-phase throughput, GiB/s. */
+  throughputGiBps: number;
+  dirtyPagesReported: number;
+  workloadWrites: number;
+}
+
+export interface Progress { phase: 'precopy' | 'stopcopy' | 'resume'; iteration: number; bytes: number; pending: number }

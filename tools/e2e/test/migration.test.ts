@@ -1,0 +1,201 @@
+// Live migration between two real server processes, driven like QEMU drives kernel VFIO
+// devices: v2 and v1, each device model, with a workload on the source during pre-copy; and
+// the failure paths (corrupted or foreign streams, cancel, either side dying).
+import { describe, it, expect, afterEach } from 'vitest';
+import { startServer, type ServerProcess } from '@vfu/qemu-harness';
+import { VfioUserClient } from '@vfu/client';
+import { RemoteError } from '@vfu/transport';
+import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
+import { S } from '@vfu/fsm';
+import { Irq, Errno, Feature, FeatureFlag, featureData, setPages } from '@vfu/protocol';
+import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM, IRQ_DMA } from '@vfu/device-edu';
+import { Reg as Tpl } from '@vfu/device-template';
+import { tempDir, until } from './helpers.ts';
+
+const tmp = tempDir();
+const servers: ServerProcess[] = [];
+const clients: VfioUserClient[] = [];
+afterEach(async () => { clients.splice(0).forEach(c => c.close()); await Promise.all(servers.splice(0).map(s => s.stop())); });
+
+let n = 0;
+async function pair(device: string, extra: string[] = []): Promise<[ServerProcess, ServerProcess, VfioUserClient, VfioUserClient]> {
+  const a = await startServer(tmp.path(`src${++n}.sock`), ['--device', device, '--on-disconnect', 'keep', ...extra]);
+  const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', device, '--on-disconnect', 'keep', ...extra]);
+  servers.push(a, b);
+  const ca = await VfioUserClient.connect(a.socket), cb = await VfioUserClient.connect(b.socket);
+  clients.push(ca, cb);
+  return [a, b, ca, cb];
+}
+
+const CFG_CMD = 0x04;
+async function eduWorkload(c: VfioUserClient): Promise<Uint8Array> {
+  await c.config.write16(CFG_CMD, 0x6); // memory + bus master
+  const ram = await c.addRam(0x100000, 0x10000);
+  ram.bytes.set(Buffer.from('state that moves with the device'), 0);
+  await c.write32(0, Edu.LIVENESS, 0xabcdef01);
+  await c.write32(0, Edu.FACTORIAL, 6);
+  await c.write32(0, Edu.STATUS, 0x80);
+  // DMA guest RAM -> device buffer: the buffer is device state.
+  await c.write32(0, Edu.DMA_SRC, 0x100000); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, 32);
+  await c.write32(0, Edu.DMA_CMD, DMA_START);
+  await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'edu DMA');
+  const mem = await c.mapRegion(2);
+  for (let p = 0; p < mem.length / 4096; p += 3) mem.bytes(p * 4096, 4).set([p & 0xff, 1, 2, 3]);
+  mem.release();
+  return ram.bytes;
+}
+
+async function eduView(c: VfioUserClient) {
+  const regs = await Promise.all([Edu.LIVENESS, Edu.FACTORIAL, Edu.STATUS, Edu.IRQ_STATUS].map(r => c.read32(0, r)));
+  const mem = Buffer.from(await c.regionRead(2, 0, 1 << 20)); // region reads: the same bytes whatever the mapping
+  const cfg = Buffer.from(await c.regionRead(7, 0, 64));
+  return { regs, mem, cfg };
+}
+
+describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol => {
+  it('moves registers, DMA buffer and device memory dirtied during pre-copy; the destination works afterwards', async () => {
+    const [, , src, dst] = await pair('edu', ['--memory', '1M']);
+    await eduWorkload(src);
+    const wl = await memoryWorkload(src, 32);
+    const rep = await migrate(src, dst, { protocol, workload: wl.round, maxIterations: 3, downtimeLimitMs: 1 });
+    wl.close();
+    expect(rep, rep.error).toMatchObject({ outcome: 'completed', source: { state: 'STOP' }, destination: { state: 'RUNNING' } });
+    expect(rep.workloadWrites).toBeGreaterThan(0);
+    const [a, b] = [await eduView(src), await eduView(dst)];
+    expect(b.regs).toEqual(a.regs);
+    expect(b.regs[1]).toBe(720);
+    expect(Buffer.compare(b.mem, a.mem)).toBe(0);
+    expect(b.cfg.readUInt16LE(CFG_CMD)).toBe(0x6);
+    // The migrated DMA buffer leaves the destination by DMA into the destination's own RAM, with an interrupt.
+    const ram = await dst.addRam(0x100000, 0x10000);
+    const irq = await dst.bindIrqs(Irq.INTX);
+    await dst.write32(0, Edu.DMA_SRC, DMA_BUFFER); await dst.write32(0, Edu.DMA_DST, 0x100000 + 0x8000); await dst.write32(0, Edu.DMA_COUNT, 32);
+    await dst.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM | 4);
+    await irq.next();
+    expect(Buffer.from(ram.bytes.subarray(0x8000, 0x8020)).toString()).toBe('state that moves with the device');
+    expect(await dst.read32(0, Edu.IRQ_STATUS)).toBe(IRQ_DMA);
+  });
+});
+
+describe.each(['v2', 'v1'] as const)('every device model migrates over %s', protocol => {
+  it('template: scratch, ring count and pending interrupt status', async () => {
+    const [, , src, dst] = await pair('template');
+    await src.write32(0, Tpl.SCRATCH, 0x5eed);
+    const irq = await src.bindIrqs(Irq.INTX);
+    await src.write32(0, Tpl.DOORBELL, 1); await irq.next();
+    await src.write32(0, Tpl.DOORBELL, 1);
+    const rep = await migrate(src, dst, { protocol });
+    expect(rep.outcome, rep.error).toBe('completed');
+    for (const r of [Tpl.SCRATCH, Tpl.RINGS, Tpl.IRQ_STATUS]) expect(await dst.read32(0, r)).toBe(await src.read32(0, r));
+    expect(await dst.read32(0, Tpl.RINGS)).toBe(2);
+  });
+  it('gpio-idio16: outputs and interrupt enable', async () => {
+    const [, , src, dst] = await pair('gpio-idio16');
+    await src.write8(2, 0, 0xa5); await src.write8(2, 4, 0x3c);
+    await src.read8(2, 2); // enables the input interrupt
+    const rep = await migrate(src, dst, { protocol });
+    expect(rep.outcome, rep.error).toBe('completed');
+    expect([await dst.read8(2, 0), await dst.read8(2, 4)]).toEqual([0xa5, 0x3c]);
+  });
+});
+
+describe('dirty page logging during pre-copy', () => {
+  it('reports the guest pages the device wrote by DMA (v2 DMA_LOGGING_REPORT over a range spanning a hole)', async () => {
+    const [, , src] = await pair('edu');
+    await src.config.write16(CFG_CMD, 0x6);
+    await src.addRam(0x100000, 0x10000); await src.addRam(0x200000, 0x10000);
+    await src.feature(FeatureFlag.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(4096, [{ iova: 0x100000, length: 0x110000 }]));
+    await src.write32(0, Edu.DMA_SRC, DMA_BUFFER); await src.write32(0, Edu.DMA_DST, 0x203c00); await src.write32(0, Edu.DMA_COUNT, 0x800); // spans two pages
+    await src.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM);
+    await until(async () => ((await src.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'DMA');
+    const len = 0x110000, r = await src.feature(FeatureFlag.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0x100000, len, 4096), 8 + 24 + 64);
+    expect(setPages(r.data.subarray(24), len / 4096)).toEqual([0x103, 0x104]);
+    const again = await src.feature(FeatureFlag.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0x100000, len, 4096), 8 + 24 + 64);
+    expect(setPages(again.data.subarray(24), len / 4096)).toEqual([]); // read-and-clear
+  });
+});
+
+describe('failures leave both devices usable', () => {
+  async function readAll(c: VfioUserClient): Promise<Buffer> {
+    await c.setState(S.STOP_COPY);
+    const parts: Uint8Array[] = [];
+    for (let d; (d = await c.migDataRead(1 << 20)).length;) parts.push(d);
+    return Buffer.concat(parts);
+  }
+
+  it('a bit-flipped stream is refused with EINVAL; the destination needs a reset, the source resumes untouched', async () => {
+    const [, , src, dst] = await pair('edu');
+    await src.write32(0, Edu.LIVENESS, 77);
+    const stream = await readAll(src);
+    stream[stream.length >> 1] ^= 0x04;
+    await dst.write32(0, Edu.LIVENESS, 5);
+    await dst.setState(S.RESUMING);
+    await expect(dst.migDataWrite(stream)).rejects.toMatchObject({ errno: Errno.EINVAL });
+    expect(await dst.getState()).toBe(S.RESUMING);
+    await expect(dst.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EINVAL });
+    expect(await dst.getState()).toBe(S.ERROR);
+    await expect(dst.setState(S.RUNNING)).rejects.toBeInstanceOf(RemoteError); // only reset leaves ERROR
+    expect(await dst.read32(0, Edu.LIVENESS)).toBe(~5 >>> 0); // never half-applied
+    await dst.reset();
+    expect(await dst.getState()).toBe(S.RUNNING);
+    await src.setState(S.RUNNING);
+    expect(await src.read32(0, Edu.LIVENESS)).toBe(~77 >>> 0);
+  });
+
+  it("a stream of another device model is refused at its header", async () => {
+    const a = await startServer(tmp.path('edu-x.sock'), ['--device', 'edu']);
+    const b = await startServer(tmp.path('tpl-x.sock'), ['--device', 'template']);
+    servers.push(a, b);
+    const src = await VfioUserClient.connect(a.socket), dst = await VfioUserClient.connect(b.socket);
+    clients.push(src, dst);
+    const stream = await readAll(src);
+    await dst.setState(S.RESUMING);
+    await expect(dst.migDataWrite(stream.subarray(0, 4096))).rejects.toMatchObject({ errno: Errno.EINVAL });
+    expect(b.output()).toMatch(/device model "edu" cannot be loaded into "template"/);
+    await dst.reset();
+    expect(await dst.read32(0, Tpl.ID)).toBe(0x7e3a0001);
+  });
+
+  it('cancel during pre-copy returns the source to RUNNING with its state, and resets the destination', async () => {
+    const [, , src, dst] = await pair('edu');
+    await src.write32(0, Edu.LIVENESS, 99);
+    const rep = await migrate(src, dst, { cancelAfterIterations: 1 });
+    expect(rep).toMatchObject({ outcome: 'cancelled', source: { state: 'RUNNING' }, destination: { state: 'RUNNING' } });
+    expect(await src.read32(0, Edu.LIVENESS)).toBe(~99 >>> 0);
+    await src.write32(0, Edu.FACTORIAL, 4);
+    await until(async () => (await src.read32(0, Edu.FACTORIAL)) === 24, 'source runs');
+  });
+
+  it('the destination dying mid-migration leaves the source running with its state', async () => {
+    const [, b, src, dst] = await pair('edu', ['--memory', '8M']);
+    await src.write32(0, Edu.LIVENESS, 1234);
+    let rounds = 0;
+    const rep = await migrate(src, dst, { maxIterations: 5, downtimeLimitMs: 0, workload: async () => { if (++rounds === 1) { b.proc.kill('SIGKILL'); await until(() => b.proc.exitCode !== null || b.proc.signalCode !== null, 'kill'); } return 0; } });
+    expect(rep.outcome).toBe('failed');
+    expect(rep.source.state).toBe('RUNNING');
+    expect(await src.getState()).toBe(S.RUNNING);
+    expect(await src.read32(0, Edu.LIVENESS)).toBe(~1234 >>> 0);
+  });
+
+  it('the source dying mid-migration leaves the destination usable (reset, RUNNING)', async () => {
+    const [a, , src, dst] = await pair('edu', ['--memory', '8M']);
+    let rounds = 0;
+    const rep = await migrate(src, dst, { maxIterations: 5, downtimeLimitMs: 0, workload: async () => { if (++rounds === 1) { a.proc.kill('SIGKILL'); await until(() => a.proc.exitCode !== null || a.proc.signalCode !== null, 'kill'); } return 0; } });
+    expect(rep.outcome).toBe('failed');
+    expect(await dst.getState()).toBe(S.RUNNING);
+    expect(await dst.read32(0, Edu.ID)).toBe(0x010000ed);
+  });
+
+  it('a driver that disconnects mid-migration leaves the source running (servers keep state on disconnect)', async () => {
+    const [a, , src] = await pair('edu');
+    await src.write32(0, Edu.LIVENESS, 42);
+    await src.setState(S.PRE_COPY);
+    await src.migDataRead(4096);
+    src.close(); clients.splice(clients.indexOf(src), 1);
+    await until(() => /cancelled from PRE_COPY/.test(a.output()), 'cancel on disconnect');
+    const again = await VfioUserClient.connect(a.socket);
+    clients.push(again);
+    expect(await again.getState()).toBe(S.RUNNING);
+    expect(await again.read32(0, Edu.LIVENESS)).toBe(~42 >>> 0);
+  });
+});
