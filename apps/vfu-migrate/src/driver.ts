@@ -102,14 +102,19 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
     rep.destination.state = await b.state().then(stateName, e => `unknown (${(e as Error).message})`);
   };
+  // Moves data source -> destination until the source has none (or `limit` bytes moved). The
+  // next read is in flight while the previous chunk is written: both servers work at once.
   const move = async (phase: Progress['phase'], buf: number, limit = Infinity): Promise<number> => {
     let moved = 0;
     const t = now();
-    while (moved < limit) {
-      const chunk = await a.read(buf);
+    let next: Promise<Uint8Array> | null = a.read(buf);
+    while (next) {
+      const chunk: Uint8Array = await next;
       if (chunk.length === 0) break;
-      await b.write(chunk);
       moved += chunk.length; rep.bytes += chunk.length;
+      next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
+      await b.write(chunk);
+      if (!next && moved < limit) next = a.read(buf);
       opts.onProgress?.({ phase, iteration: rep.iterations, bytes: rep.bytes, pending: 0 });
     }
     dataTime += now() - t;

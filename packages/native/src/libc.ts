@@ -23,7 +23,9 @@ export const c = {
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
+  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const int *value, uint32_t len)'),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
 };
 

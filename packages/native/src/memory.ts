@@ -76,6 +76,11 @@ export function memfdCreate(name: string, size = 0): OwnedFd {
   return owned;
 }
 
+/** Allocates a file's pages now (so later first writes do not fault them in). */
+export function allocate(fd: number, offset: number, len: number): void {
+  if (c.fallocate(fd, 0, offset, len) < 0) throw new NativeError('fallocate', errno());
+}
+
 export function truncate(fd: number, size: number): void {
   if (c.ftruncate(fd, size) < 0) throw new NativeError('ftruncate', errno());
 }

@@ -38,6 +38,7 @@ export function acceptUnix(listenFd: number): OwnedFd | null {
     if (e === EAGAIN || e === EINTR || e === 103 /* ECONNABORTED */) return null;
     throw new NativeError('accept4', e);
   }
+  setBufferSizes(fd);
   return new OwnedFd(fd);
 }
 
@@ -49,6 +50,7 @@ export function connectUnix(path: string): OwnedFd {
   const sa = sockaddrUn(path);
   if (c.connect(fd, sa, sa.length) < 0) { const e = errno(); owned.close(); throw new NativeError('connect', e, path); }
   setNonBlocking(fd);
+  setBufferSizes(fd);
   return owned;
 }
 
@@ -57,6 +59,15 @@ export function socketPair(): [OwnedFd, OwnedFd] {
   const sv = [0, 0];
   if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) throw new NativeError('socketpair', errno());
   return [new OwnedFd(sv[0]), new OwnedFd(sv[1])];
+}
+
+/**
+ * Larger socket buffers (the kernel caps them at net.core.[rw]mem_max): a 1 MiB message then
+ * crosses in one or two wake-ups instead of five.
+ */
+export function setBufferSizes(fd: number, bytes = 4 << 20): void {
+  c.setsockopt(fd, SOL_SOCKET, 7 /* SO_SNDBUF */, [bytes], 4);
+  c.setsockopt(fd, SOL_SOCKET, 8 /* SO_RCVBUF */, [bytes], 4);
 }
 
 export function setNonBlocking(fd: number): void {

@@ -84,7 +84,7 @@ export class Migration {
         case 'PRE_COPY>STOP_COPY': dev.setRunning(false); this.save!.stop(); break;
         case 'STOP>STOP_COPY': this.#startSave(); this.save!.stop(); break;
         case 'STOP_COPY>STOP': this.#endSessions(); break;
-        case 'STOP>RESUMING': this.#endSessions(); this.load = new LoadSession(deviceImage(dev)); break;
+        case 'STOP>RESUMING': this.#endSessions(); this.load = new LoadSession(deviceImage(dev)); for (const mem of dev.memories.values()) mem.prefault(); break;
         case 'RESUMING>STOP': {
           const load = this.load;
           this.#endSessions();

@@ -1,0 +1,3 @@
+#!/usr/bin/env node
+import { main } from '../dist/index.js';
+main().then(code => { process.exitCode = code; });
