@@ -60,7 +60,7 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   const size = (await c.regionInfo(region)).size;
   const toV1: Record<number, number> = { [S.STOP]: 0, [S.RUNNING]: 1, [S.STOP_COPY]: 2, [S.PRE_COPY]: 3, [S.RESUMING]: 4 };
   const fromV1 = [S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, -1, S.ERROR, -1];
-  const u64 = async (o: number) => Number(new DataView((await c.regionRead(region, o, 8)).buffer).getBigUint64(0, true));
+  const u64 = async (o: number) => { const b = await c.regionRead(region, o, 8); return Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true)); };
   const max = c.serverCaps.maxDataXferSize;
   let pending = 0;
   return {

@@ -99,11 +99,12 @@ export class VfioUserClient {
   async writeMulti(writes: { region: number; offset: number; data: Uint8Array }[], posted = true): Promise<number | void> {
     const bytes = encode.writeMulti(this.#id(), writes.map(w => ({ ...w, count: w.data.length })), posted);
     if (posted) { this.conn.send(bytes); return; }
-    return new DataView((await this.#simple(bytes)).buffer).getUint32(0, true);
+    const r = await this.#simple(bytes);
+    return new DataView(r.buffer, r.byteOffset, r.length).getUint32(0, true);
   }
 
-  async read32(region: number, offset: number): Promise<number> { const b = await this.regionRead(region, offset, 4); return new DataView(b.buffer).getUint32(0, true); }
-  async read16(region: number, offset: number): Promise<number> { const b = await this.regionRead(region, offset, 2); return new DataView(b.buffer).getUint16(0, true); }
+  async read32(region: number, offset: number): Promise<number> { const b = await this.regionRead(region, offset, 4); return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true); }
+  async read16(region: number, offset: number): Promise<number> { const b = await this.regionRead(region, offset, 2); return new DataView(b.buffer, b.byteOffset, 2).getUint16(0, true); }
   async read8(region: number, offset: number): Promise<number> { return (await this.regionRead(region, offset, 1))[0]; }
   async write32(region: number, offset: number, v: number, posted = false): Promise<void> { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, v >>> 0, true); await this.regionWrite(region, offset, b, posted); }
   async write16(region: number, offset: number, v: number): Promise<void> { const b = new Uint8Array(2); new DataView(b.buffer).setUint16(0, v, true); await this.regionWrite(region, offset, b); }

@@ -94,10 +94,25 @@ export class MessageSocket {
   readonly #control: Buffer;
   #sendBuf = stableBuffer(64 * 1024);
 
+  readonly #ctlAddr: bigint;
+  #sendAddr: bigint;
+  #lastBuf: Uint8Array | null = null;
+  #lastAddr = 0n;
+
   constructor(readonly fd: number, readonly maxFds = MAX_FDS_PER_SENDMSG) {
     this.#control = stableBuffer(16 + Math.ceil((maxFds * 4) / 8) * 8);
+    this.#ctlAddr = addressOf(this.#control);
+    this.#sendAddr = addressOf(this.#sendBuf);
     this.#msg.writeBigUInt64LE(addressOf(this.#iov), 16);
     this.#msg.writeBigUInt64LE(1n, 24);
+  }
+
+  /** Address of `buf`'s first byte; views of the last buffer seen cost no FFI call. */
+  #addr(buf: Uint8Array): bigint {
+    const last = this.#lastBuf;
+    if (last && last.buffer === buf.buffer) return this.#lastAddr + BigInt(buf.byteOffset - last.byteOffset);
+    this.#lastBuf = buf; this.#lastAddr = addressOf(buf);
+    return this.#lastAddr;
   }
 
   /**
@@ -106,9 +121,9 @@ export class MessageSocket {
    */
   recv(buf: Uint8Array): Received | null {
     const msg = this.#msg, ctl = this.#control;
-    this.#iov.writeBigUInt64LE(addressOf(buf), 0);
+    this.#iov.writeBigUInt64LE(this.#addr(buf), 0);
     this.#iov.writeBigUInt64LE(BigInt(buf.length), 8);
-    msg.writeBigUInt64LE(addressOf(ctl), 32);
+    msg.writeBigUInt64LE(this.#ctlAddr, 32);
     msg.writeBigUInt64LE(BigInt(ctl.length), 40);
     msg.writeInt32LE(0, 48);
     let n: number;
@@ -141,10 +156,14 @@ export class MessageSocket {
    */
   send(data: Uint8Array, fds: readonly number[] = []): number {
     if (fds.length > this.maxFds) throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
-    if (data.length > this.#sendBuf.length) this.#sendBuf = stableBuffer(Math.max(data.length, this.#sendBuf.length * 2));
-    this.#sendBuf.set(data, 0);
     const msg = this.#msg;
-    this.#iov.writeBigUInt64LE(addressOf(this.#sendBuf), 0);
+    if (data.byteLength >= 64 * 1024) {
+      // Large arrays always live off the V8 heap (their bytes never move): send them in place.
+      this.#iov.writeBigUInt64LE(this.#addr(data), 0);
+    } else {
+      this.#sendBuf.set(data, 0);
+      this.#iov.writeBigUInt64LE(this.#sendAddr, 0);
+    }
     this.#iov.writeBigUInt64LE(BigInt(data.length), 8);
     if (fds.length > 0) {
       const ctl = this.#control;
@@ -153,7 +172,7 @@ export class MessageSocket {
       ctl.writeInt32LE(SOL_SOCKET, 8);
       ctl.writeInt32LE(SCM_RIGHTS, 12);
       fds.forEach((f, i) => ctl.writeInt32LE(f, 16 + 4 * i));
-      msg.writeBigUInt64LE(addressOf(ctl), 32);
+      msg.writeBigUInt64LE(this.#ctlAddr, 32);
       msg.writeBigUInt64LE(BigInt(Math.ceil(len / 8) * 8), 40);
     } else {
       msg.writeBigUInt64LE(0n, 32);

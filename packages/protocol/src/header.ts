@@ -46,9 +46,13 @@ export function encodeErrorReply(id: number, cmd: number, errno: number): Uint8A
   return out;
 }
 
-/** Builds a message: header + payload of `payloadSize` bytes, returned for filling in. */
-export function frame(id: number, cmd: number, flags: number, payloadSize: number): { msg: Uint8Array; p: Bytes } {
-  const msg = new Uint8Array(HEADER_SIZE + payloadSize);
+/**
+ * Builds a message: header + payload of `payloadSize` bytes, returned for filling in. With
+ * `overwritten`, a large payload is not zeroed first (the caller writes every byte): this
+ * skips the zeroing and fresh pages of a calloc'ed buffer on the data path.
+ */
+export function frame(id: number, cmd: number, flags: number, payloadSize: number, overwritten = false): { msg: Uint8Array; p: Bytes } {
+  const msg = overwritten && payloadSize >= 64 * 1024 ? Buffer.allocUnsafeSlow(HEADER_SIZE + payloadSize) : new Uint8Array(HEADER_SIZE + payloadSize);
   writeHeader(msg, { id, cmd, size: msg.length, flags, error: 0 });
   return { msg, p: new Bytes(msg.subarray(HEADER_SIZE)) };
 }

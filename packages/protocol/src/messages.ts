@@ -210,8 +210,8 @@ function checkSetIrqs(b: SetIrqs, payloadLen: number, fdCount: number): Protocol
 // DMA_READ/DMA_WRITE, which flow server → client).
 
 type Out = { msg: Uint8Array; p: Bytes };
-const req = (id: number, cmd: Command, n: number, noReply = false): Out => frame(id, cmd, Flag.COMMAND | (noReply ? Flag.NO_REPLY : 0), n);
-const rep = (id: number, cmd: Command, n: number): Out => frame(id, cmd, Flag.REPLY, n);
+const req = (id: number, cmd: Command, n: number, noReply = false, overwritten = false): Out => frame(id, cmd, Flag.COMMAND | (noReply ? Flag.NO_REPLY : 0), n, overwritten);
+const rep = (id: number, cmd: Command, n: number, overwritten = false): Out => frame(id, cmd, Flag.REPLY, n, overwritten);
 
 export const encode = {
   dmaMap(id: number, m: Omit<DmaMap, 'argsz'> & { argsz?: number }): Uint8Array {
@@ -279,13 +279,13 @@ export const encode = {
     return msg;
   },
   regionWrite(id: number, a: RegionAccess & { data: Uint8Array }, noReply = false): Uint8Array {
-    const { msg, p } = req(id, Command.REGION_WRITE, 16 + a.data.length, noReply);
+    const { msg, p } = req(id, Command.REGION_WRITE, 16 + a.data.length, noReply, true);
     p.setU64(0, a.offset); p.setU32(8, a.region); p.setU32(12, a.data.length); p.u8.set(a.data, 16);
     return msg;
   },
   /** REGION_READ reply: fill `data` (count bytes) in place to avoid a copy. */
   regionReadReply(id: number, a: RegionAccess): { msg: Uint8Array; data: Uint8Array } {
-    const { msg, p } = rep(id, Command.REGION_READ, 16 + a.count);
+    const { msg, p } = rep(id, Command.REGION_READ, 16 + a.count, true); // the handler fills all `count` bytes
     p.setU64(0, a.offset); p.setU32(8, a.region); p.setU32(12, a.count);
     return { msg, data: p.u8.subarray(16) };
   },
@@ -342,12 +342,12 @@ export const encode = {
   },
   /** MIG_DATA_READ reply with exactly the bytes there are (clients must trust `size`, §8.6). */
   migDataReadReply(id: number, data: Uint8Array): Uint8Array {
-    const { msg, p } = rep(id, Command.MIG_DATA_READ, 8 + data.length);
+    const { msg, p } = rep(id, Command.MIG_DATA_READ, 8 + data.length, true);
     p.setU32(0, 8 + data.length); p.setU32(4, data.length); p.u8.set(data, 8);
     return msg;
   },
   migDataWrite(id: number, data: Uint8Array): Uint8Array {
-    const { msg, p } = req(id, Command.MIG_DATA_WRITE, 8 + data.length);
+    const { msg, p } = req(id, Command.MIG_DATA_WRITE, 8 + data.length, false, true);
     p.setU32(0, 8 + data.length); p.setU32(4, data.length); p.u8.set(data, 8);
     return msg;
   },

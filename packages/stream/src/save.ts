@@ -1,14 +1,21 @@
 // Producing a device's stream (the source side): the initial pass over memories, then only the
 // pages that changed (found by comparing with what was sent), and at stop-copy the final state.
-import { record, headerPayload, memoryPayload, Rec, RECORD_OVERHEAD } from './format.js';
+import { crc32 } from 'node:zlib';
+import { record, headerPayload, Rec, RECORD_OVERHEAD } from './format.js';
 import type { DeviceImage } from './image.js';
 
 export const PAGE = 4096;
 /** Memory bytes per MEMORY record. */
 const RUN = 256 * 1024;
 
+/** A MEMORY record whose data is read from the shadow copy when it is written out. */
+interface MemRecord { head: Uint8Array; data: Uint8Array; crc: Uint8Array; length: number }
+type Item = Uint8Array | MemRecord;
+const itemLength = (i: Item) => (i instanceof Uint8Array ? i.length : i.length);
+
 export class SaveSession {
-  #queue: Uint8Array[] = [];
+  #queue: Item[] = [];
+  #out = new Uint8Array(0); // reused for read() results
   #queued = 0;
   #head = 0; // bytes of #queue[0] already read
   #sent: Uint8Array[]; // what the destination has of each memory (to find changed pages)
@@ -20,9 +27,14 @@ export class SaveSession {
   /** Bytes handed out so far. */
   bytesOut = 0;
 
-  constructor(readonly image: DeviceImage, readonly maxChunk = 1 << 20) {
+  /**
+   * `shadows`, if given, are buffers (one per memory, of its size) kept across sessions by the
+   * caller, so that a new session does not allocate and fault in a copy of every memory again.
+   */
+  constructor(readonly image: DeviceImage, readonly maxChunk = 1 << 20, shadows?: Uint8Array[]) {
     this.#push(record(Rec.HEADER, headerPayload(image)));
-    this.#sent = image.memories.map(m => new Uint8Array(m.size));
+    this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
+    if (shadows) for (const sh of shadows) sh.fill(0); // what the destination has: nothing yet
     this.#initialLeft = image.memories.reduce((a, m) => a + m.size, 0);
     // State and config go first as well: small, and a destination can check compatibility early.
     this.#push(record(Rec.STATE, image.saveState()));
@@ -32,7 +44,7 @@ export class SaveSession {
   get stopped(): boolean { return this.#stopped; }
   get finished(): boolean { return this.#ended && this.#queued === 0; }
 
-  #push(r: Uint8Array): void { this.#queue.push(r); this.#queued += r.length; }
+  #push(r: Item): void { this.#queue.push(r); this.#queued += itemLength(r); }
 
   /** Pre-copy estimates (§8.8): bytes of the first pass not yet read, and of changes found since. */
   precopyInfo(): { initialBytes: number; dirtyBytes: number } {
@@ -76,18 +88,35 @@ export class SaveSession {
   /** The device stopped (STOP_COPY): what follows is the final state. */
   stop(): void { this.#stopped = true; }
 
-  /** Up to `max` bytes of stream; empty when nothing is available now (or ever, once finished). */
+  /**
+   * Up to `max` bytes of stream; empty when nothing is available now (or ever, once finished).
+   * The result is valid until the next call (its buffer is reused).
+   */
   read(max: number): Uint8Array {
+    const n = this.#prepare(max);
+    if (this.#out.length < n) this.#out = new Uint8Array(Math.max(n, 64 * 1024));
+    return this.#take(this.#out.subarray(0, n));
+  }
+
+  /** Like read(), into `dest` (up to its length); returns the number of bytes written. */
+  readInto(dest: Uint8Array): number { return this.#take(dest.subarray(0, this.#prepare(dest.length))).length; }
+
+  #prepare(max: number): number {
     max = Math.min(max, this.maxChunk);
     while (this.#queued < max && this.#refill()) { /* fill */ }
-    const out = new Uint8Array(Math.min(max, this.#queued));
-    let n = 0;
-    while (n < out.length) {
+    return Math.min(max, this.#queued);
+  }
+
+  #take(out: Uint8Array): Uint8Array {
+    const n = out.length;
+    let at = 0;
+    while (at < n) {
       const q = this.#queue[0];
-      const take = Math.min(q.length - this.#head, out.length - n);
-      out.set(q.subarray(this.#head, this.#head + take), n);
-      n += take; this.#head += take;
-      if (this.#head === q.length) { this.#queue.shift(); this.#head = 0; }
+      const len = itemLength(q), take = Math.min(len - this.#head, n - at);
+      if (q instanceof Uint8Array) out.set(q.subarray(this.#head, this.#head + take), at);
+      else copyMem(q, this.#head, out.subarray(at, at + take));
+      at += take; this.#head += take;
+      if (this.#head === len) { this.#queue.shift(); this.#head = 0; }
     }
     this.#queued -= n;
     this.bytesOut += n;
@@ -131,9 +160,35 @@ export class SaveSession {
     return false;
   }
 
+  /**
+   * Queues a MEMORY record. The live memory is copied once, into the shadow of what was sent;
+   * the record's checksum and bytes come from that copy, so a concurrent write by the client
+   * can neither break the checksum nor hide from the next scan.
+   */
   #emit(mem: number, off: number, len: number): void {
-    const bytes = this.image.memories[mem].bytes(off, len);
-    this.#sent[mem].set(bytes, off);
-    this.#push(record(Rec.MEMORY, memoryPayload(mem, off, bytes)));
+    const shadow = this.#sent[mem].subarray(off, off + len);
+    shadow.set(this.image.memories[mem].bytes(off, len));
+    const head = new Uint8Array(20), dv = new DataView(head.buffer);
+    dv.setUint16(0, Rec.MEMORY, true); dv.setUint32(4, 12 + len, true);
+    dv.setUint16(8, mem, true); dv.setUint32(12, off % 2 ** 32, true); dv.setUint32(16, Math.floor(off / 2 ** 32), true);
+    const crc = new Uint8Array(4);
+    new DataView(crc.buffer).setUint32(0, crc32(shadow, crc32(head)), true);
+    this.#push({ head, data: shadow, crc, length: 24 + len });
+  }
+}
+
+/** Writes bytes [from, from + out.length) of a memory record. */
+function copyMem(r: MemRecord, from: number, out: Uint8Array): void {
+  let at = 0, pos = from;
+  const parts = [r.head, r.data, r.crc];
+  let base = 0;
+  for (const part of parts) {
+    const end = base + part.length;
+    if (pos < end && at < out.length) {
+      const take = Math.min(end - pos, out.length - at);
+      out.set(part.subarray(pos - base, pos - base + take), at);
+      at += take; pos += take;
+    }
+    base = end;
   }
 }

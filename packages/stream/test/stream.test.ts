@@ -20,7 +20,7 @@ function image(id = 'dev', version = 1, memSize = 1 << 20) {
 
 /** Reads the whole pre-copy phase in chunks of `chunk`, calling `during` after each read. */
 function drain(s: SaveSession, chunk: number, out: Uint8Array[], during?: (i: number) => void): void {
-  for (let i = 0; ; i++) { const b = s.read(chunk); if (!b.length) return; expect(b.length).toBeLessThanOrEqual(chunk); out.push(b); during?.(i); }
+  for (let i = 0; ; i++) { const b = s.read(chunk); if (!b.length) return; expect(b.length).toBeLessThanOrEqual(chunk); out.push(b.slice()); during?.(i); }
 }
 
 function feed(l: LoadSession, all: Uint8Array[], sizes: number[]): void {

@@ -25,7 +25,7 @@ export interface ConnectionOptions {
   trace?: (line: string) => void;
 }
 
-interface Pending { resolve: (m: Incoming) => void; reject: (e: Error) => void; cmd: number; timer?: NodeJS.Timeout }
+interface Pending { resolve: (m: Incoming) => void; reject: (e: Error) => void; cmd: number; deadline: number; timeoutMs: number }
 interface Queued { bytes: Uint8Array; fds: OwnedFd[] }
 
 const RECV_CHUNK = 256 * 1024;
@@ -40,7 +40,8 @@ export class Connection {
   readonly #ms: MessageSocket;
   readonly #watch: FdWatcher;
   readonly #recv = Buffer.from(new ArrayBuffer(RECV_CHUNK));
-  #asm: Buffer | null = null; // the message being assembled
+  #asm: Buffer | null = null; // the message being assembled (a view of #asmStore when it fits)
+  #asmStore = Buffer.from(new ArrayBuffer(64 * 1024));
   #asmHave = 0;
   #hdrBuf = Buffer.from(new ArrayBuffer(HEADER_SIZE));
   #hdrHave = 0;
@@ -52,6 +53,7 @@ export class Connection {
   #queued = 0;
   #pending = new Map<number, Pending>();
   #nextId = 1;
+  #sweep: NodeJS.Timeout | null = null;
   #closed = false;
   #closeWaiters: (() => void)[] = [];
 
@@ -101,9 +103,16 @@ export class Connection {
     const cmd = decodeHeader(bytes).cmd;
     return new Promise((resolve, reject) => {
       if (this.#closed) { reject(new ConnectionClosedError('request after close')); return; }
-      const p: Pending = { resolve, reject, cmd };
-      if (timeoutMs > 0) p.timer = setTimeout(() => { this.#pending.delete(id); reject(new TimeoutError(commandName(cmd), timeoutMs)); }, timeoutMs);
+      const p: Pending = { resolve, reject, cmd, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, timeoutMs };
       this.#pending.set(id, p);
+      if (timeoutMs > 0 && !this.#sweep) {
+        // One timer checks every deadline (cheaper than a timer per request).
+        this.#sweep = setInterval(() => {
+          const t = Date.now();
+          for (const [k, q] of this.#pending) if (q.deadline <= t) { this.#pending.delete(k); q.reject(new TimeoutError(commandName(q.cmd), q.timeoutMs)); }
+          if (this.#pending.size === 0) { clearInterval(this.#sweep!); this.#sweep = null; }
+        }, 50);
+      }
       this.send(bytes, fds);
     });
   }
@@ -124,7 +133,8 @@ export class Connection {
     closeAll(this.#fds); this.#fds = [];
     for (const q of this.#queue) closeAll(q.fds);
     this.#queue = []; this.#queued = 0;
-    for (const p of this.#pending.values()) { if (p.timer) clearTimeout(p.timer); p.reject(new ConnectionClosedError(reason)); }
+    if (this.#sweep) { clearInterval(this.#sweep); this.#sweep = null; }
+    for (const p of this.#pending.values()) p.reject(new ConnectionClosedError(reason));
     this.#pending.clear();
     this.onClose(reason);
     for (const w of this.#closeWaiters.splice(0)) w();
@@ -176,7 +186,12 @@ export class Connection {
         this.#hdrHave = 0;
         this.#onHeader(decodeHeader(this.#hdrBuf));
       } else this.#asmHave += r.bytes;
-      if (this.#header && this.#asmHave === this.#asm!.length) this.#onComplete();
+      if (this.#header && this.#asmHave === this.#asm!.length) {
+        this.#onComplete();
+        // libuv's poll is level-triggered: if more bytes wait, it calls again. Returning here saves
+        // the read that would only say EAGAIN in the usual request/reply ping-pong.
+        return;
+      }
     }
   }
 
@@ -191,12 +206,15 @@ export class Connection {
       return;
     }
     this.#header = h;
-    this.#asm = Buffer.from(new ArrayBuffer(h.size - HEADER_SIZE));
+    const n = h.size - HEADER_SIZE;
+    // Small messages assemble in a reused buffer (one copy out at the end); large ones in their own.
+    this.#asm = n <= this.#asmStore.length ? this.#asmStore.subarray(0, n) : Buffer.allocUnsafeSlow(n); // filled by the reads
     this.#asmHave = 0;
   }
 
   #onComplete(): void {
-    const h = this.#header!, payload = this.#asm!;
+    const h = this.#header!, asm = this.#asm!;
+    const payload = asm.buffer === this.#asmStore.buffer ? Buffer.from(asm) : asm;
     this.#header = null; this.#asm = null;
     const m: Incoming = { header: h, payload, fds: this.#takeFds() };
     const bad = checkHeader(h, this.options.maxMessageSize);
@@ -222,7 +240,6 @@ export class Connection {
     const p = isReply && !m.error ? this.#pending.get(m.header.id) : undefined;
     if (p && p.cmd === m.header.cmd) {
       this.#pending.delete(m.header.id);
-      if (p.timer) clearTimeout(p.timer);
       if (m.header.flags & Flag.ERROR) { closeAll(m.fds); p.reject(new RemoteError(m.header.error, commandName(m.header.cmd))); }
       else p.resolve(m);
       return;

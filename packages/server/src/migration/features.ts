@@ -73,7 +73,7 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
       if (req.cmd !== Command.MIG_DATA_READ) return Errno.EINVAL;
       if (!m.save || (m.state !== S.PRE_COPY && m.state !== S.STOP_COPY)) return Errno.EINVAL;
       if (!m.claim('v2')) return Errno.EINVAL;
-      return { msg: encode.migDataReadReply(id, m.save.read(req.body.size)) };
+      return { msg: m.readReply(id, req.body.size) };
     },
 
     [Command.MIG_DATA_WRITE]: (_s, id, req) => {

@@ -1,7 +1,7 @@
 // Migration of a device: one state machine (v2 states, §8) driven through DEVICE_FEATURE or the
 // v1 migration region (§7, §9); each arc is executed against the device, and the data flows
 // through one save or load session of the stream package.
-import { Command, Errno, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
+import { Command, Errno, Flag, writeHeader, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
 import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
@@ -88,7 +88,8 @@ export class Migration {
         case 'RESUMING>STOP': {
           const load = this.load;
           this.#endSessions();
-          try { load?.commit(); } catch (e) {
+          if (!load || load.bytesIn === 0) { this.opts.log('migration: resume ended with no data; device unchanged'); break; }
+          try { load.commit(); } catch (e) {
             // The device's own state was never touched, but the resume session cannot complete:
             // only a reset leaves this (§8.2).
             this.fsm.fail();
@@ -107,7 +108,26 @@ export class Migration {
     this.opts.log(`migration: ${stateName(from)} -> ${stateName(next)}`);
   }
 
-  #startSave(): void { this.#endSessions(); this.save = new SaveSession(deviceImage(this.device), 1 << 20); }
+  #shadows: Uint8Array[] | null = null;
+  #startSave(): void {
+    this.#endSessions();
+    // Shadows of what was sent are kept across sessions: allocating and faulting in a copy of
+    // every memory per migration would cost more than the migration's own copying.
+    this.#shadows ??= [...this.device.memories.values()].map(m => new Uint8Array(m.size));
+    this.save = new SaveSession(deviceImage(this.device), 1 << 20, this.#shadows);
+  }
+
+  #reply = new Uint8Array(0);
+  /** MIG_DATA_READ reply built in a reused buffer (send() copies or transmits it at once). */
+  readReply(id: number, size: number): Uint8Array {
+    if (this.#reply.length < 24 + size) this.#reply = Buffer.allocUnsafeSlow(24 + Math.max(size, 64 * 1024));
+    const n = this.save!.readInto(this.#reply.subarray(24, 24 + size));
+    const msg = this.#reply.subarray(0, 24 + n);
+    writeHeader(msg, { id, cmd: Command.MIG_DATA_READ, size: msg.length, flags: Flag.REPLY, error: 0 });
+    const dv = new DataView(msg.buffer, msg.byteOffset, 24);
+    dv.setUint32(16, 8 + n, true); dv.setUint32(20, n, true);
+    return msg;
+  }
   #endSessions(): void { this.save = null; this.load = null; this.via = null; this.v1?.resetIteration(); }
 
   /** Claims the current session for a transport; false if the other one already uses it. */

@@ -1,0 +1,35 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const dir = mkdtempSync(join(tmpdir(), 'vfu-bench-'));
+const src = join(dirname(fileURLToPath(import.meta.url)), '..', 'c');
+
+/** Compiles the C floor programs (cc -O2) into the bench's temporary directory. */
+export function buildC(): { stub: string; client: string } {
+  const out = { stub: join(dir, 'stub-server'), client: join(dir, 'client') };
+  execFileSync('cc', ['-O2', '-o', out.stub, join(src, 'stub-server.c')]);
+  execFileSync('cc', ['-O2', '-o', out.client, join(src, 'client.c')]);
+  return out;
+}
+
+export async function startStub(bin: string, socket: string): Promise<ChildProcess> {
+  const p = spawn(bin, [socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((res, rej) => { p.stdout!.once('data', () => res()); p.once('exit', c => rej(new Error(`stub exited ${c}`))); });
+  return p;
+}
+
+/** Runs the C client: median/p99 µs, round trips per second, bytes, seconds. */
+export function cClient(bin: string, socket: string, n: number, count: number, region: number) {
+  const [median, p99, perSec, bytes, secs] = execFileSync(bin, [socket, String(n), String(count), String(region)], { encoding: 'utf8' }).trim().split(' ').map(Number);
+  return { median, p99, perSec, bytes, secs };
+}
+
+export function stats(lat: number[], totalMs: number) {
+  const s = [...lat].sort((a, b) => a - b);
+  return { median: s[s.length >> 1], p99: s[Math.floor(s.length * 0.99)], perSec: lat.length / (totalMs / 1000) };
+}
+
+export const fmt = (x: number, d = 1) => x.toFixed(d);
