@@ -65,7 +65,8 @@ export interface RegisterMapOptions {
  */
 export function registers<S>(size: number, state: S, regs: Register<S>[], opts: RegisterMapOptions = {}): RegionHandler {
   const byOffset = new Map<number, Register<S>>(); // key: offset * 16 + width
-  const cover: (Register<S> | undefined)[] = new Array(size);
+  // Byte -> register, only as far as the last register (a huge BAR with few registers stays small).
+  const cover: (Register<S> | undefined)[] = new Array(regs.reduce((m, r) => Math.max(m, r.offset + r.width), 0));
   for (const r of regs) {
     if (r.offset + r.width > size) throw new RangeError(`register ${r.name ?? r.offset} beyond the region`);
     byOffset.set(r.offset * 16 + r.width, r);

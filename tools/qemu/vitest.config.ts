@@ -1,3 +1,0 @@
-import { vfuVitest } from '../../tools/vitest/shared.ts';
-
-export default vfuVitest();
