@@ -45,6 +45,7 @@ export class VfioUserServer {
 
   listen(): this {
     this.#listener = Listener.listen(this.options.socketPath, fd => this.#accept(fd));
+    this.#listener.onError = e => this.#log(`failed to accept a connection: ${e.message}`);
     return this;
   }
 

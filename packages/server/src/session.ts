@@ -48,6 +48,9 @@ export class Session {
     this.#busy = true;
     try {
       while (this.#queue.length && !this.conn.closed) {
+        // A client that does not read its replies: execute nothing more until they drain, so
+        // queued replies stay bounded by the high-water mark plus one reply.
+        if (this.conn.backlogged) { await this.conn.drained(); continue; }
         const m = this.#queue.shift()!;
         try { await this.#handle(m); } finally { closeAll(m.fds); }
       }

@@ -66,9 +66,23 @@ export class Connection {
     this.#sock = fd;
     this.#ms = new MessageSocket(fd.fd);
     this.#watch = new FdWatcher(fd.fd, ev => {
-      if (ev.writable) this.#flush();
-      if (ev.readable || ev.hangup) this.#read();
+      // Nothing may escape a poll callback: it would take the whole process down with it.
+      try { this.#onEvent(ev); } catch (e) { this.close(`internal error: ${(e as Error).stack ?? e}`); }
     });
+  }
+
+  #onEvent(ev: { readable: boolean; writable: boolean; hangup: boolean }): void {
+    {
+      if (ev.hangup) {
+        // libuv may have stopped the handle (an error status): no more callbacks will come, so
+        // take what the peer sent before it went, then end.
+        this.#read(true);
+        this.close('peer hung up');
+        return;
+      }
+      if (ev.writable) this.#flush();
+      if (ev.readable) this.#read();
+    }
   }
 
   get closed(): boolean { return this.#closed; }
@@ -117,6 +131,12 @@ export class Connection {
     });
   }
 
+  /** More than `sendHighWater` bytes wait to be sent: a producer should wait for drained(). */
+  get backlogged(): boolean { return this.#queued > (this.options.sendHighWater ?? 64 << 20); }
+  #drainWaiters: (() => void)[] = [];
+  /** Resolves once the send backlog is below the high-water mark again (or the connection closed). */
+  drained(): Promise<void> { return !this.backlogged || this.#closed ? Promise.resolve() : new Promise(r => this.#drainWaiters.push(r)); }
+
   replyError(h: Header, errno: number): void {
     if (h.flags & Flag.NO_REPLY) return;
     this.send(encodeErrorReply(h.id, h.cmd, errno));
@@ -138,13 +158,14 @@ export class Connection {
     this.#pending.clear();
     this.onClose(reason);
     for (const w of this.#closeWaiters.splice(0)) w();
+    for (const w of this.#drainWaiters.splice(0)) w();
   }
 
   #enqueue(bytes: Uint8Array, fds: OwnedFd[]): void {
     this.#queue.push({ bytes: Uint8Array.from(bytes), fds });
     this.#queued += bytes.length;
     this.#watch.wantWritable(true);
-    if (this.#queued > (this.options.sendHighWater ?? 64 << 20)) this.#watch.wantReadable(false);
+    if (this.backlogged) this.#watch.wantReadable(false);
   }
 
   #flush(): void {
@@ -155,19 +176,21 @@ export class Connection {
       if (n === 0) return;
       closeAll(q.fds); q.fds = [];
       this.#queued -= n;
+      if (!this.backlogged) { this.#watch.wantReadable(true); for (const w of this.#drainWaiters.splice(0)) w(); }
       if (n < q.bytes.length) { q.bytes = q.bytes.subarray(n); return; }
       this.#queue.shift();
     }
     if (this.#closed) return;
     this.#watch.wantWritable(false);
     this.#watch.wantReadable(true);
+    for (const w of this.#drainWaiters.splice(0)) w();
   }
 
   // Every read is bounded to the rest of the current message (its header, then its body), so
   // fds that arrive can only have come with bytes of that message: the message whose first
   // byte carried them (§1.1). A read spanning two messages could hand the second one's fds to
   // the first.
-  #read(): void {
+  #read(toEnd = false): void {
     while (!this.#closed) {
       let target: Buffer;
       if (this.#skip > 0) target = this.#recv.subarray(0, Math.min(this.#skip, RECV_CHUNK));
@@ -190,7 +213,7 @@ export class Connection {
         this.#onComplete();
         // libuv's poll is level-triggered: if more bytes wait, it calls again. Returning here saves
         // the read that would only say EAGAIN in the usual request/reply ping-pong.
-        return;
+        if (!toEnd) return;
       }
     }
   }

@@ -7,10 +7,22 @@ export class Listener {
   readonly #watch: FdWatcher;
   #closed = false;
 
+  /** Called when accepting fails (e.g. EMFILE: out of fds); the listener keeps listening. */
+  onError: (e: Error) => void = () => {};
+
   private constructor(readonly path: string, fd: OwnedFd, onConnection: (fd: OwnedFd) => void) {
     this.#fd = fd;
     this.#watch = new FdWatcher(fd.fd, () => {
-      for (let c; !this.#closed && (c = acceptUnix(this.#fd.fd)); ) onConnection(c);
+      try {
+        for (let c; !this.#closed && (c = acceptUnix(this.#fd.fd)); ) {
+          try { onConnection(c); } catch (e) { c.close(); this.onError(e as Error); }
+        }
+      } catch (e) {
+        this.onError(e as Error);
+        // Out of fds: the pending connection stays queued; try again shortly rather than spin.
+        this.#watch.wantReadable(false);
+        setTimeout(() => { if (!this.#closed) this.#watch.wantReadable(true); }, 100).unref();
+      }
     });
   }
 
