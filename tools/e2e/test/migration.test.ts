@@ -7,7 +7,7 @@ import { VfioUserClient } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
 import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
 import { S } from '@vfu/fsm';
-import { Irq, Errno, Feature, FeatureFlag, featureData, setPages } from '@vfu/protocol';
+import { Irq, Errno, Feature, FeatureFlag, featureData, setPages, encode } from '@vfu/protocol';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM, IRQ_DMA } from '@vfu/device-edu';
 import { Reg as Tpl } from '@vfu/device-template';
 import { tempDir, until } from './helpers.ts';
@@ -201,5 +201,29 @@ describe('failures leave both devices usable', () => {
     clients.push(again);
     expect(await again.getState()).toBe(S.RUNNING);
     expect(await again.read32(0, Edu.LIVENESS)).toBe(~42 >>> 0);
+  });
+});
+
+describe('v1 dirty page tracking', () => {
+  it('DIRTY_PAGES START / GET_BITMAP / STOP, and DMA_UNMAP with GET_DIRTY_BITMAP, see the pages the device wrote', async () => {
+    const [, , src] = await pair('edu');
+    await src.config.write16(CFG_CMD, 0x6);
+    await src.addRam(0x100000, 0x40000);
+    const dp = (flags: number, range?: { iova: number; size: number; pgsize: number; bitmapSize: number }) =>
+      src.raw(encode.dirtyPages(src.nextId(), { argsz: range ? 40 + range.bitmapSize : 8, flags, range }));
+    await dp(1); // START
+    const dma = async (dst: number) => {
+      await src.write32(0, Edu.DMA_SRC, DMA_BUFFER); await src.write32(0, Edu.DMA_DST, dst); await src.write32(0, Edu.DMA_COUNT, 16);
+      await src.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM);
+      await until(async () => ((await src.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'DMA');
+    };
+    await dma(0x105000);
+    const got = await dp(4, { iova: 0x100000, size: 0x40000, pgsize: 4096, bitmapSize: 8 });
+    expect(setPages(got.payload.subarray(40), 64)).toEqual([5]);
+    await expect(dp(4, { iova: 0x100000, size: 0x40000, pgsize: 8192, bitmapSize: 8 })).rejects.toMatchObject({ errno: Errno.EINVAL }); // page size != logging
+    await dma(0x13f000);
+    const bm = await src.dmaUnmap(0x100000, 0x40000, { bitmapPage: 4096 });
+    expect(setPages(bm!, 64)).toEqual([63]);
+    await dp(2); // STOP
   });
 });
