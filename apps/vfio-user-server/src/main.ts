@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { PciDevice, DeviceSetupError } from '@vfu/pci';
 import { VfioUserServer } from '@vfu/server';
 import { devices, defaultDevice } from './devices.js';
+import { controlServer } from './control.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 type Level = (typeof LEVELS)[number];
@@ -20,6 +21,7 @@ function usage(): string {
     '  --on-disconnect WHAT   reset (default) or keep the device state when the client goes',
     '  --dma-layout LAYOUT    DMA_READ/WRITE layout: auto (default), spec or qemu',
     '  --no-migration         do not offer migration',
+    '  --control PATH         a JSON-lines socket to read device state and use device controls (tests, demos)',
     '',
     'device options:',
     ...Object.entries(devices).flatMap(([n, d]) => Object.entries(d.options ?? {}).map(([o, s]) => `  --${o} VALUE   (${n}) ${s.description} [default ${s.default}]`)),
@@ -27,7 +29,7 @@ function usage(): string {
   return lines.join('\n');
 }
 
-export interface Parsed { device: string; socket: string; level: Level; trace: boolean; onDisconnect: 'reset' | 'keep'; dmaLayout: 'auto' | 'spec' | 'qemu'; migration: boolean; deviceOptions: Record<string, string> }
+export interface Parsed { control?: string; device: string; socket: string; level: Level; trace: boolean; onDisconnect: 'reset' | 'keep'; dmaLayout: 'auto' | 'spec' | 'qemu'; migration: boolean; deviceOptions: Record<string, string> }
 
 export function parse(argv: string[]): Parsed | 'help' {
   const deviceOpts = new Set(Object.values(devices).flatMap(d => Object.keys(d.options ?? {})));
@@ -37,7 +39,7 @@ export function parse(argv: string[]): Parsed | 'help' {
       args: argv, strict: true, allowPositionals: false,
       options: {
         device: { type: 'string' }, socket: { type: 'string' }, 'log-level': { type: 'string' }, trace: { type: 'boolean' },
-        'on-disconnect': { type: 'string' }, 'dma-layout': { type: 'string' }, 'no-migration': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'on-disconnect': { type: 'string' }, control: { type: 'string' }, 'dma-layout': { type: 'string' }, 'no-migration': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
         ...Object.fromEntries([...deviceOpts].map(o => [o, { type: 'string' as const }])),
       },
     }).values as Record<string, string | boolean | undefined>;
@@ -59,6 +61,7 @@ export function parse(argv: string[]): Parsed | 'help' {
     deviceOptions[o] = v[o] as string;
   }
   return {
+    control: v.control ? resolve(v.control as string) : undefined,
     device, socket: resolve((v.socket as string | undefined) ?? `vfio-user-${device}.sock`), level, trace: !!v.trace,
     onDisconnect, dmaLayout: dmaLayout as Parsed['dmaLayout'], migration: !v['no-migration'], deviceOptions,
   };
@@ -88,9 +91,10 @@ export async function main(argv: string[]): Promise<number | undefined> {
     device.release();
     return 1;
   }
+  const control = p.control ? controlServer(p.control, device) : null;
   const dev = JSON.stringify({ driver: 'vfio-user-pci', socket: { path: p.socket, type: 'unix' } });
   process.stdout.write(`vfio-user-server: ${p.device} listening on ${p.socket}; attach QEMU with: -device '${dev}'\n`);
-  const stop = (sig: string) => { log('info', `${sig}: shutting down`); server.close(); device.release(); process.exit(0); };
+  const stop = (sig: string) => { log('info', `${sig}: shutting down`); server.close(); control?.close(); device.release(); process.exit(0); };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
   return undefined;

@@ -46,6 +46,8 @@ export interface DeviceDefinition<S extends Schema = Schema> {
   onRun?(dev: DeviceContext<S>): void;
   /** After migrated state was loaded (e.g. re-derive things not in the state). */
   afterLoad?(dev: DeviceContext<S>): void;
+  /** What the outside world can do to the device (e.g. change a card's inputs), for tests and demos. */
+  controls?: Record<string, (dev: DeviceContext<S>, value: number) => void>;
 }
 
 export const defineDevice = <S extends Schema>(d: DeviceDefinition<S>): DeviceDefinition<S> => d;

@@ -1,0 +1,35 @@
+// An optional control socket (--control PATH) for tests and demos: one JSON object per line.
+//   {"get": "state"}                  -> {"ok": true, "state": {...declared state...}}
+//   {"set": "inputs", "value": 8}     -> {"ok": true}   (a control the device declares)
+import { createServer, type Server } from 'node:net';
+import { unlinkSync } from 'node:fs';
+import type { PciDevice } from '@vfu/pci';
+
+export function controlServer(path: string, device: PciDevice): Server {
+  try { unlinkSync(path); } catch { /* none */ }
+  const srv = createServer(sock => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      buf += d;
+      for (let i; (i = buf.indexOf('\n')) >= 0;) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1);
+        let reply: unknown;
+        try {
+          const req = JSON.parse(line) as { get?: string; set?: string; value?: number };
+          if (req.get === 'state') {
+            const state = Object.fromEntries(Object.entries(device.state).map(([k, v]) => [k, v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v]));
+            reply = { ok: true, state };
+          } else if (req.set && device.def.controls?.[req.set] && typeof req.value === 'number') {
+            device.def.controls[req.set](device.context, req.value);
+            reply = { ok: true };
+          } else reply = { ok: false, error: `unknown request; controls: ${Object.keys(device.def.controls ?? {}).join(', ') || 'none'}` };
+        } catch (e) { reply = { ok: false, error: (e as Error).message }; }
+        sock.write(JSON.stringify(reply) + '\n');
+      }
+    });
+    sock.on('error', () => {});
+  });
+  srv.listen(path);
+  return srv;
+}
