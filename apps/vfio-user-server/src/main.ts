@@ -19,7 +19,7 @@ function usage(): string {
     '  --log-level LEVEL      error, warn, info (default) or debug',
     '  --trace                print every message, decoded, one line each (stderr)',
     '  --on-disconnect WHAT   reset (default) or keep the device state when the client goes',
-    '  --dma-layout LAYOUT    DMA_READ/WRITE layout: auto (default), spec or qemu',
+    '  --dma-layout LAYOUT    DMA_READ/WRITE layout: spec (default; what QEMU 11.1.3 speaks) or qemu (u32 count, data at 12)',
     '  --no-migration         do not offer migration',
     '  --control PATH         a JSON-lines socket to read device state and use device controls (tests, demos)',
     '',
@@ -29,7 +29,7 @@ function usage(): string {
   return lines.join('\n');
 }
 
-export interface Parsed { control?: string; device: string; socket: string; level: Level; trace: boolean; onDisconnect: 'reset' | 'keep'; dmaLayout: 'auto' | 'spec' | 'qemu'; migration: boolean; deviceOptions: Record<string, string> }
+export interface Parsed { control?: string; device: string; socket: string; level: Level; trace: boolean; onDisconnect: 'reset' | 'keep'; dmaLayout: 'spec' | 'qemu'; migration: boolean; deviceOptions: Record<string, string> }
 
 export function parse(argv: string[]): Parsed | 'help' {
   const deviceOpts = new Set(Object.values(devices).flatMap(d => Object.keys(d.options ?? {})));
@@ -52,8 +52,8 @@ export function parse(argv: string[]): Parsed | 'help' {
   if (!LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
   const onDisconnect = (v['on-disconnect'] as string | undefined) ?? 'reset';
   if (onDisconnect !== 'reset' && onDisconnect !== 'keep') throw new UsageError('--on-disconnect must be reset or keep');
-  const dmaLayout = (v['dma-layout'] as string | undefined) ?? 'auto';
-  if (!['auto', 'spec', 'qemu'].includes(dmaLayout)) throw new UsageError('--dma-layout must be auto, spec or qemu');
+  const dmaLayout = (v['dma-layout'] as string | undefined) ?? 'spec';
+  if (!['spec', 'qemu'].includes(dmaLayout)) throw new UsageError('--dma-layout must be spec or qemu');
   const deviceOptions: Record<string, string> = {};
   for (const o of deviceOpts) {
     if (v[o] === undefined) continue;

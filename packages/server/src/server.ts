@@ -11,8 +11,12 @@ export interface ServerOptions {
   device: PciDevice;
   socketPath: string;
   limits?: Partial<ServerLimits>;
-  /** Layout of DMA_READ/DMA_WRITE: the spec's, QEMU 11's, or 'auto' (QEMU's when the client offers write_multiple, which only QEMU does). */
-  dmaLayout?: DmaLayout | 'auto';
+  /**
+   * Layout of DMA_READ/DMA_WRITE. 'spec' (default): u64 count, data at 16 — what QEMU 11.1.3
+   * actually accepts and sends (tested against it). 'qemu': u32 count, data at 12, the layout the
+   * reference (§3.9) attributes to QEMU's in-tree client; kept for builds that use it.
+   */
+  dmaLayout?: DmaLayout;
   /** What a client's disconnect does to the device: reset it (default) or keep its state for the next client. */
   onDisconnect?: 'reset' | 'keep';
   /** Advertise migration (v2 features and the v1 region). */
@@ -70,7 +74,7 @@ export class VfioUserServer {
       onReset: reason => this.migration?.onDeviceReset(reason),
       onClose: () => {},
       migration: this.migration?.advertised ?? false,
-    }, this.#log, this.options.dmaLayout ?? 'auto');
+    }, this.#log, this.options.dmaLayout ?? 'spec');
     this.#session = session;
     this.#sessions++;
     this.migration?.attach(session);

@@ -30,14 +30,12 @@ export class Session {
   #dmaLayout: DmaLayout;
 
   constructor(readonly conn: Connection, readonly device: PciDevice, readonly limits: ServerLimits, private readonly hooks: SessionHooks,
-    readonly log: (m: string) => void, dmaLayout: DmaLayout | 'auto') {
+    readonly log: (m: string) => void, dmaLayout: DmaLayout) {
     this.extraRegions = hooks.extraRegions;
     this.regionCaps = hooks.regionCaps;
-    this.#dmaLayout = dmaLayout === 'auto' ? 'spec' : dmaLayout;
-    this.#autoLayout = dmaLayout === 'auto';
+    this.#dmaLayout = dmaLayout;
     conn.onMessage = m => { this.#queue.push(m); void this.#drain(); };
   }
-  #autoLayout: boolean;
 
   get numRegions(): number { return Region.NUM_PCI + this.extraRegions.length; }
 
@@ -77,7 +75,6 @@ export class Session {
       if (v instanceof ProtocolError) { this.#note(h.cmd, v.message); this.conn.replyError(h, v.errno); this.conn.close('negotiation failed'); return; }
       const offered = v.caps;
       this.caps = { ...offered, maxMsgFds: offered.maxMsgFds, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
-      if (this.#autoLayout) this.#dmaLayout = v.keys.includes('write_multiple') ? 'qemu' : 'spec';
       this.device.guest.messages = this.#messageDma();
       const reply: Partial<Capabilities> = {
         maxMsgFds: this.limits.maxMsgFds, maxDataXferSize: this.limits.maxDataXferSize, pgsizes: this.limits.pageSize, maxDmaMaps: this.limits.maxDmaMaps,

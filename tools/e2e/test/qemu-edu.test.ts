@@ -77,6 +77,33 @@ describe('QEMU attaches to the edu device', () => {
     c.close();
   });
 
+  it("reaches QEMU's fd-less memory through DMA_READ and DMA_WRITE messages (QEMU 11.1.3 speaks the spec layout)", async () => {
+    const q = await Qemu.start({ devices: [{ socket: server.socket, addr: `${DEV}.0` }] });
+    try {
+      const t = q.qtest;
+      await program(q);
+      // QEMU maps its BIOS (read-only) and our own BAR 2 (as a peer-to-peer alias) without fds:
+      // the device reaches them only by asking QEMU.
+      const BIOS = 0xfffffff0;
+      const go = async (src: number, dst: number, cmd: number) => {
+        await t.writeq(BAR0 + Reg.DMA_SRC, src); await t.writeq(BAR0 + Reg.DMA_DST, dst); await t.writeq(BAR0 + Reg.DMA_COUNT, 16);
+        await t.writel(BAR0 + Reg.DMA_CMD, cmd);
+        await until(async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0, 'DMA');
+      };
+      const before = server.output().length;
+      await go(BIOS, DMA_BUFFER, DMA_START);
+      await go(DMA_BUFFER, BAR2 + 0x2000, DMA_START | DMA_TO_RAM);
+      const bios = await t.memRead(BIOS, 16);
+      expect(bios.some(b => b !== 0)).toBe(true);
+      expect((await t.memRead(BAR2 + 0x2000, 16)).equals(bios)).toBe(true);
+      const trace = server.output().slice(before);
+      expect(trace).toMatch(/<- #\d+ DMA_READ reply size=32/); // 16 bytes of data after a 16-byte echo
+      expect(trace).toMatch(/<- #\d+ DMA_WRITE reply size=16/);
+      expect(trace).not.toMatch(/error=/);
+    } catch (e) { console.error(q.stderr()); throw e; } finally { await q.quit(); }
+    await until(() => (server.output().match(/client disconnected/g) ?? []).length >= 3, 'disconnect');
+  });
+
   it('serves the next QEMU after one quits', async () => {
     for (let i = 0; i < 2; i++) {
       const q = await Qemu.start({ devices: [{ socket: server.socket, addr: `${DEV}.0` }] });
@@ -85,7 +112,7 @@ describe('QEMU attaches to the edu device', () => {
         await program(q);
         expect(await q.qtest.readl(BAR0)).toBe(EDU_ID);
       } finally { await q.quit(); }
-      await until(() => (server.output().match(/client disconnected/g) ?? []).length >= 3 + i, 'disconnect');
+      await until(() => (server.output().match(/client disconnected/g) ?? []).length >= 4 + i, 'disconnect');
     }
   });
 });

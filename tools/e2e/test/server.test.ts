@@ -19,7 +19,7 @@ afterAll(async () => { c?.close(); await server.stop(); tmp.cleanup(); });
 const fresh = async (opts = {}) => { c?.close(); await until(() => !/client connected(?![\s\S]*client disconnected)/.test(server.output().split('ready for the next').at(-1)!), 'previous client gone'); c = await VfioUserClient.connect(server.socket, opts); return c; };
 const fail = async (p: Promise<unknown>, errno: number = Errno.EINVAL) => { await expect(p).rejects.toBeInstanceOf(RemoteError); await p.catch((e: RemoteError) => expect(e.errno).toBe(errno)); };
 const serverFds = () => readdirSync(`/proc/${server.proc.pid}/fd`).length;
-const feature = (flags: number, data = new Uint8Array(0), argsz?: number) => c.feature(flags, data, argsz);
+const feature = (flags: number, data: Uint8Array = new Uint8Array(0), argsz?: number) => c.feature(flags, data, argsz);
 
 describe('one client at a time, and nothing leaks', () => {
   it('refuses a second client with EBUSY while the first is served; the first goes on', async () => {
