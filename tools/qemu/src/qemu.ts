@@ -28,24 +28,27 @@ async function waitFor(path: string, ms: number, proc: ChildProcess, stderr: () 
   }
 }
 
+/** Calls `onLine` for each newline-terminated line arriving on `sock`. */
+function onLines(sock: Socket, onLine: (line: string) => void): void {
+  let buf = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => {
+    buf += d;
+    for (let i; (i = buf.indexOf('\n')) >= 0;) { const line = buf.slice(0, i); buf = buf.slice(i + 1); onLine(line); }
+  });
+}
+
 /** A line-oriented qtest session; asynchronous `IRQ raise/lower N` lines are collected apart. */
 export class Qtest {
-  #buf = '';
   #waiting: ((line: string) => void)[] = [];
   readonly irqs: string[] = [];
   #irqWaiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.#buf += d;
-      let i;
-      while ((i = this.#buf.indexOf('\n')) >= 0) {
-        const line = this.#buf.slice(0, i); this.#buf = this.#buf.slice(i + 1);
-        if (line.startsWith('IRQ ')) {
-          this.irqs.push(line);
-          this.#irqWaiters = this.#irqWaiters.filter(w => (w.re.test(line) ? (w.resolve(line), false) : true));
-        } else this.#waiting.shift()?.(line);
-      }
+    onLines(sock, line => {
+      if (line.startsWith('IRQ ')) {
+        this.irqs.push(line);
+        this.#irqWaiters = this.#irqWaiters.filter(w => (w.re.test(line) ? (w.resolve(line), false) : true));
+      } else this.#waiting.shift()?.(line);
     });
   }
   /** Sends one command; resolves with its reply ("OK ..."), rejects on "FAIL". */
@@ -87,20 +90,14 @@ export class Qtest {
 
 /** Minimal QMP: capabilities negotiation, then `execute`. */
 export class Qmp {
-  #buf = '';
   #waiting: ((o: Record<string, unknown>) => void)[] = [];
   readonly events: Record<string, unknown>[] = [];
   constructor(readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.#buf += d;
-      let i;
-      while ((i = this.#buf.indexOf('\n')) >= 0) {
-        const line = this.#buf.slice(0, i).trim(); this.#buf = this.#buf.slice(i + 1);
-        if (!line) continue;
-        const o = JSON.parse(line) as Record<string, unknown>;
-        if ('event' in o || 'QMP' in o) this.events.push(o); else this.#waiting.shift()?.(o);
-      }
+    onLines(sock, raw => {
+      const line = raw.trim();
+      if (!line) return;
+      const o = JSON.parse(line) as Record<string, unknown>;
+      if ('event' in o || 'QMP' in o) this.events.push(o); else this.#waiting.shift()?.(o);
     });
   }
   execute(cmd: string, args?: Record<string, unknown>): Promise<unknown> {
