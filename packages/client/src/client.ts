@@ -209,7 +209,8 @@ export class VfioUserClient {
   async dataSize(): Promise<number> { return unwrap(decodeFeatureData.u64((await this.feature(FeatureFlag.GET | Feature.MIG_DATA_SIZE, new Uint8Array(0), 16)).data, 'MIG_DATA_SIZE')); }
   async precopyInfo(): Promise<{ initialBytes: number; dirtyBytes: number }> { return unwrap(decodeFeatureData.precopyInfo((await this.feature(FeatureFlag.GET | Feature.VFU_PRECOPY_INFO, new Uint8Array(0), 24)).data)); }
   /** MIG_DATA_READ: the bytes the server has, at most `size` (trusts the reply's size field). */
-  async migDataRead(size: number): Promise<Uint8Array> { return Uint8Array.from(unwrap(decodeReply.migDataRead(await this.#simple(encode.migDataRead(this.#id(), size))))); }
+  /** The returned bytes are a view of the reply (each message owns its buffer): no copy. */
+  async migDataRead(size: number): Promise<Uint8Array> { return unwrap(decodeReply.migDataRead(await this.#simple(encode.migDataRead(this.#id(), size)))); }
   async migDataWrite(data: Uint8Array): Promise<void> { await this.#simple(encode.migDataWrite(this.#id(), data)); }
 
   /** Sends raw bytes as a request and returns the reply payload (for tests of malformed input). */
