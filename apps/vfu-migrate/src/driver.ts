@@ -96,7 +96,7 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
 export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: MigrateOptions = {}): Promise<Report> {
   const protocol = opts.protocol ?? 'v2';
   const t0 = now();
-  const rep: Report = { outcome: 'failed', protocol, source: { state: '?' }, destination: { state: '?' }, bytes: 0, precopyBytes: 0, stopCopyBytes: 0, iterations: 0, downtimeMs: 0, totalMs: 0, throughputGiBps: 0, dirtyPagesReported: 0, workloadWrites: 0 };
+  const rep: Report = { outcome: 'failed', protocol, source: { state: '?' }, destination: { state: '?' }, bytes: 0, precopyBytes: 0, stopCopyBytes: 0, iterations: 0, downtimeMs: 0, stopCopyMs: 0, resumeMs: 0, totalMs: 0, throughputGiBps: 0, dirtyPagesReported: 0, workloadWrites: 0 };
   let a: Endpoint, b: Endpoint, dataTime = 0;
   const where = async () => {
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
@@ -162,10 +162,13 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     rep.stopCopyBytes = await move('stopcopy', buf);
     rep.dirtyPagesReported = await stopDirtyLogging(src, protocol, opts.dmaRanges);
     opts.onProgress?.({ phase: 'resume', iteration: rep.iterations, bytes: rep.bytes, pending: 0 });
+    const resume = now();
+    rep.stopCopyMs = resume - down;
     try { await b.set(S.RUNNING); } catch (e) {
       throw new MigrationFailure(`the destination rejected the device state: ${(e as Error).message}`);
     }
     rep.downtimeMs = now() - down;
+    rep.resumeMs = now() - resume;
     await a.set(S.STOP); // the source stays paused, as QEMU leaves it
     rep.outcome = 'completed';
   } catch (e) {

@@ -28,7 +28,7 @@ export function describe(r: Report): string {
   const lines = [
     `migration ${r.outcome} (${r.protocol})${r.error ? `: ${r.error}` : ''}`,
     `  moved      ${mib(r.bytes)} (pre-copy ${mib(r.precopyBytes)}, stop-copy ${mib(r.stopCopyBytes)}) in ${r.iterations} round(s)`,
-    `  downtime   ${r.downtimeMs.toFixed(1)} ms; total ${r.totalMs.toFixed(0)} ms; data phase ${r.throughputGiBps.toFixed(2)} GiB/s`,
+    `  downtime   ${r.downtimeMs.toFixed(1)} ms (stop-copy ${r.stopCopyMs.toFixed(1)}, resume ${r.resumeMs.toFixed(1)}); total ${r.totalMs.toFixed(0)} ms; data phase ${r.throughputGiBps.toFixed(2)} GiB/s`,
     `  devices    source ${r.source.state}, destination ${r.destination.state}`,
   ];
   if (r.workloadWrites) lines.push(`  workload   ${r.workloadWrites} page writes on the source during pre-copy`);

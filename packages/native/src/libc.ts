@@ -20,6 +20,7 @@ export const c = {
   pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t n, int64_t off)'),
   mmap: libc.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
   munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
+  madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),

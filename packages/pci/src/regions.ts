@@ -125,7 +125,7 @@ export function sharedMemory(name: string, size: number, opts: { mappable?: bool
     write(offset, data) { map.bytes(offset, data.length).set(data); },
     mappable: opts.mappable === false ? undefined : { fd, areas: [{ offset: 0, size }] },
     bytes: (offset, len) => map.bytes(offset, len),
-    prefault() { allocate(fd.fd, 0, size); },
+    prefault() { allocate(fd.fd, 0, size); map.populate(); },
     release() { map.release(); fd.close(); },
   };
 }
