@@ -71,6 +71,11 @@ export class ConfigSpace {
     });
   }
 
+  /** Expansion ROM BAR (0x30): address bits above the size writable, bit 0 (enable) writable. */
+  setRom(size: number): void {
+    this.writable(Cfg.ROM, 4, (~(size - 1) & 0xfffff800) | 1);
+  }
+
   /** A client's read of `len` bytes at `o` (any alignment). */
   read(o: number, out: Uint8Array): void { out.set(this.bytes.subarray(o, o + out.length)); }
 

@@ -39,6 +39,8 @@ export interface DeviceDefinition<S extends Schema = Schema> {
   memories?: (o: Options) => Record<string, number>;
   capabilities?: (o: Options) => Capability[];
   bars(dev: DeviceContext<S>, o: Options): Partial<Record<BarIndex, Bar>>;
+  /** An expansion ROM (region 6): its bytes, a power of two of at least 2 KiB. */
+  rom?: (o: Options) => Uint8Array;
   /** Device reset beyond zeroing the declared state. */
   onReset?(dev: DeviceContext<S>): void;
   /** The device stops (quiesce): after this no DMA and no interrupts until onRun. */
@@ -66,6 +68,7 @@ export class PciDevice<S extends Schema = Schema> {
   readonly context: DeviceContext<S>;
   readonly options: Options;
   #initialConfig: Uint8Array;
+  #rom: RegionHandler | undefined;
   #running = true;
   #work: (() => void | Promise<void>)[] = [];
   log: (m: string) => void = () => {};
@@ -103,6 +106,12 @@ export class PciDevice<S extends Schema = Schema> {
     }
     this.bars.forEach((b, i) => { if (b?.kind === 'mem64' && (i === 5 || this.bars[i + 1])) throw new DeviceSetupError(`64-bit BAR ${i} needs BAR ${i + 1} free`); });
     this.config.setBars(this.bars);
+    const rom = def.rom?.(this.options);
+    if (rom) {
+      if (rom.length < 2048 || (rom.length & (rom.length - 1))) throw new DeviceSetupError(`ROM of ${rom.length} bytes: a power of two of at least 2 KiB`);
+      this.config.setRom(rom.length);
+      this.#rom = { size: rom.length, read: (o, out) => out.set(rom.subarray(o, o + out.length)), write: () => {} }; // read-only
+    }
     this.config.onWrite(Cfg.COMMAND, Cfg.COMMAND + 2, () => this.irq.configChanged());
     if (this.caps.msi !== undefined) this.config.onWrite(this.caps.msi, this.caps.msi + 0x18, () => this.irq.configChanged());
     if (this.caps.msix !== undefined) this.config.onWrite(this.caps.msix, this.caps.msix + 4, () => this.irq.configChanged());
@@ -126,6 +135,7 @@ export class PciDevice<S extends Schema = Schema> {
   /** Region handler for a vfio-user region index, or undefined when not implemented. */
   region(index: number): RegionHandler | undefined {
     if (index <= Region.BAR5) return this.bars[index]?.handler;
+    if (index === Region.ROM) return this.#rom;
     if (index === Region.CONFIG) return { size: this.config.size, read: (o, out) => this.config.read(o, out), write: (o, d) => this.config.write(o, d) };
     return undefined;
   }

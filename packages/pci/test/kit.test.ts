@@ -92,3 +92,15 @@ describe('guest memory', () => {
     expect(g.unmap(0x1000, 0x800).errno).toBe(Errno.ENOENT);
   });
 });
+
+describe('expansion ROM', () => {
+  it('is region 6 and sizes itself through config offset 0x30', () => {
+    const rom = new Uint8Array(4096).fill(0xaa); rom[0] = 0x55;
+    const d = new PciDevice(defineDevice({ id: 'r', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0 }, state: {}, bars: () => ({}), rom: () => rom }));
+    const out = new Uint8Array(2); d.region(6)!.read(0, out);
+    expect([...out]).toEqual([0x55, 0xaa]);
+    d.config.write(0x30, Uint8Array.of(0xff, 0xff, 0xff, 0xff));
+    expect(d.config.u32(0x30)).toBe(0xfffff001);
+    expect(() => new PciDevice(defineDevice({ id: 'r', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0 }, state: {}, bars: () => ({}), rom: () => new Uint8Array(3000) }))).toThrow(/power of two/);
+  });
+});

@@ -41,7 +41,7 @@ export const deviceHandlers: Partial<Record<Command, Handler>> = {
     const r = regionOf(s, index);
     if (!r) return msg(encode.regionInfo(id, argsz, { flags: 0, index, size: 0, offset: 0, caps: [] }).msg);
     const caps: RegionCap[] = [...(s.regionCaps.get(index) ?? [])];
-    let flags = RegionFlag.READ | RegionFlag.WRITE;
+    let flags = index === Region.ROM ? RegionFlag.READ : RegionFlag.READ | RegionFlag.WRITE;
     if (r.mappable && index !== Region.CONFIG) { flags |= RegionFlag.MMAP; caps.push({ id: RegionCapId.SPARSE_MMAP, areas: r.mappable.areas }); }
     const out = encode.regionInfo(id, argsz, { flags, index, size: r.size, offset: 0, caps });
     return { msg: out.msg, fds: out.withCaps && r.mappable ? [r.mappable.fd.fd] : [] };

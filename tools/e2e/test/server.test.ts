@@ -288,3 +288,64 @@ describe('interrupts reach the client', () => {
     expect(eventfdRead(msi.fds[0].fd)).toBeNull();
   });
 });
+
+describe('every migration message in every state (§8.10, §7.5, §11.5)', () => {
+  it('is accepted exactly where the protocol allows it, and refused with EINVAL elsewhere', async () => {
+    await fresh({ maxDataXferSize: 1 << 20 });
+    const ok = (p: Promise<unknown>) => p.then(() => true, e => { if (!(e instanceof RemoteError) || e.errno !== Errno.EINVAL) throw e; return false; });
+    const messages: Record<string, () => Promise<boolean>> = {
+      'MIG_DATA_READ': () => ok(c.migDataRead(64)),
+      'MIG_DATA_WRITE (empty)': () => ok(c.migDataWrite(new Uint8Array(0))),
+      'PRECOPY_INFO': () => ok(c.precopyInfo()),
+      'MIG_DATA_SIZE': () => ok(c.dataSize()),
+      'GET MIG_DEVICE_STATE': () => ok(c.getState()),
+      'v1 data_offset read': () => ok(c.regionRead(9, 16, 8)),
+      'v1 data_size write': () => ok(c.regionWrite(9, 24, new Uint8Array(8))),
+      'config read': () => ok(c.regionRead(7, 0, 4)),
+      'BAR read': () => ok(c.read32(0, Edu.ID)),
+      'SET_IRQS': () => ok(c.setIrqs(Irq.INTX, I.DATA_NONE | I.ACTION_UNMASK, 0, 1)),
+      'DMA_MAP/UNMAP': () => ok(c.dmaMap({ flags: 3, offset: 0, address: 0x7000000, size: 0x1000 }).then(() => c.dmaUnmap(0x7000000, 0x1000))),
+    };
+    const allowed: Record<number, string[]> = {
+      [S.RUNNING]: ['MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+      [S.STOP]: ['MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+      [S.PRE_COPY]: ['MIG_DATA_READ', 'PRECOPY_INFO', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+      [S.STOP_COPY]: ['MIG_DATA_READ', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+      [S.RESUMING]: ['MIG_DATA_WRITE (empty)', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'v1 data_offset read', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+    };
+    for (const [state, yes] of Object.entries(allowed)) {
+      await c.reset();
+      await c.setState(Number(state));
+      for (const [name, send] of Object.entries(messages)) {
+        // A session's data belongs to the transport that first touched it (§9): v2 reads claim it.
+        if (name.startsWith('v1') && yes.includes('MIG_DATA_READ')) continue;
+        expect(await send(), `${name} in state ${state}`).toBe(yes.includes(name));
+      }
+    }
+    // One session, two transports: once v2 has read, the v1 window is refused, and vice versa.
+    await c.reset(); await c.setState(S.PRE_COPY);
+    await c.migDataRead(64);
+    await fail(c.regionRead(9, 16, 8));
+    await c.reset(); await c.setState(S.PRE_COPY);
+    await c.regionRead(9, 16, 8);
+    await fail(c.migDataRead(64));
+    await c.reset();
+  });
+
+  it('DMA at the edges of mapped memory: the last byte works, one byte further does not', async () => {
+    await fresh();
+    await c.config.write16(4, 6);
+    const ram = await c.addRam(0x200000, 0x1000);
+    ram.bytes.set([1, 2, 3, 4], 0x1000 - 4);
+    const dma = async (src: number, n: number) => {
+      await c.write32(0, Edu.DMA_SRC, src); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, n);
+      await c.write32(0, Edu.DMA_CMD, DMA_START);
+      await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'DMA');
+    };
+    const log = server.output().length;
+    await dma(0x200000 + 0x1000 - 4, 4);
+    expect(server.output().slice(log)).not.toMatch(/DMA failed/);
+    await dma(0x200000 + 0x1000 - 4, 5);
+    expect(server.output().slice(log)).toMatch(/edu DMA failed: DMA read of \[0x200ffc, \+5\) outside mapped memory/);
+  });
+});
