@@ -27,6 +27,7 @@ describe('a Linux guest with its own drivers', () => {
         if (what === 'inputs') await control(tmp.path('gpio.ctl'), { set: 'inputs', value: 1 << 3 });
       });
       const v = (k: string) => run.lines.get(k);
+      console.log(`guest booted under ${run.accel}${run.notes.length ? ` (${run.notes.join('; ')})` : ''}`);
       if (process.env.VFU_SHOW_GUEST) console.log(run.console);
       try {
         expect(v('done'), 'the guest ran to the end').toBeDefined();

@@ -29,13 +29,31 @@ export function cpio(files: { name: string; mode: number; data?: Uint8Array }[])
   return Buffer.concat(parts);
 }
 
-export interface GuestRun { lines: Map<string, string[]>; console: string; code: number | null }
+export interface GuestRun { lines: Map<string, string[]>; console: string; code: number | null; accel: 'kvm' | 'tcg'; notes: string[] }
 
 /**
  * Boots the guest with `devices`, answering each "VFU wait-<what>" line through `on`, and
  * resolves with every "VFU key values" line once the guest powers off (or `ms` passes).
  */
 export async function bootGuest(devices: VfioUserDevice[], on: (what: string) => Promise<void>, ms = 90_000): Promise<GuestRun> {
+  // KVM when it works, TCG otherwise. /dev/kvm can exist and still not run this kernel (here it
+  // is kvm_pvm, under which Debian's kernel hangs silently: qemu-notes), so a KVM boot that
+  // prints nothing within KVM_GRACE_MS is abandoned for TCG. VFU_GUEST_ACCEL=tcg|kvm forces one.
+  const want = process.env.VFU_GUEST_ACCEL;
+  const notes: string[] = [];
+  if (want !== 'tcg' && (want === 'kvm' || existsSync('/dev/kvm'))) {
+    const r = await boot(devices, on, ms, 'kvm');
+    if (r) return { ...r, notes };
+    notes.push(`KVM: no kernel output within ${KVM_GRACE_MS} ms; booted under TCG instead`);
+  }
+  const r = await boot(devices, on, ms, 'tcg');
+  return { ...r!, notes };
+}
+
+const KVM_GRACE_MS = 10_000;
+
+/** One boot; with KVM, null if the kernel shows no sign of life within the grace period. */
+async function boot(devices: VfioUserDevice[], on: (what: string) => Promise<void>, ms: number, accel: 'kvm' | 'tcg'): Promise<Omit<GuestRun, 'notes'> | null> {
   const files = guestFiles();
   const dir = mkdtempSync(join(tmpdir(), 'vfu-guest-'));
   const D = 0o40755, X = 0o100755, F = 0o100644;
@@ -46,9 +64,8 @@ export async function bootGuest(devices: VfioUserDevice[], on: (what: string) =>
     ...['gpio-pci-idio-16', 'uio', 'uio_pci_generic'].map(m => ({ name: `lib/modules/${m}.ko`, mode: F, data: readFileSync(join(files, 'modules', `${m}.ko`)) })),
   ]);
   writeFileSync(join(dir, 'initrd'), initrd);
-  const kvm = existsSync('/dev/kvm') && process.env.VFU_GUEST_KVM === '1'; // kvm_pvm here cannot boot Debian's kernel (qemu-notes)
   const args = [
-    '-machine', 'q35,memory-backend=mem', '-accel', kvm ? 'kvm' : 'tcg', '-m', '256M', '-object', 'memory-backend-memfd,id=mem,size=256M,share=on',
+    '-machine', 'q35,memory-backend=mem', '-accel', accel, '-m', '256M', '-object', 'memory-backend-memfd,id=mem,size=256M,share=on',
     '-nodefaults', '-display', 'none', '-serial', 'stdio', '-no-reboot',
     '-kernel', join(files, 'vmlinuz'), '-initrd', join(dir, 'initrd'), '-append', 'console=ttyS0 panic=-1 loglevel=3',
     ...devices.flatMap((d, i) => ['-device', JSON.stringify({ driver: 'vfio-user-pci', id: d.id ?? `vfu${i}`, addr: d.addr, socket: { path: d.socket, type: 'unix' } })]),
@@ -66,8 +83,11 @@ export async function bootGuest(devices: VfioUserDevice[], on: (what: string) =>
   proc.stdout!.on('data', d => { out += d; pending += d; let i; while ((i = pending.indexOf('\n')) >= 0) { handle(pending.slice(0, i)); pending = pending.slice(i + 1); } });
   proc.stderr!.on('data', d => { out += d; });
   const timer = setTimeout(() => { out += `\n[host] no power-off within ${ms} ms\n`; proc.kill('SIGKILL'); }, ms);
+  let silent = false;
+  const grace = accel === 'kvm' ? setTimeout(() => { if (!/Linux version|VFU |\[\s*\d+\.\d+\]/.test(out)) { silent = true; proc.kill('SIGKILL'); } }, KVM_GRACE_MS) : null;
   const code = await done;
-  clearTimeout(timer);
+  clearTimeout(timer); if (grace) clearTimeout(grace);
   rmSync(dir, { recursive: true, force: true });
-  return { lines, console: out, code };
+  if (silent) return null;
+  return { lines, console: out, code, accel };
 }
