@@ -137,4 +137,3 @@ export class Session {
   }
 }
 
-export type { OwnedFd };

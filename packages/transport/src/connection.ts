@@ -72,17 +72,15 @@ export class Connection {
   }
 
   #onEvent(ev: { readable: boolean; writable: boolean; hangup: boolean }): void {
-    {
-      if (ev.hangup) {
-        // libuv may have stopped the handle (an error status): no more callbacks will come, so
-        // take what the peer sent before it went, then end.
-        this.#read(true);
-        this.close('peer hung up');
-        return;
-      }
-      if (ev.writable) this.#flush();
-      if (ev.readable) this.#read();
+    if (ev.hangup) {
+      // libuv may have stopped the handle (an error status): no more callbacks will come, so
+      // take what the peer sent before it went, then end.
+      this.#read(true);
+      this.close('peer hung up');
+      return;
     }
+    if (ev.writable) this.#flush();
+    if (ev.readable) this.#read();
   }
 
   get closed(): boolean { return this.#closed; }
