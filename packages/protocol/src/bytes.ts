@@ -18,4 +18,3 @@ export class Bytes {
   static alloc(n: number): Bytes { return new Bytes(new Uint8Array(n)); }
 }
 
-export const MAX_SAFE = Number.MAX_SAFE_INTEGER;

@@ -29,6 +29,12 @@ export class LoadSession {
     this.bytesIn += data.length;
     let off = 0;
     while (off < data.length) {
+      // Fast path: a whole record inside this write is parsed where it lies (no copy).
+      if (this.#have === 0 && data.length - off >= 8) {
+        const len = new DataView(data.buffer, data.byteOffset + off, 8).getUint32(4, true);
+        if (len > MAX_RECORD_PAYLOAD) this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
+        if (data.length - off >= len + RECORD_OVERHEAD) { this.#record(data.subarray(off, off + len + RECORD_OVERHEAD)); off += len + RECORD_OVERHEAD; continue; }
+      }
       if (this.#have < 8) {
         const n = Math.min(8 - this.#have, data.length - off);
         this.#buf.set(data.subarray(off, off + n), this.#have); this.#have += n; off += n;
