@@ -13,7 +13,7 @@ import { S } from '@vfu/fsm';
 import { Reg as Edu } from '@vfu/device-edu';
 import { tempDir, until, sleep } from './helpers.ts';
 
-const RUNS = Number(process.env.VFU_FUZZ_RUNS ?? 60);
+const RUNS = Number(process.env.VFU_FUZZ_SESSIONS ?? 60); // live sessions (VFU_FUZZ_RUNS is the codec's count)
 const tmp = tempDir();
 let server: ServerProcess;
 beforeAll(async () => { server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M', '--on-disconnect', 'keep']); });
