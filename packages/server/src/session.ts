@@ -41,6 +41,10 @@ export class Session {
 
   resetDevice(reason: string): void { this.device.reset(); this.hooks.onReset(reason); }
 
+  /**
+   * Runs queued commands in order. Synchronous handlers (nearly all) run without a promise or a
+   * microtask hop; an asynchronous one (e.g. a DMA through the client) holds the queue until done.
+   */
   async #drain(): Promise<void> {
     if (this.#busy) return;
     this.#busy = true;
@@ -50,7 +54,8 @@ export class Session {
         // queued replies stay bounded by the high-water mark plus one reply.
         if (this.conn.backlogged) { await this.conn.drained(); continue; }
         const m = this.#queue.shift()!;
-        try { await this.#handle(m); } finally { closeAll(m.fds); }
+        let pending: Promise<void> | undefined;
+        try { pending = this.#handle(m); if (pending) await pending; } finally { closeAll(m.fds); }
       }
     } finally { this.#busy = false; }
   }
@@ -61,7 +66,8 @@ export class Session {
     this.conn.send(r.msg, r.fds ?? []);
   }
 
-  async #handle(m: Incoming): Promise<void> {
+  /** Handles one message; returns a promise only when the handler is asynchronous. */
+  #handle(m: Incoming): Promise<void> | undefined {
     const h = m.header;
     if (m.error) { this.#note(h.cmd, m.error.message); this.conn.replyError(h, m.error.errno); return; }
     if ((h.flags & Flag.TYPE_MASK) === Flag.REPLY) { this.#note(h.cmd, `unsolicited reply #${h.id}`); this.conn.replyError({ ...h, flags: 0 }, Errno.EINVAL); return; }
@@ -84,16 +90,26 @@ export class Session {
       this.log(`client negotiated: ${v.json || '(no capabilities)'}`);
       return;
     }
-    const req = decodeRequest(h.cmd, m.payload, m.fds.length, { maxRegionXfer: this.limits.maxDataXferSize, maxMigXfer: this.caps.maxDataXferSize });
+    return this.#dispatch(m);
+  }
+
+  #dispatch(m: Incoming): Promise<void> | undefined {
+    const h = m.header;
+    const caps = this.caps!;
+    const req = decodeRequest(h.cmd, m.payload, m.fds.length, { maxRegionXfer: this.limits.maxDataXferSize, maxMigXfer: caps.maxDataXferSize });
     if (req instanceof ProtocolError) { this.#note(h.cmd, req.message); this.conn.replyError(h, req.errno); return; }
     const handler = this.hooks.handlers[req.cmd];
     if (!handler) { this.#note(h.cmd, 'not supported by this server'); this.conn.replyError(h, Errno.EINVAL); return; }
-    try {
-      this.#reply(m, await handler(this, h.id, req, m.fds));
-    } catch (e) {
+    const failed = (e: unknown) => {
       this.log(`${commandName(h.cmd)} failed: ${(e as Error).stack ?? e}`);
       this.conn.replyError(h, (e as { errno?: number }).errno ?? Errno.EIO);
-    }
+    };
+    try {
+      const r = handler(this, h.id, req, m.fds);
+      if (r instanceof Promise) return r.then(x => this.#reply(m, x), failed);
+      this.#reply(m, r);
+    } catch (e) { failed(e); }
+    return undefined;
   }
 
   #note(cmd: number, why: string): void { this.log(`refused ${commandName(cmd)}: ${why}`); }
