@@ -85,8 +85,9 @@ export class VfioUserClient {
 
   async irqInfo(index: number): Promise<IrqInfo> { return unwrap(decodeReply.irqInfo(await this.#simple(encode.getIrqInfo(this.#id(), index)))); }
 
+  /** The bytes read: a view of the reply, which belongs to this call alone. */
   async regionRead(region: number, offset: number, count: number): Promise<Uint8Array> {
-    return Uint8Array.from(unwrap(decodeReply.regionRead(await this.#simple(encode.regionRead(this.#id(), { region, offset, count })), count)));
+    return unwrap(decodeReply.regionRead(await this.#simple(encode.regionRead(this.#id(), { region, offset, count })), count));
   }
 
   /** A write; `posted` sends it NO_REPLY (as QEMU does for memory BARs), so errors go unseen. */

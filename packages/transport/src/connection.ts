@@ -112,7 +112,7 @@ export class Connection {
 
   /** Sends a command and resolves with its reply; rejects with RemoteError on an error reply. */
   request(id: number, bytes: Uint8Array, fds: readonly number[] = [], timeoutMs = 0): Promise<Incoming> {
-    const cmd = decodeHeader(bytes).cmd;
+    const cmd = bytes[2] | (bytes[3] << 8); // the header's command field
     return new Promise((resolve, reject) => {
       if (this.#closed) { reject(new ConnectionClosedError('request after close')); return; }
       const p: Pending = { resolve, reject, cmd, deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity, timeoutMs };
