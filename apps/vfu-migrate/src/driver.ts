@@ -98,6 +98,7 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
   const t0 = now();
   const rep: Report = { outcome: 'failed', protocol, source: { state: '?' }, destination: { state: '?' }, bytes: 0, precopyBytes: 0, stopCopyBytes: 0, iterations: 0, downtimeMs: 0, stopCopyMs: 0, resumeMs: 0, totalMs: 0, throughputGiBps: 0, dirtyPagesReported: 0, workloadWrites: 0 };
   let a: Endpoint, b: Endpoint, dataTime = 0;
+  let expected = 0; // bytes the source last said it had to send (for progress)
   const where = async () => {
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
     rep.destination.state = await b.state().then(stateName, e => `unknown (${(e as Error).message})`);
@@ -115,7 +116,7 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
       next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
       await b.write(chunk);
       if (!next && moved < limit) next = a.read(buf);
-      opts.onProgress?.({ phase, iteration: rep.iterations, bytes: rep.bytes, pending: 0 });
+      opts.onProgress?.({ phase, iteration: rep.iterations, bytes: rep.bytes, pending: Math.max(0, expected - moved) });
     }
     dataTime += now() - t;
     return moved;
@@ -136,6 +137,8 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     await b.set(S.RESUMING);
     if (preCopy) {
       try { await a.set(S.PRE_COPY); } catch (e) { await a.set(S.RUNNING).catch(() => {}); throw e; }
+      const first = await a.pending();
+      expected = first.initial + first.dirty;
       // Pre-copy rounds: move what there is, let the device run (and the workload dirty it), repeat.
       const limit = opts.downtimeLimitMs ?? 300, maxIt = opts.maxIterations ?? 30;
       for (;;) {
@@ -150,6 +153,7 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
         }
         if (opts.workload) rep.workloadWrites += await opts.workload();
         const p = await a.pending();
+        expected = p.initial + p.dirty;
         const bandwidth = rep.bytes / Math.max(dataTime, 1); // bytes per ms
         opts.onProgress?.({ phase: 'precopy', iteration: rep.iterations, bytes: rep.bytes, pending: p.initial + p.dirty });
         const remaining = protocol === 'v2' ? p.dirty + Math.min(p.stopCopy, p.dirty + 64 * 1024) : p.dirty;
@@ -159,6 +163,7 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     // Switchover: the source stops; what is left moves; the destination loads and runs.
     const down = now();
     await a.set(S.STOP_COPY);
+    expected = await a.pending().then(p => p.stopCopy, () => 0);
     rep.stopCopyBytes = await move('stopcopy', buf);
     rep.dirtyPagesReported = await stopDirtyLogging(src, protocol, opts.dmaRanges);
     opts.onProgress?.({ phase: 'resume', iteration: rep.iterations, bytes: rep.bytes, pending: 0 });

@@ -57,8 +57,13 @@ describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol =
     const [, , src, dst] = await pair('edu', ['--memory', '1M']);
     await eduWorkload(src);
     const wl = await memoryWorkload(src, 32);
-    const rep = await migrate(src, dst, { protocol, workload: wl.round, maxIterations: 3, downtimeLimitMs: 1 });
+    const progress: { bytes: number; pending: number; phase: string }[] = [];
+    const rep = await migrate(src, dst, { protocol, workload: wl.round, maxIterations: 3, downtimeLimitMs: 1, onProgress: p => progress.push({ ...p }) });
     wl.close();
+    expect(progress.length).toBeGreaterThan(2);
+    expect(progress.every((p, i) => i === 0 || p.bytes >= progress[i - 1].bytes)).toBe(true);
+    expect(progress.some(p => p.phase === 'precopy' && p.pending > 0)).toBe(true);
+    expect(progress.at(-1)!.phase).toBe('resume');
     expect(rep, rep.error).toMatchObject({ outcome: 'completed', source: { state: 'STOP' }, destination: { state: 'RUNNING' } });
     expect(rep.workloadWrites).toBeGreaterThan(0);
     const [a, b] = [await eduView(src), await eduView(dst)];
