@@ -3,3 +3,4 @@ export { MAGIC, FORMAT_VERSION, Rec, record, headerPayload, memoryPayload, MAX_R
 export type { DeviceImage } from './image.js';
 export { SaveSession, PAGE } from './save.js';
 export { LoadSession, StreamError } from './load.js';
+export { V1SaveIteration } from './v1-iteration.js';

@@ -1,8 +1,9 @@
-// The v1 migration region (§7.1): registers on the first page, a data window after it, and the
-// iteration protocol of §7.5 (pending_bytes / data_offset / data_size) over the same save and
-// load sessions the v2 messages use.
+// The v1 migration region (§7.1): registers on the first page and a data window after it,
+// adapted to the stream package's v1 save iteration (§7.5) and to the same load session the v2
+// messages use.
 import { Errno } from '@vfu/protocol';
 import { S, toV1 } from '@vfu/fsm';
+import { V1SaveIteration } from '@vfu/stream';
 import { RegionAccessError, type RegionHandler } from '@vfu/pci';
 import { MigrationError, type Migration } from './index.js';
 
@@ -14,27 +15,30 @@ const bad = (msg: string, errno: number = Errno.EINVAL) => new RegionAccessError
 
 export class V1Region implements RegionHandler {
   readonly size = DATA_OFFSET + WINDOW;
-  readonly #window = new Uint8Array(WINDOW);
-  #chunk = 0; // bytes prepared in the window (saving)
-  #prepared = false;
-  #readMax = 0; // highest byte of the prepared chunk read so far (saving)
-  #reoffer = false;
+  readonly #window = new Uint8Array(WINDOW); // resuming: what the client wrote
+  #iteration: V1SaveIteration | null = null; // saving: bound to the current save session
 
   constructor(private readonly m: Migration) {}
 
-  resetIteration(): void { this.#prepared = false; this.#chunk = 0; this.#readMax = 0; this.#reoffer = false; }
+  resetIteration(): void { this.#iteration = null; }
 
   /** PRE_COPY -> STOP_COPY keeps the stream; a chunk not wholly read is offered again (§9). */
-  onStopCopy(): void { if (this.#prepared && this.#readMax < this.#chunk) this.#reoffer = true; else this.#chunk = 0; this.#prepared = false; }
+  onStopCopy(): void { this.#iteration?.onStopCopy(); }
 
   get #saving(): boolean { return this.m.state === S.PRE_COPY || this.m.state === S.STOP_COPY; }
 
+  /** The iteration over the current save session, once this transport has claimed it. */
+  #iter(): V1SaveIteration | null {
+    const m = this.m;
+    if (!this.#saving || !m.save || !m.claim('v1')) return null;
+    return (this.#iteration ??= new V1SaveIteration(m.save, WINDOW));
+  }
+
   read(offset: number, out: Uint8Array): void {
     if (offset >= DATA_OFFSET) {
-      const o = offset - DATA_OFFSET;
-      if (!this.#saving || !this.#prepared || o + out.length > this.#chunk) throw bad('v1 data window read outside the prepared chunk');
-      out.set(this.#window.subarray(o, o + out.length));
-      this.#readMax = Math.max(this.#readMax, o + out.length);
+      const bytes = this.#saving ? this.#iteration?.read(offset - DATA_OFFSET, out.length) : null;
+      if (!bytes) throw bad('v1 data window read outside the prepared chunk');
+      out.set(bytes);
       return;
     }
     const v = this.#register(offset, out.length);
@@ -49,28 +53,23 @@ export class V1Region implements RegionHandler {
       case V1Reg.RESERVED: this.#width(len, 4); return 0;
       case V1Reg.PENDING_BYTES: {
         this.#width(len, 8);
-        if (!this.#saving || !m.save || !m.claim('v1')) return 0;
-        if (this.#prepared) { this.#prepared = false; this.#chunk = 0; } // the chunk is consumed
-        if (m.state === S.STOP_COPY) return m.save.finished && !this.#reoffer ? 0 : Math.max(1, m.save.stopCopyEstimate());
-        const p = m.save.precopyInfo();
-        return p.initialBytes + p.dirtyBytes;
+        return this.#iter()?.pendingBytes() ?? 0;
       }
       case V1Reg.DATA_OFFSET: {
         this.#width(len, 8);
         if (m.state === S.RESUMING) return DATA_OFFSET;
-        if (!this.#saving || !m.save || !m.claim('v1')) throw bad('data_offset read while neither saving nor resuming');
-        if (!this.#prepared) {
-          if (this.#reoffer) this.#reoffer = false;
-          else { const c = m.save.read(WINDOW); this.#window.set(c); this.#chunk = c.length; }
-          this.#prepared = true; this.#readMax = 0;
-        }
+        const it = this.#iter();
+        if (!it) throw bad('data_offset read while neither saving nor resuming');
+        it.prepare();
         return DATA_OFFSET;
       }
-      case V1Reg.DATA_SIZE:
+      case V1Reg.DATA_SIZE: {
         this.#width(len, 8);
         if (m.state === S.RESUMING) return 0;
-        if (!this.#saving || !this.#prepared) throw bad('data_size read before data_offset');
-        return this.#chunk;
+        const size = this.#saving ? this.#iteration?.dataSize : null;
+        if (size === null || size === undefined) throw bad('data_size read before data_offset');
+        return size;
+      }
       default: throw bad(`no v1 migration register at offset ${offset}`);
     }
   }
