@@ -45,11 +45,16 @@ export function parseHeader(p: Uint8Array): StreamHeader | string {
   return { formatVersion, deviceVersion, deviceId: dec.decode(p.subarray(16, 16 + idLen)), schema: dec.decode(p.subarray(20 + idLen, 20 + idLen + schemaLen)) };
 }
 
-/** MEMORY record payload: memory index u16, reserved u16, offset u64 (as two u32), then bytes. */
-export function memoryPayload(index: number, offset: number, bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + bytes.length);
-  const dv = new DataView(out.buffer);
-  dv.setUint16(0, index, true); dv.setUint32(4, offset % 2 ** 32, true); dv.setUint32(8, Math.floor(offset / 2 ** 32), true);
-  out.set(bytes, 12);
-  return out;
+/**
+ * A MEMORY record around `data` (payload: memory index u16, reserved u16, offset u64 as two
+ * u32, then the bytes): its 20-byte head and 4-byte checksum, so the data need not be copied
+ * into the record. The checksum is computed over `data` as it is now.
+ */
+export function memoryRecord(index: number, offset: number, data: Uint8Array): { head: Uint8Array; crc: Uint8Array; length: number } {
+  const head = new Uint8Array(20), dv = new DataView(head.buffer);
+  dv.setUint16(0, Rec.MEMORY, true); dv.setUint32(4, 12 + data.length, true);
+  dv.setUint16(8, index, true); dv.setUint32(12, offset % 2 ** 32, true); dv.setUint32(16, Math.floor(offset / 2 ** 32), true);
+  const crc = new Uint8Array(4);
+  new DataView(crc.buffer).setUint32(0, crc32(data, crc32(head)), true);
+  return { head, crc, length: RECORD_OVERHEAD + 12 + data.length };
 }

@@ -1,7 +1,6 @@
 // Producing a device's stream (the source side): the initial pass over memories, then only the
 // pages that changed (found by comparing with what was sent), and at stop-copy the final state.
-import { crc32 } from 'node:zlib';
-import { record, headerPayload, Rec, RECORD_OVERHEAD } from './format.js';
+import { record, headerPayload, memoryRecord, Rec, RECORD_OVERHEAD } from './format.js';
 import type { DeviceImage } from './image.js';
 
 export const PAGE = 4096;
@@ -11,7 +10,6 @@ const RUN = 256 * 1024;
 /** A MEMORY record whose data is read from the shadow copy when it is written out. */
 interface MemRecord { head: Uint8Array; data: Uint8Array; crc: Uint8Array; length: number }
 type Item = Uint8Array | MemRecord;
-const itemLength = (i: Item) => (i instanceof Uint8Array ? i.length : i.length);
 
 export class SaveSession {
   #queue: Item[] = [];
@@ -22,6 +20,7 @@ export class SaveSession {
   #cursor: { mem: number; off: number } | null = { mem: 0, off: 0 }; // initial pass position
   #dirty: { mem: number; pages: number[] }[] = [];
   #stopped = false;
+  #finalScan = false; // the scan after stop() is done: a stopped device changes nothing more
   #ended = false;
   #initialLeft: number;
   /** Bytes handed out so far. */
@@ -44,12 +43,12 @@ export class SaveSession {
   get stopped(): boolean { return this.#stopped; }
   get finished(): boolean { return this.#ended && this.#queued === 0; }
 
-  #push(r: Item): void { this.#queue.push(r); this.#queued += itemLength(r); }
+  #push(r: Item): void { this.#queue.push(r); this.#queued += r.length; }
 
   /** Pre-copy estimates (§8.8): bytes of the first pass not yet read, and of changes found since. */
   precopyInfo(): { initialBytes: number; dirtyBytes: number } {
     const produced = this.bytesOut + this.#queued;
-    const pendingDirty = this.#dirty.reduce((a, d) => a + d.pages.length * PAGE, 0);
+    const pendingDirty = this.#dirtyBytes();
     if (this.#initialEnd < 0) return { initialBytes: this.#queued + this.#initialLeft, dirtyBytes: 0 };
     return { initialBytes: Math.max(0, this.#initialEnd - this.bytesOut), dirtyBytes: produced - Math.max(this.bytesOut, this.#initialEnd) + pendingDirty };
   }
@@ -59,8 +58,17 @@ export class SaveSession {
   /** Estimate of what stop-copy still has to move (MIG_DATA_SIZE). */
   stopCopyEstimate(): number {
     const state = this.image.saveState().length + this.image.configSize + 3 * RECORD_OVERHEAD;
-    const dirty = this.#dirty.reduce((a, d) => a + d.pages.length * PAGE, 0);
-    return this.#queued + this.#initialLeft + dirty + state;
+    return this.#queued + this.#initialLeft + this.#dirtyBytes() + state;
+  }
+
+  /** Bytes of changed pages found by the last scan and not yet queued. */
+  #dirtyBytes(): number { return this.#dirty.reduce((a, d) => a + d.pages.length * PAGE, 0); }
+
+  /** How much of memory `mem` the stream has covered (the first pass may not have reached it). */
+  #sentUpTo(mem: number, size: number): number {
+    const c = this.#cursor;
+    if (!c || c.mem > mem) return size;
+    return c.mem === mem ? c.off : 0;
   }
 
   /** Finds pages changed since they were sent (memories the client writes through mmap too). */
@@ -68,7 +76,7 @@ export class SaveSession {
     let found = 0;
     this.#dirty = this.image.memories.map((m, mem) => {
       const pages: number[] = [];
-      const limit = this.#cursor && this.#cursor.mem === mem ? this.#cursor.off : this.#cursor && this.#cursor.mem < mem ? 0 : m.size;
+      const limit = this.#sentUpTo(mem, m.size);
       const sent = this.#sent[mem];
       for (let off = 0; off < limit; off += PAGE) {
         const n = Math.min(PAGE, m.size - off);
@@ -112,7 +120,7 @@ export class SaveSession {
     let at = 0;
     while (at < n) {
       const q = this.#queue[0];
-      const len = itemLength(q), take = Math.min(len - this.#head, n - at);
+      const len = q.length, take = Math.min(len - this.#head, n - at);
       if (q instanceof Uint8Array) out.set(q.subarray(this.#head, this.#head + take), at);
       else copyMem(q, this.#head, out.subarray(at, at + take));
       at += take; this.#head += take;
@@ -138,7 +146,8 @@ export class SaveSession {
     }
     if (!this.#dirty.some(d => d.pages.length) && (this.#stopped || this.#queued === 0)) {
       if (this.#ended) return false;
-      this.scan();
+      // Running: rescan whenever the queue drains. Stopped: one last scan is all there is to find.
+      if (!this.#stopped || !this.#finalScan) { this.scan(); this.#finalScan = this.#stopped; }
     }
     const d = this.#dirty.find(x => x.pages.length);
     if (d) {
@@ -168,12 +177,7 @@ export class SaveSession {
   #emit(mem: number, off: number, len: number): void {
     const shadow = this.#sent[mem].subarray(off, off + len);
     shadow.set(this.image.memories[mem].bytes(off, len));
-    const head = new Uint8Array(20), dv = new DataView(head.buffer);
-    dv.setUint16(0, Rec.MEMORY, true); dv.setUint32(4, 12 + len, true);
-    dv.setUint16(8, mem, true); dv.setUint32(12, off % 2 ** 32, true); dv.setUint32(16, Math.floor(off / 2 ** 32), true);
-    const crc = new Uint8Array(4);
-    new DataView(crc.buffer).setUint32(0, crc32(shadow, crc32(head)), true);
-    this.#push({ head, data: shadow, crc, length: 24 + len });
+    this.#push({ ...memoryRecord(mem, off, shadow), data: shadow });
   }
 }
 
