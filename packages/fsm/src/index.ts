@@ -34,7 +34,6 @@ export function supported(state: number, flags: number): boolean {
 }
 
 export const isSaving = (s: number) => s === SC || s === PC || s === PP;
-export const isRunning = (s: number) => s === RU || s === RP || s === PC || s === PP;
 
 /**
  * The arcs a SET from `cur` to `target` walks (the states entered, in order), [] for a no-op,

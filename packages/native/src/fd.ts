@@ -40,13 +40,6 @@ export function dupFd(fd: number): OwnedFd {
   return new OwnedFd(n);
 }
 
-/** Size of the file behind an fd (st_size of fstat). */
-export function fileSize(fd: number): number {
-  const st = Buffer.alloc(144);
-  if (c.fstat(fd, st) < 0) throw new NativeError('fstat', errno());
-  return Number(st.readBigInt64LE(48));
-}
-
 /** st_dev and st_ino, to tell whether two fds refer to the same file. */
 export function fileIdentity(fd: number): string {
   const st = Buffer.alloc(144);

@@ -16,8 +16,6 @@ export const c = {
   close: libc.func('int close(int fd)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t n)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t n)'),
-  pread: libc.func('intptr_t pread(int fd, void *buf, size_t n, int64_t off)'),
-  pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t n, int64_t off)'),
   mmap: libc.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
   munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
   madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),

@@ -93,22 +93,3 @@ export function allocate(fd: number, offset: number, len: number): void {
 export function truncate(fd: number, size: number): void {
   if (c.ftruncate(fd, size) < 0) throw new NativeError('ftruncate', errno());
 }
-
-/** Positional reads and writes of an fd (for fds we do not map). Short I/O is an error. */
-export function preadFully(fd: number, buf: Uint8Array, offset: number): void {
-  let done = 0;
-  while (done < buf.length) {
-    const n = Number(c.pread(fd, buf.subarray(done), buf.length - done, offset + done));
-    if (n < 0) { const e = errno(); if (e === 4) continue; throw new NativeError('pread', e); }
-    if (n === 0) throw new NativeError('pread', 5, 'end of file');
-    done += n;
-  }
-}
-export function pwriteFully(fd: number, buf: Uint8Array, offset: number): void {
-  let done = 0;
-  while (done < buf.length) {
-    const n = Number(c.pwrite(fd, buf.subarray(done), buf.length - done, offset + done));
-    if (n < 0) { const e = errno(); if (e === 4) continue; throw new NativeError('pwrite', e); }
-    done += n;
-  }
-}

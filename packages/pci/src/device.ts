@@ -4,7 +4,7 @@ import { Region, Errno } from '@vfu/protocol';
 import { createState, resetState, type Schema, type StateOf } from '@vfu/stream';
 import { ConfigSpace, Cfg, Command, type PciIdentity } from './config-space.js';
 import { layoutCapabilities, type Capability, type CapabilityLayout } from './capabilities.js';
-import { bar, sharedMemory, registers, parseSize, type Bar, type RegionHandler, type SharedMemory } from './regions.js';
+import { bar, sharedMemory, type Bar, type RegionHandler, type SharedMemory } from './regions.js';
 import { Interrupts } from './interrupts.js';
 import { GuestMemory, DmaError } from './guest-memory.js';
 
@@ -192,4 +192,3 @@ export class PciDevice<S extends Schema = Schema> {
   }
 }
 
-export { bar, registers, sharedMemory, parseSize };

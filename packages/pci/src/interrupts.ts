@@ -108,14 +108,16 @@ export class Interrupts {
   /** While held (device not running) nothing is delivered; what was raised goes out on release. */
   hold(on: boolean): void {
     this.#held = on;
-    if (on) return;
-    for (const idx of [Irq.MSI, Irq.MSIX]) this.#v[idx].pending.forEach((p, vec) => p && this.#flushPending(idx, vec));
-    if (this.#intxAsserted && !(this.cfg.command & Command.INTX_DISABLE)) this.#deliverIntx();
+    if (!on) this.#deliverWaiting();
   }
 
   /** Called after config writes that may unmask (COMMAND, MSI mask bits, MSI-X control). */
   configChanged(): void {
-    if (this.#held) return;
+    if (!this.#held) this.#deliverWaiting();
+  }
+
+  /** Delivers what gating held back: an asserted INTx, pending MSI and MSI-X vectors. */
+  #deliverWaiting(): void {
     if (this.#intxAsserted && !(this.cfg.command & Command.INTX_DISABLE)) this.#deliverIntx();
     for (const idx of [Irq.MSI, Irq.MSIX]) this.#v[idx].pending.forEach((p, vec) => p && this.#flushPending(idx, vec));
   }

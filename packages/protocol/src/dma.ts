@@ -1,11 +1,8 @@
 import { Bytes } from './bytes.js';
-import { Command, Flag } from './constants.js';
+import { Command } from './constants.js';
 import { einval, ProtocolError } from './errors.js';
-import { frame } from './header.js';
+import { request as req, reply as rep } from './header.js';
 import type { DmaTransfer } from './types.js';
-
-const req = (id: number, cmd: Command, n: number) => frame(id, cmd, Flag.COMMAND, n);
-const rep = (id: number, cmd: Command, n: number) => frame(id, cmd, Flag.REPLY, n);
 
 /** Server → client DMA_READ/DMA_WRITE, in the spec's layout or in QEMU 11's (§3.9). */
 export type DmaLayout = 'spec' | 'qemu';

@@ -1,15 +1,12 @@
 import { Bytes } from './bytes.js';
 import { Command, DirtyPagesFlag, Flag } from './constants.js';
-import { frame } from './header.js';
+import { request as req, reply as rep, writeHeader } from './header.js';
 import { encodeRegionCaps } from './region-caps.js';
 import type { DmaMap, DmaUnmap, DeviceInfo, RegionInfo, IrqInfo, SetIrqs, RegionAccess, DirtyPages, DirtyRange } from './types.js';
 
 // Encoders. Requests are what the client sends; replies what the server sends (and vice versa for
 // DMA_READ/DMA_WRITE, which flow server → client).
 
-type Out = { msg: Uint8Array; p: Bytes };
-const req = (id: number, cmd: Command, n: number, noReply = false, overwritten = false): Out => frame(id, cmd, Flag.COMMAND | (noReply ? Flag.NO_REPLY : 0), n, overwritten);
-const rep = (id: number, cmd: Command, n: number, overwritten = false): Out => frame(id, cmd, Flag.REPLY, n, overwritten);
 
 export const encode = {
   dmaMap(id: number, m: Omit<DmaMap, 'argsz'> & { argsz?: number }): Uint8Array {
@@ -140,8 +137,16 @@ export const encode = {
   },
   /** MIG_DATA_READ reply with exactly the bytes there are (clients must trust `size`, §8.6). */
   migDataReadReply(id: number, data: Uint8Array): Uint8Array {
-    const { msg, p } = rep(id, Command.MIG_DATA_READ, 8 + data.length, true);
-    p.setU32(0, 8 + data.length); p.setU32(4, data.length); p.u8.set(data, 8);
+    const buf = Buffer.allocUnsafeSlow(24 + data.length);
+    buf.set(data, 24);
+    return encode.migDataReadReplyIn(buf, id, data.length);
+  },
+  /** The same reply around `n` data bytes already placed at offset 24 of `buf` (no copy). */
+  migDataReadReplyIn(buf: Uint8Array, id: number, n: number): Uint8Array {
+    const msg = buf.subarray(0, 24 + n);
+    writeHeader(msg, { id, cmd: Command.MIG_DATA_READ, size: msg.length, flags: Flag.REPLY, error: 0 });
+    const p = new Bytes(msg.subarray(16));
+    p.setU32(0, 8 + n); p.setU32(4, n);
     return msg;
   },
   migDataWrite(id: number, data: Uint8Array): Uint8Array {

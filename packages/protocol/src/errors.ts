@@ -14,4 +14,3 @@ export class ProtocolError extends Error {
 }
 
 export const einval = (msg: string) => new ProtocolError(Errno.EINVAL, msg);
-export const isProtocolError = (v: unknown): v is ProtocolError => v instanceof ProtocolError;

@@ -12,8 +12,6 @@ export interface Header {
 }
 
 export const isReply = (h: Header) => (h.flags & Flag.TYPE_MASK) === Flag.REPLY;
-export const wantsReply = (h: Header) => (h.flags & Flag.NO_REPLY) === 0;
-export const isErrorReply = (h: Header) => (h.flags & Flag.ERROR) !== 0;
 
 export function decodeHeader(b: Uint8Array): Header {
   const r = new Bytes(b.subarray(0, HEADER_SIZE));
@@ -56,3 +54,7 @@ export function frame(id: number, cmd: number, flags: number, payloadSize: numbe
   writeHeader(msg, { id, cmd, size: msg.length, flags, error: 0 });
   return { msg, p: new Bytes(msg.subarray(HEADER_SIZE)) };
 }
+
+/** A command (optionally NO_REPLY) or a reply, ready for its payload. */
+export const request = (id: number, cmd: number, n: number, noReply = false, overwritten = false) => frame(id, cmd, Flag.COMMAND | (noReply ? Flag.NO_REPLY : 0), n, overwritten);
+export const reply = (id: number, cmd: number, n: number, overwritten = false) => frame(id, cmd, Flag.REPLY, n, overwritten);

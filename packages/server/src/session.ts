@@ -80,7 +80,7 @@ export class Session {
       const v = decodeVersion(m.payload, this.limits.pageSize);
       if (v instanceof ProtocolError) { this.#note(h.cmd, v.message); this.conn.replyError(h, v.errno); this.conn.close('negotiation failed'); return; }
       const offered = v.caps;
-      this.caps = { ...offered, maxMsgFds: offered.maxMsgFds, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
+      this.caps = { ...offered, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
       this.device.guest.messages = this.#messageDma();
       const reply: Partial<Capabilities> = {
         maxMsgFds: this.limits.maxMsgFds, maxDataXferSize: this.limits.maxDataXferSize, pgsizes: this.limits.pageSize, maxDmaMaps: this.limits.maxDmaMaps,

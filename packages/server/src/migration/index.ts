@@ -1,7 +1,7 @@
 // Migration of a device: one state machine (v2 states, §8) driven through DEVICE_FEATURE or the
 // v1 migration region (§7, §9); each arc is executed against the device, and the data flows
 // through one save or load session of the stream package.
-import { Command, Errno, Flag, writeHeader, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
+import { Command, Errno, encode, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
 import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
@@ -121,12 +121,7 @@ export class Migration {
   /** MIG_DATA_READ reply built in a reused buffer (send() copies or transmits it at once). */
   readReply(id: number, size: number): Uint8Array {
     if (this.#reply.length < 24 + size) this.#reply = Buffer.allocUnsafeSlow(24 + Math.max(size, 64 * 1024));
-    const n = this.save!.readInto(this.#reply.subarray(24, 24 + size));
-    const msg = this.#reply.subarray(0, 24 + n);
-    writeHeader(msg, { id, cmd: Command.MIG_DATA_READ, size: msg.length, flags: Flag.REPLY, error: 0 });
-    const dv = new DataView(msg.buffer, msg.byteOffset, 24);
-    dv.setUint32(16, 8 + n, true); dv.setUint32(20, n, true);
-    return msg;
+    return encode.migDataReadReplyIn(this.#reply, id, this.save!.readInto(this.#reply.subarray(24, 24 + size)));
   }
   #endSessions(): void { this.save = null; this.load = null; this.via = null; this.v1?.resetIteration(); }
 
