@@ -137,9 +137,9 @@ export const encode = {
   },
   /** MIG_DATA_READ reply with exactly the bytes there are (clients must trust `size`, §8.6). */
   migDataReadReply(id: number, data: Uint8Array): Uint8Array {
-    const buf = Buffer.allocUnsafeSlow(24 + data.length);
-    buf.set(data, 24);
-    return encode.migDataReadReplyIn(buf, id, data.length);
+    const { msg } = rep(id, Command.MIG_DATA_READ, 8 + data.length, true);
+    msg.set(data, 24);
+    return encode.migDataReadReplyIn(msg, id, data.length);
   },
   /** The same reply around `n` data bytes already placed at offset 24 of `buf` (no copy). */
   migDataReadReplyIn(buf: Uint8Array, id: number, n: number): Uint8Array {
