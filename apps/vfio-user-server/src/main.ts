@@ -83,7 +83,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
   }
   const server = new VfioUserServer({
     device, socketPath: p.socket, onDisconnect: p.onDisconnect, dmaLayout: p.dmaLayout, migration: p.migration ? {} : false,
-    log: m => log(/^refused|failed/.test(m) ? 'warn' : 'info', m),
+    log: m => log(/^refused|failed|migrated away/.test(m) ? 'warn' : 'info', m),
     trace: p.trace ? l => process.stderr.write(`[trace] ${l}\n`) : undefined,
   });
   try { server.listen(); } catch (e) {
@@ -91,7 +91,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     device.release();
     return 1;
   }
-  const control = p.control ? controlServer(p.control, device) : null;
+  const control = p.control ? controlServer(p.control, device, server, m => log('warn', m)) : null;
   const dev = JSON.stringify({ driver: 'vfio-user-pci', socket: { path: p.socket, type: 'unix' } });
   process.stdout.write(`vfio-user-server: ${p.device} listening on ${p.socket}; attach QEMU with: -device '${dev}'\n`);
   const stop = (sig: string) => { log('info', `${sig}: shutting down`); server.close(); control?.close(); device.release(); process.exit(0); };

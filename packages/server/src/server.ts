@@ -83,7 +83,7 @@ export class VfioUserServer {
       session.end();
       this.migration?.detach();
       if ((this.options.onDisconnect ?? 'reset') === 'reset') { this.device.reset(); this.migration?.onDeviceReset('client disconnected'); this.device.setRunning(true); }
-      else this.migration?.cancel();
+      else this.migration?.clientGone();
       this.#session = null;
       this.#log(`client disconnected (${reason}); ready for the next`);
       for (const w of this.#waiters.splice(0)) w();

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 
 /** A fresh directory for sockets; removed by the returned cleanup. */
 export function tempDir(prefix = 'vfu-e2e-'): { dir: string; path: (n: string) => string; cleanup: () => void } {
@@ -18,4 +19,20 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, ms = 5000
     if (Date.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
     await sleep(10);
   }
+}
+
+/** One request on a server's control socket (--control): a JSON line out, a JSON line back. */
+export function control(path: string, req: object): Promise<Record<string, any>> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path);
+    let buf = '';
+    s.on('data', d => {
+      buf += d;
+      if (!buf.includes('\n')) return;
+      s.end();
+      resolve(JSON.parse(buf));
+    });
+    s.on('error', reject);
+    s.write(JSON.stringify(req) + '\n');
+  });
 }

@@ -1,19 +1,8 @@
 // A real Linux guest (Debian's kernel) drives our devices with Linux's own drivers:
 // gpio-pci-idio-16 for the gpio card, uio_pci_generic for edu. Booted under TCG.
 import { describe, it, expect } from 'vitest';
-import { connect } from 'node:net';
 import { startServer, bootGuest } from '@vfu/qemu-harness';
-import { tempDir } from './helpers.ts';
-
-function control(path: string, req: object): Promise<Record<string, any>> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    let buf = '';
-    s.on('data', d => { buf += d; if (buf.includes('\n')) { s.end(); resolve(JSON.parse(buf)); } });
-    s.on('error', reject);
-    s.write(JSON.stringify(req) + '\n');
-  });
-}
+import { tempDir, control } from './helpers.ts';
 
 describe('a Linux guest with its own drivers', () => {
   it('gpio-pci-idio-16 binds, sets outputs, reads inputs changed on the device, handles their interrupt; uio_pci_generic drives edu (id, factorial, DMA, interrupt)', async () => {

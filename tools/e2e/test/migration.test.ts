@@ -10,7 +10,7 @@ import { S } from '@vfu/fsm';
 import { Irq, Errno, Feature, FeatureFlag, featureData, setPages, encode } from '@vfu/protocol';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM, IRQ_DMA } from '@vfu/device-edu';
 import { Reg as Tpl } from '@vfu/device-template';
-import { tempDir, until } from './helpers.ts';
+import { tempDir, until, control } from './helpers.ts';
 
 const tmp = tempDir();
 const servers: ServerProcess[] = [];
@@ -206,6 +206,59 @@ describe('failures leave both devices usable', () => {
     clients.push(again);
     expect(await again.getState()).toBe(S.RUNNING);
     expect(await again.read32(0, Edu.LIVENESS)).toBe(~42 >>> 0);
+  });
+});
+
+describe.each(['v2', 'v1'] as const)('after a completed migration over %s', protocol => {
+  it('the source stays stopped when the driver goes (migrated away) until a resume or DEVICE_RESET', async () => {
+    const ctl = tmp.path(`src${++n}.ctl`);
+    const a = await startServer(tmp.path(`src${n}.sock`), ['--device', 'edu', '--on-disconnect', 'keep', '--control', ctl]);
+    const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', 'edu', '--on-disconnect', 'keep']);
+    servers.push(a, b);
+    const src = await VfioUserClient.connect(a.socket);
+    const dst = await VfioUserClient.connect(b.socket);
+    clients.push(dst);
+    await src.write32(0, Edu.LIVENESS, 7);
+    const rep = await migrate(src, dst, { protocol });
+    expect(rep, rep.error).toMatchObject({ outcome: 'completed', source: { state: 'STOP' } });
+    src.close();
+    const away = await until(async () => {
+      const r = await control(ctl, { get: 'migration' });
+      return r.migration.migratedAway ? r : null;
+    }, 'the source to notice the driver left');
+    expect(away.migration).toEqual({ state: 'STOP', migratedAway: true });
+    // The next client finds it stopped, and cannot run it.
+    const next = await VfioUserClient.connect(a.socket);
+    clients.push(next);
+    expect(await next.getState()).toBe(S.STOP);
+    await expect(next.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EPERM });
+    expect(await next.getState()).toBe(S.STOP);
+    // The destination is the one running copy.
+    expect(await dst.getState()).toBe(S.RUNNING);
+    expect(await dst.read32(0, Edu.LIVENESS)).toBe(~7 >>> 0);
+    // An explicit resume through the control socket runs this copy again.
+    expect(await control(ctl, { do: 'resume' })).toEqual({ ok: true });
+    expect(await next.getState()).toBe(S.RUNNING);
+    expect(await control(ctl, { get: 'migration' })).toMatchObject({ migration: { migratedAway: false } });
+    expect(await control(ctl, { do: 'resume' })).toMatchObject({ ok: false });
+  });
+
+  it('DEVICE_RESET also releases a migrated-away device', async () => {
+    const ctl = tmp.path(`src${++n}.ctl`);
+    const a = await startServer(tmp.path(`src${n}.sock`), ['--device', 'template', '--on-disconnect', 'keep', '--control', ctl]);
+    const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', 'template', '--on-disconnect', 'keep']);
+    servers.push(a, b);
+    const src = await VfioUserClient.connect(a.socket);
+    const dst = await VfioUserClient.connect(b.socket);
+    clients.push(dst);
+    expect((await migrate(src, dst, { protocol })).outcome).toBe('completed');
+    src.close();
+    await until(async () => (await control(ctl, { get: 'migration' })).migration.migratedAway, 'migrated away');
+    const next = await VfioUserClient.connect(a.socket);
+    clients.push(next);
+    await next.reset();
+    expect(await next.getState()).toBe(S.RUNNING);
+    expect((await control(ctl, { get: 'migration' })).migration.migratedAway).toBe(false);
   });
 });
 

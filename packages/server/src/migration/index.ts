@@ -78,18 +78,18 @@ export class Migration {
     try {
       switch (`${stateName(from)}>${stateName(next)}`) {
         case 'RUNNING>STOP': dev.setRunning(false); break;
-        case 'STOP>RUNNING': dev.setRunning(true); break;
+        case 'STOP>RUNNING': this.#refuseIfMigratedAway(); dev.setRunning(true); break;
         case 'RUNNING>PRE_COPY': this.#startSave(); break;
         case 'PRE_COPY>RUNNING': this.#endSessions(); break;
         case 'PRE_COPY>STOP_COPY': dev.setRunning(false); this.save!.stop(); break;
         case 'STOP>STOP_COPY': this.#startSave(); this.save!.stop(); break;
-        case 'STOP_COPY>STOP': this.#endSessions(); break;
+        case 'STOP_COPY>STOP': this.#handedOver = this.save?.finished ?? false; this.#endSessions(); break;
         case 'STOP>RESUMING': this.#endSessions(); this.load = new LoadSession(deviceImage(dev)); for (const mem of dev.memories.values()) mem.prefault(); break;
         case 'RESUMING>STOP': {
           const load = this.load;
           this.#endSessions();
           if (!load || load.bytesIn === 0) { this.opts.log('migration: resume ended with no data; device unchanged'); break; }
-          try { load.commit(); } catch (e) {
+          try { load.commit(); this.#clearMigratedAway('a new state was loaded'); } catch (e) {
             // The device's own state was never touched, but the resume session cannot complete:
             // only a reset leaves this (§8.2).
             this.fsm.fail();
@@ -105,7 +105,47 @@ export class Migration {
       throw new MigrationError(Errno.EIO, `arc ${stateName(from)} -> ${stateName(next)} failed: ${(e as Error).message}`);
     }
     this.fsm.enter(next);
+    if (next === S.RUNNING) this.#handedOver = false;
     this.opts.log(`migration: ${stateName(from)} -> ${stateName(next)}`);
+  }
+
+  /**
+   * Set when STOP_COPY was read to the end and the device then stopped: its state now lives in the
+   * destination. Cleared when the (still connected) client runs it again, as QEMU does when a
+   * migration fails after the switchover.
+   */
+  #handedOver = false;
+  #migratedAway = false;
+
+  /**
+   * The device's state was handed over and the client that took it went away: the device stays
+   * stopped so that there is never a second running copy. Only DEVICE_RESET, loading a new state
+   * or an explicit resume() runs it again.
+   */
+  get migratedAway(): boolean { return this.#migratedAway; }
+
+  /** What the control socket reports. */
+  status(): { state: string; migratedAway: boolean } {
+    return { state: stateName(this.state), migratedAway: this.#migratedAway };
+  }
+
+  #refuseIfMigratedAway(): void {
+    if (!this.#migratedAway) return;
+    throw new MigrationError(Errno.EPERM, 'the device was migrated away (its state was handed over); '
+      + 'it runs again only after DEVICE_RESET or a resume through the control socket');
+  }
+
+  #clearMigratedAway(why: string): void {
+    if (!this.#migratedAway) return;
+    this.#migratedAway = false;
+    this.opts.log(`migration: no longer migrated away (${why})`);
+  }
+
+  /** An operator's explicit resume of a migrated-away device (the control socket's `resume`). */
+  resume(): void {
+    if (!this.#migratedAway) throw new MigrationError(Errno.EINVAL, 'the device was not migrated away; nothing to resume');
+    this.#clearMigratedAway('resumed by the operator: this copy of the device runs again');
+    this.set(S.RUNNING);
   }
 
   #shadows: Uint8Array[] | null = null;
@@ -141,16 +181,27 @@ export class Migration {
     const was = this.state;
     this.#endSessions();
     this.fsm.reset();
+    this.#handedOver = false;
+    this.#clearMigratedAway(`device reset: ${reason}`);
     this.device.setRunning(true);
     if (was !== S.RUNNING) this.opts.log(`migration: ${stateName(was)} -> RUNNING (${reason})`);
   }
 
   /**
-   * The client went away mid-migration and the device is kept: abandon the migration the way a
-   * cancel does (§10.3), back to RUNNING with the device's own state untouched. A resume in
-   * progress is discarded, not committed.
+   * The client went away and the device is kept. A device whose state was handed over (STOP_COPY
+   * read to the end, then STOP) is migrated away: it stays stopped. Otherwise the migration is
+   * abandoned the way a cancel does (§10.3), back to RUNNING with the device's own state
+   * untouched; a resume in progress is discarded, not committed.
    */
-  cancel(): void {
+  clientGone(): void {
+    if (this.state === S.STOP && this.#handedOver) {
+      this.#handedOver = false;
+      this.#migratedAway = true;
+      this.opts.log('migration: migrated away: the state was handed over and the client went away; '
+        + 'the device stays stopped until DEVICE_RESET or a resume through the control socket');
+      return;
+    }
+    this.#handedOver = false;
     if (this.state === S.RUNNING || this.state === S.ERROR) return;
     const was = this.state;
     if (this.state === S.RESUMING) { this.#endSessions(); this.fsm.enter(S.STOP); }
