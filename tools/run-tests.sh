@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 export VFU_REPORT_DIR="$PWD/.vfu-test/reports"
 rm -rf "$VFU_REPORT_DIR"; mkdir -p "$VFU_REPORT_DIR"
 [[ -n "${QEMU:-}" ]] || export QEMU="$(bash tools/qemu/provision.sh)"
+bash tools/lint.sh || exit 1
 pnpm exec nx run-many -t typecheck --outputStyle=static || exit 1
 pnpm exec nx run-many -t test --outputStyle=stream --parallel=1 "$@"
 status=$?

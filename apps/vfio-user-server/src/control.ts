@@ -8,21 +8,40 @@ import { unlinkSync } from 'node:fs';
 import type { PciDevice } from '@vfu/pci';
 import type { VfioUserServer } from '@vfu/server';
 
-export function controlServer(path: string, device: PciDevice, server: VfioUserServer, log: (m: string) => void): Server {
+export function controlServer(
+  path: string,
+  device: PciDevice,
+  server: VfioUserServer,
+  log: (m: string) => void,
+): Server {
   const migration = server.migration;
-  try { unlinkSync(path); } catch { /* none */ }
+  try {
+    unlinkSync(path);
+  } catch {
+    /* none */
+  }
   const srv = createServer(sock => {
     let buf = '';
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
-      buf += d;
-      for (let i; (i = buf.indexOf('\n')) >= 0;) {
-        const line = buf.slice(0, i); buf = buf.slice(i + 1);
+      const lines = (buf + d).split('\n');
+      buf = lines.pop() ?? '';
+      for (const line of lines) {
         let reply: unknown;
         try {
-          const req = JSON.parse(line) as { get?: string; set?: string; do?: string; value?: number };
+          const req = JSON.parse(line) as {
+            get?: string;
+            set?: string;
+            do?: string;
+            value?: number;
+          };
           if (req.get === 'state') {
-            const state = Object.fromEntries(Object.entries(device.state).map(([k, v]) => [k, v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v]));
+            const state = Object.fromEntries(
+              Object.entries(device.state).map(([k, v]) => [
+                k,
+                v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v,
+              ]),
+            );
             reply = { ok: true, state };
           } else if (req.get === 'migration' && migration) {
             reply = { ok: true, migration: migration.status() };
@@ -33,9 +52,15 @@ export function controlServer(path: string, device: PciDevice, server: VfioUserS
           } else if (req.set && device.def.controls?.[req.set] && typeof req.value === 'number') {
             device.def.controls[req.set](device.context, req.value);
             reply = { ok: true };
-          } else reply = { ok: false, error: `unknown request; controls: ${Object.keys(device.def.controls ?? {}).join(', ') || 'none'}` };
-        } catch (e) { reply = { ok: false, error: (e as Error).message }; }
-        sock.write(JSON.stringify(reply) + '\n');
+          } else
+            reply = {
+              ok: false,
+              error: `unknown request; controls: ${Object.keys(device.def.controls ?? {}).join(', ') || 'none'}`,
+            };
+        } catch (e) {
+          reply = { ok: false, error: (e as Error).message };
+        }
+        sock.write(`${JSON.stringify(reply)}\n`);
       }
     });
     sock.on('error', () => {});

@@ -4,5 +4,11 @@ import gpio from '@vfu/device-gpio-idio16';
 import template from '@vfu/device-template';
 
 /** Device models this server can emulate, by --device name. */
-export const devices: Record<string, DeviceDefinition<any>> = { edu, 'gpio-idio16': gpio, template };
+// Each model's definition is typed by its own state schema; the table only needs the common shape.
+// biome-ignore lint/suspicious/noExplicitAny: the schemas differ per model (callbacks are contravariant)
+export const devices: Record<string, DeviceDefinition<any>> = {
+  edu,
+  'gpio-idio16': gpio,
+  template,
+};
 export const defaultDevice = 'edu';

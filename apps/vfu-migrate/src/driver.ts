@@ -1,8 +1,21 @@
 // A migration driver that does what QEMU's hw/vfio/migration.c does with kernel VFIO devices
 // (reference §10), over vfio-user: v2 through DEVICE_FEATURE and MIG_DATA_READ/WRITE, or v1
 // through the migration region. One per migration: a source client and a destination client.
-import { VfioUserClient } from '@vfu/client';
-import { Feature, FeatureFlag, MigrationFlag, featureData, RegionCapId, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, DirtyPagesFlag, encode, bitmapBytes, setPages } from '@vfu/protocol';
+import type { VfioUserClient } from '@vfu/client';
+import {
+  Errno,
+  Feature,
+  FeatureFlag,
+  MigrationFlag,
+  featureData,
+  RegionCapId,
+  MIGRATION_REGION_TYPE,
+  MIGRATION_REGION_SUBTYPE,
+  DirtyPagesFlag,
+  encode,
+  bitmapBytes,
+  setPages,
+} from '@vfu/protocol';
 import { S, stateName } from '@vfu/fsm';
 import type { Report, Progress } from './report.js';
 
@@ -24,6 +37,15 @@ export class MigrationFailure extends Error {}
 
 const now = () => performance.now();
 
+/** A server refuses to run a migrated-away device with EPERM; say what that means. */
+function explainSourceRefusal(e: unknown): unknown {
+  if ((e as { errno?: number }).errno !== Errno.EPERM) return e;
+  return new MigrationFailure(
+    'the source refused to run (EPERM): its device was migrated away and its state lives ' +
+      'elsewhere; reset it or resume it through its control socket first',
+  );
+}
+
 interface Endpoint {
   /** Moves the device toward a migration state (v2 state numbers). */
   set(state: number): Promise<void>;
@@ -35,13 +57,26 @@ interface Endpoint {
 
 function v2(c: VfioUserClient): Endpoint {
   return {
-    set: s => c.setState(s), state: () => c.getState(),
-    read: max => c.migDataRead(max), write: d => c.migDataWrite(d),
+    set: s => c.setState(s),
+    state: () => c.getState(),
+    read: max => c.migDataRead(max),
+    write: d => c.migDataWrite(d),
     pending: async () => {
-      let initial = 0, dirty = 0;
-      try { const p = await c.precopyInfo(); initial = p.initialBytes; dirty = p.dirtyBytes; } catch { /* not in PRE_COPY */ }
+      let initial = 0,
+        dirty = 0;
+      try {
+        const p = await c.precopyInfo();
+        initial = p.initialBytes;
+        dirty = p.dirtyBytes;
+      } catch {
+        /* not in PRE_COPY */
+      }
       let stopCopy = 100 * 2 ** 30; // QEMU assumes 100 GiB when MIG_DATA_SIZE fails
-      try { stopCopy = await c.dataSize(); } catch { /* keep */ }
+      try {
+        stopCopy = await c.dataSize();
+      } catch {
+        /* keep */
+      }
       return { initial, dirty, stopCopy };
     },
   };
@@ -54,13 +89,30 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   for (let i = 9; i < info.numRegions && region < 0; i++) {
     const r = await c.regionInfo(i);
     r.fd?.close();
-    if (r.caps.some(cap => cap.id === RegionCapId.TYPE && cap.type === MIGRATION_REGION_TYPE && cap.subtype === MIGRATION_REGION_SUBTYPE)) region = i;
+    if (
+      r.caps.some(
+        cap =>
+          cap.id === RegionCapId.TYPE &&
+          cap.type === MIGRATION_REGION_TYPE &&
+          cap.subtype === MIGRATION_REGION_SUBTYPE,
+      )
+    )
+      region = i;
   }
   if (region < 0) throw new MigrationFailure('the device has no v1 migration region');
   const size = (await c.regionInfo(region)).size;
-  const toV1: Record<number, number> = { [S.STOP]: 0, [S.RUNNING]: 1, [S.STOP_COPY]: 2, [S.PRE_COPY]: 3, [S.RESUMING]: 4 };
+  const toV1: Record<number, number> = {
+    [S.STOP]: 0,
+    [S.RUNNING]: 1,
+    [S.STOP_COPY]: 2,
+    [S.PRE_COPY]: 3,
+    [S.RESUMING]: 4,
+  };
   const fromV1 = [S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, -1, S.ERROR, -1];
-  const u64 = async (o: number) => { const b = await c.regionRead(region, o, 8); return Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true)); };
+  const u64 = async (o: number) => {
+    const b = await c.regionRead(region, o, 8);
+    return Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true));
+  };
   const max = c.serverCaps.maxDataXferSize;
   let pending = 0;
   return {
@@ -73,35 +125,66 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
     read: async () => {
       pending = await u64(8);
       if (pending === 0) return new Uint8Array(0);
-      const off = await u64(16), n = await u64(24);
+      const off = await u64(16),
+        n = await u64(24);
       const out = new Uint8Array(n);
-      for (let d = 0; d < n; d += max) out.set(await c.regionRead(region, off + d, Math.min(max, n - d)), d);
+      for (let d = 0; d < n; d += max)
+        out.set(await c.regionRead(region, off + d, Math.min(max, n - d)), d);
       return out;
     },
     write: async data => {
-      for (let done = 0; done < data.length;) {
+      for (let done = 0; done < data.length; ) {
         const off = await u64(16);
         const n = Math.min(data.length - done, size - off, max);
         await c.regionWrite(region, off, data.subarray(done, done + n));
-        const b = new Uint8Array(8); new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+        const b = new Uint8Array(8);
+        new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
         await c.regionWrite(region, 24, b);
         done += n;
       }
     },
-    pending: async () => { const p = await u64(8); return { initial: 0, dirty: p, stopCopy: p }; },
+    pending: async () => {
+      const p = await u64(8);
+      return { initial: 0, dirty: p, stopCopy: p };
+    },
   };
 }
 
 /** Live-migrates the device behind `src` into the device behind `dst`. Never throws: the report says what happened. */
-export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: MigrateOptions = {}): Promise<Report> {
+export async function migrate(
+  src: VfioUserClient,
+  dst: VfioUserClient,
+  opts: MigrateOptions = {},
+): Promise<Report> {
   const protocol = opts.protocol ?? 'v2';
   const t0 = now();
-  const rep: Report = { outcome: 'failed', protocol, source: { state: '?' }, destination: { state: '?' }, bytes: 0, precopyBytes: 0, stopCopyBytes: 0, iterations: 0, downtimeMs: 0, stopCopyMs: 0, resumeMs: 0, totalMs: 0, throughputGiBps: 0, dirtyPagesReported: 0, workloadWrites: 0 };
-  let a: Endpoint, b: Endpoint, dataTime = 0;
+  const rep: Report = {
+    outcome: 'failed',
+    protocol,
+    source: { state: '?' },
+    destination: { state: '?' },
+    bytes: 0,
+    precopyBytes: 0,
+    stopCopyBytes: 0,
+    iterations: 0,
+    downtimeMs: 0,
+    stopCopyMs: 0,
+    resumeMs: 0,
+    totalMs: 0,
+    throughputGiBps: 0,
+    dirtyPagesReported: 0,
+    workloadWrites: 0,
+  };
+  let a: Endpoint,
+    b: Endpoint,
+    dataTime = 0;
+  let destinationTouched = false;
   let expected = 0; // bytes the source last said it had to send (for progress)
   const where = async () => {
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
-    rep.destination.state = await b.state().then(stateName, e => `unknown (${(e as Error).message})`);
+    rep.destination.state = await b
+      .state()
+      .then(stateName, e => `unknown (${(e as Error).message})`);
   };
   // Moves data source -> destination until the source has none (or `limit` bytes moved). The
   // next read is in flight while the previous chunk is written: both servers work at once.
@@ -112,11 +195,17 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     while (next) {
       const chunk: Uint8Array = await next;
       if (chunk.length === 0) break;
-      moved += chunk.length; rep.bytes += chunk.length;
+      moved += chunk.length;
+      rep.bytes += chunk.length;
       next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
       await b.write(chunk);
       if (!next && moved < limit) next = a.read(buf);
-      opts.onProgress?.({ phase, iteration: rep.iterations, bytes: rep.bytes, pending: Math.max(0, expected - moved) });
+      opts.onProgress?.({
+        phase,
+        iteration: rep.iterations,
+        bytes: rep.bytes,
+        pending: Math.max(0, expected - moved),
+      });
     }
     dataTime += now() - t;
     return moved;
@@ -127,24 +216,43 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     let preCopy = true;
     if (protocol === 'v2') {
       const flags = await src.migrationFlags();
-      if (!(flags & MigrationFlag.STOP_COPY)) throw new MigrationFailure('the source device does not support migration (no STOP_COPY)');
+      if (!(flags & MigrationFlag.STOP_COPY))
+        throw new MigrationFailure('the source device does not support migration (no STOP_COPY)');
       await dst.migrationFlags();
       preCopy = (flags & MigrationFlag.PRE_COPY) !== 0;
     }
     // save_setup / load_setup
-    const buf = Math.min(1 << 20, src.serverCaps.maxDataXferSize, protocol === 'v2' ? Math.max(4096, await src.dataSize().catch(() => 1 << 20)) : 1 << 20);
+    const buf = Math.min(
+      1 << 20,
+      src.serverCaps.maxDataXferSize,
+      protocol === 'v2' ? Math.max(4096, await src.dataSize().catch(() => 1 << 20)) : 1 << 20,
+    );
     await startDirtyLogging(src, protocol, opts.dmaRanges);
-    await b.set(S.RESUMING);
+    // The source first, as QEMU's save_setup comes before the destination's load_setup: a source
+    // that refuses to migrate (e.g. it was migrated away) leaves the destination untouched.
     if (preCopy) {
-      try { await a.set(S.PRE_COPY); } catch (e) { await a.set(S.RUNNING).catch(() => {}); throw e; }
+      try {
+        await a.set(S.PRE_COPY);
+      } catch (e) {
+        await a.set(S.RUNNING).catch(() => {});
+        throw explainSourceRefusal(e);
+      }
+    }
+    await b.set(S.RESUMING);
+    destinationTouched = true;
+    if (preCopy) {
       const first = await a.pending();
       expected = first.initial + first.dirty;
       // Pre-copy rounds: move what there is, let the device run (and the workload dirty it), repeat.
-      const limit = opts.downtimeLimitMs ?? 300, maxIt = opts.maxIterations ?? 30;
+      const limit = opts.downtimeLimitMs ?? 300,
+        maxIt = opts.maxIterations ?? 30;
       for (;;) {
         rep.iterations++;
         rep.precopyBytes += await move('precopy', buf, 256 << 20); // bounded: a device dirtying fast must not hold the round
-        if (opts.cancelAfterIterations !== undefined && rep.iterations >= opts.cancelAfterIterations) {
+        if (
+          opts.cancelAfterIterations !== undefined &&
+          rep.iterations >= opts.cancelAfterIterations
+        ) {
           await a.set(S.RUNNING); // cancel: PRE_COPY -> RUNNING, the source goes on untouched
           await dst.reset();
           rep.outcome = 'cancelled';
@@ -155,22 +263,37 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
         const p = await a.pending();
         expected = p.initial + p.dirty;
         const bandwidth = rep.bytes / Math.max(dataTime, 1); // bytes per ms
-        opts.onProgress?.({ phase: 'precopy', iteration: rep.iterations, bytes: rep.bytes, pending: p.initial + p.dirty });
-        const remaining = protocol === 'v2' ? p.dirty + Math.min(p.stopCopy, p.dirty + 64 * 1024) : p.dirty;
+        opts.onProgress?.({
+          phase: 'precopy',
+          iteration: rep.iterations,
+          bytes: rep.bytes,
+          pending: p.initial + p.dirty,
+        });
+        const remaining =
+          protocol === 'v2' ? p.dirty + Math.min(p.stopCopy, p.dirty + 64 * 1024) : p.dirty;
         if ((p.initial === 0 && remaining <= bandwidth * limit) || rep.iterations >= maxIt) break;
       }
     }
     // Switchover: the source stops; what is left moves; the destination loads and runs.
     const down = now();
-    await a.set(S.STOP_COPY);
-    expected = await a.pending().then(p => p.stopCopy, () => 0);
+    await a.set(S.STOP_COPY).catch(e => {
+      throw explainSourceRefusal(e);
+    });
+    expected = await a.pending().then(
+      p => p.stopCopy,
+      () => 0,
+    );
     rep.stopCopyBytes = await move('stopcopy', buf);
     rep.dirtyPagesReported = await stopDirtyLogging(src, protocol, opts.dmaRanges);
     opts.onProgress?.({ phase: 'resume', iteration: rep.iterations, bytes: rep.bytes, pending: 0 });
     const resume = now();
     rep.stopCopyMs = resume - down;
-    try { await b.set(S.RUNNING); } catch (e) {
-      throw new MigrationFailure(`the destination rejected the device state: ${(e as Error).message}`);
+    try {
+      await b.set(S.RUNNING);
+    } catch (e) {
+      throw new MigrationFailure(
+        `the destination rejected the device state: ${(e as Error).message}`,
+      );
     }
     rep.downtimeMs = now() - down;
     rep.resumeMs = now() - resume;
@@ -180,8 +303,13 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
     rep.error = (e as Error).message;
     // Recovery as QEMU does it: the source runs again with nothing lost; a destination that
     // holds half a state is reset so it is usable.
-    if (a!) await a.set(S.RUNNING).catch(async () => { await src.reset().catch(() => {}); });
-    if (b!) {
+    // A source that refuses to run (migrated away: its state lives elsewhere) is left as it is;
+    // only one in ERROR is reset.
+    if (a!)
+      await a.set(S.RUNNING).catch(async () => {
+        if ((await a.state().catch(() => S.ERROR)) === S.ERROR) await src.reset().catch(() => {});
+      });
+    if (b! && destinationTouched) {
       const st = await b.state().catch(() => -1);
       if (st !== S.RUNNING) await dst.reset().catch(() => {});
     }
@@ -193,22 +321,44 @@ export async function migrate(src: VfioUserClient, dst: VfioUserClient, opts: Mi
   return rep;
 }
 
-async function startDirtyLogging(c: VfioUserClient, protocol: 'v1' | 'v2', ranges?: { iova: number; length: number }[]): Promise<void> {
+async function startDirtyLogging(
+  c: VfioUserClient,
+  protocol: 'v1' | 'v2',
+  ranges?: { iova: number; length: number }[],
+): Promise<void> {
   if (!ranges?.length) return;
-  if (protocol === 'v2') await c.feature(FeatureFlag.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(4096, ranges));
+  if (protocol === 'v2')
+    await c.feature(
+      FeatureFlag.SET | Feature.DMA_LOGGING_START,
+      featureData.loggingStart(4096, ranges),
+    );
   else await c.raw(encode.dirtyPages(c.nextId(), { argsz: 8, flags: DirtyPagesFlag.START }));
 }
 
-async function stopDirtyLogging(c: VfioUserClient, protocol: 'v1' | 'v2', ranges?: { iova: number; length: number }[]): Promise<number> {
+async function stopDirtyLogging(
+  c: VfioUserClient,
+  protocol: 'v1' | 'v2',
+  ranges?: { iova: number; length: number }[],
+): Promise<number> {
   if (!ranges?.length) return 0;
   let pages = 0;
   for (const r of ranges) {
     const size = bitmapBytes(r.length, 4096);
     if (protocol === 'v2') {
-      const rep = await c.feature(FeatureFlag.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(r.iova, r.length, 4096), 8 + 24 + size);
+      const rep = await c.feature(
+        FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(r.iova, r.length, 4096),
+        8 + 24 + size,
+      );
       pages += setPages(rep.data.subarray(24), Math.ceil(r.length / 4096)).length;
     } else {
-      const m = await c.raw(encode.dirtyPages(c.nextId(), { argsz: 40 + size, flags: DirtyPagesFlag.GET_BITMAP, range: { iova: r.iova, size: r.length, pgsize: 4096, bitmapSize: size } }));
+      const m = await c.raw(
+        encode.dirtyPages(c.nextId(), {
+          argsz: 40 + size,
+          flags: DirtyPagesFlag.GET_BITMAP,
+          range: { iova: r.iova, size: r.length, pgsize: 4096, bitmapSize: size },
+        }),
+      );
       pages += setPages(m.payload.subarray(40), Math.ceil(r.length / 4096)).length;
     }
   }

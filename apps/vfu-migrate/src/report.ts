@@ -23,4 +23,9 @@ export interface Report {
   workloadWrites: number;
 }
 
-export interface Progress { phase: 'precopy' | 'stopcopy' | 'resume'; iteration: number; bytes: number; pending: number }
+export interface Progress {
+  phase: 'precopy' | 'stopcopy' | 'resume';
+  iteration: number;
+  bytes: number;
+  pending: number;
+}

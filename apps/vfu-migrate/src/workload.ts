@@ -6,11 +6,20 @@ import type { MappedMemory } from '@vfu/native';
  * region (through mmap, unseen by the server, as a guest's stores would be) and, for edu, a
  * register. Returns a function doing one round; it reports the pages written.
  */
-export async function memoryWorkload(c: VfioUserClient, pagesPerRound = 64): Promise<{ round: () => Promise<number>; close(): void }> {
+export async function memoryWorkload(
+  c: VfioUserClient,
+  pagesPerRound = 64,
+): Promise<{ round: () => Promise<number>; close(): void }> {
   const info = await c.deviceInfo();
-  let map: MappedMemory | null = null, region = -1;
+  let map: MappedMemory | null = null,
+    region = -1;
   for (let i = 0; i < Math.min(6, info.numRegions) && !map; i++) {
-    try { map = await c.mapRegion(i); region = i; } catch { /* not mappable */ }
+    try {
+      map = await c.mapRegion(i);
+      region = i;
+    } catch {
+      /* not mappable */
+    }
   }
   let seq = 1;
   return {
@@ -24,6 +33,9 @@ export async function memoryWorkload(c: VfioUserClient, pagesPerRound = 64): Pro
       }
       return pagesPerRound;
     },
-    close: () => { map?.release(); void region; },
+    close: () => {
+      map?.release();
+      void region;
+    },
   };
 }

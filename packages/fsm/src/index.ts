@@ -2,13 +2,32 @@
 // feature flags, which arcs a SET walks (the kernel's combination-transition algorithm with the
 // ERROR guard of the 2026 fix), and the v1 device_state encoding mapped onto the same machine (§9).
 
-export const S = { ERROR: 0, STOP: 1, RUNNING: 2, STOP_COPY: 3, RESUMING: 4, RUNNING_P2P: 5, PRE_COPY: 6, PRE_COPY_P2P: 7 } as const;
+export const S = {
+  ERROR: 0,
+  STOP: 1,
+  RUNNING: 2,
+  STOP_COPY: 3,
+  RESUMING: 4,
+  RUNNING_P2P: 5,
+  PRE_COPY: 6,
+  PRE_COPY_P2P: 7,
+} as const;
 export type State = (typeof S)[keyof typeof S];
-export const stateName = (s: number): string => Object.entries(S).find(([, v]) => v === s)?.[0] ?? `STATE_${s}`;
+export const stateName = (s: number): string =>
+  Object.entries(S).find(([, v]) => v === s)?.[0] ?? `STATE_${s}`;
 
 export const MigFlag = { STOP_COPY: 1, P2P: 2, PRE_COPY: 4 } as const;
 
-const { ERROR: E, STOP: ST, RUNNING: RU, STOP_COPY: SC, RESUMING: RE, RUNNING_P2P: RP, PRE_COPY: PC, PRE_COPY_P2P: PP } = S;
+const {
+  ERROR: E,
+  STOP: ST,
+  RUNNING: RU,
+  STOP_COPY: SC,
+  RESUMING: RE,
+  RUNNING_P2P: RP,
+  PRE_COPY: PC,
+  PRE_COPY_P2P: PP,
+} = S;
 /** Next hop from cur (row) towards new (column), assuming every optional state exists (kernel vfio_from_fsm_table). */
 const TABLE: readonly (readonly State[])[] = [
   /* ERROR        */ [E, E, E, E, E, E, E, E],
@@ -24,12 +43,22 @@ const TABLE: readonly (readonly State[])[] = [
 /** Whether a device with `flags` has `state` (ERROR is never a state one can ask for). */
 export function supported(state: number, flags: number): boolean {
   switch (state) {
-    case RU: return true;
-    case ST: case SC: case RE: return (flags & MigFlag.STOP_COPY) !== 0;
-    case RP: return (flags & (MigFlag.STOP_COPY | MigFlag.P2P)) === (MigFlag.STOP_COPY | MigFlag.P2P);
-    case PC: return (flags & (MigFlag.STOP_COPY | MigFlag.PRE_COPY)) === (MigFlag.STOP_COPY | MigFlag.PRE_COPY);
-    case PP: return (flags & 7) === 7;
-    default: return false;
+    case RU:
+      return true;
+    case ST:
+    case SC:
+    case RE:
+      return (flags & MigFlag.STOP_COPY) !== 0;
+    case RP:
+      return (flags & (MigFlag.STOP_COPY | MigFlag.P2P)) === (MigFlag.STOP_COPY | MigFlag.P2P);
+    case PC:
+      return (
+        (flags & (MigFlag.STOP_COPY | MigFlag.PRE_COPY)) === (MigFlag.STOP_COPY | MigFlag.PRE_COPY)
+      );
+    case PP:
+      return (flags & 7) === 7;
+    default:
+      return false;
   }
 }
 
@@ -41,7 +70,8 @@ export const isSaving = (s: number) => s === SC || s === PC || s === PP;
  * no path (STOP_COPY -> PRE_COPY).
  */
 export function path(cur: number, target: number, flags: number): State[] | null {
-  if (!Number.isInteger(target) || target < 0 || target >= 8 || !supported(target, flags)) return null;
+  if (!Number.isInteger(target) || target < 0 || target >= 8 || !supported(target, flags))
+    return null;
   if (cur === E || !supported(cur, flags)) return null;
   const out: State[] = [];
   while (cur !== target) {
@@ -65,7 +95,9 @@ export function fromV1(bits: number): State | null {
 }
 /** v2 state -> v1 bits; null for the P2P states, which v1 cannot express. */
 export function toV1(s: number): number | null {
-  return ({ [ST]: 0, [RU]: 1, [SC]: 2, [PC]: 3, [RE]: 4, [E]: 6 } as Record<number, number>)[s] ?? null;
+  return (
+    ({ [ST]: 0, [RU]: 1, [SC]: 2, [PC]: 3, [RE]: 4, [E]: 6 } as Record<number, number>)[s] ?? null
+  );
 }
 
 /**
@@ -85,13 +117,25 @@ export function v1Path(cur: number, bits: number): State[] | null {
 export class MigrationStateMachine {
   #state: State = RU;
   constructor(readonly flags: number) {}
-  get state(): State { return this.#state; }
+  get state(): State {
+    return this.#state;
+  }
   /** Records that an arc completed. */
-  enter(s: State): void { this.#state = s; }
+  enter(s: State): void {
+    this.#state = s;
+  }
   /** A failed arc the device could not recover from. */
-  fail(): void { this.#state = E; }
+  fail(): void {
+    this.#state = E;
+  }
   /** DEVICE_RESET: the only way out of ERROR; back to RUNNING (kernel semantics, §8.7). */
-  reset(): void { this.#state = RU; }
-  plan(target: number): State[] | null { return path(this.#state, target, this.flags); }
-  planV1(bits: number): State[] | null { return this.#state === E ? null : v1Path(this.#state, bits); }
+  reset(): void {
+    this.#state = RU;
+  }
+  plan(target: number): State[] | null {
+    return path(this.#state, target, this.flags);
+  }
+  planV1(bits: number): State[] | null {
+    return this.#state === E ? null : v1Path(this.#state, bits);
+  }
 }

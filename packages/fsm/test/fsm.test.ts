@@ -1,9 +1,20 @@
 import { describe, it, expect } from 'vitest';
-import { path, S, MigFlag, stateName, supported, v1Path, fromV1, toV1, MigrationStateMachine, type State } from '@vfu/fsm';
+import {
+  path,
+  S,
+  MigFlag,
+  stateName,
+  supported,
+  v1Path,
+  fromV1,
+  toV1,
+  MigrationStateMachine,
+  type State,
+} from '@vfu/fsm';
 
 // The four tables of reference §8.3, verbatim.
 const TABLES: Record<string, string> = {
-  'STOP_COPY': `
+  STOP_COPY: `
 | from \\ to | STOP | RUNNING | STOP_COPY | RESUMING |
 | STOP | — | RUNNING | STOP_COPY | RESUMING |
 | RUNNING | STOP | — | STOP → STOP_COPY | STOP → RESUMING |
@@ -33,9 +44,14 @@ const TABLES: Record<string, string> = {
 | PRE_COPY | RUNNING → RUNNING_P2P → STOP | RUNNING | PRE_COPY_P2P → STOP_COPY | RUNNING → RUNNING_P2P → STOP → RESUMING | RUNNING → RUNNING_P2P | — | PRE_COPY_P2P |
 | PRE_COPY_P2P | RUNNING_P2P → STOP | RUNNING_P2P → RUNNING | STOP_COPY | RUNNING_P2P → STOP → RESUMING | RUNNING_P2P | PRE_COPY | — |`,
 };
-const flagsOf = (k: string) => k.split('|').reduce((a, f) => a | MigFlag[f as keyof typeof MigFlag], 0);
+const flagsOf = (k: string) =>
+  k.split('|').reduce((a, f) => a | MigFlag[f as keyof typeof MigFlag], 0);
 const st = (n: string) => S[n.trim() as keyof typeof S];
-const cells = (l: string) => l.split('|').slice(1, -1).map(c => c.trim());
+const cells = (l: string) =>
+  l
+    .split('|')
+    .slice(1, -1)
+    .map(c => c.trim());
 
 describe('v2 combination transitions (§8.3)', () => {
   for (const [k, table] of Object.entries(TABLES)) {
@@ -47,7 +63,9 @@ describe('v2 combination transitions (§8.3)', () => {
         const [from, ...to] = cells(row);
         to.forEach((c, i) => {
           const expected = c === '—' ? [] : c === 'EINVAL' ? null : c.split('→').map(st);
-          expect(path(st(from), st(cols[i]), flagsOf(k)), `${from} -> ${cols[i]}`).toEqual(expected);
+          expect(path(st(from), st(cols[i]), flagsOf(k)), `${from} -> ${cols[i]}`).toEqual(
+            expected,
+          );
           n++;
         });
       }
@@ -57,39 +75,71 @@ describe('v2 combination transitions (§8.3)', () => {
 
   it('agrees with a breadth-first search over the direct arcs of §8.2 with no saving state inside a path', () => {
     const arcs = (f: number): [State, State][] => {
-      const a: [State, State][] = [[S.RESUMING, S.STOP], [S.STOP, S.RESUMING], [S.STOP, S.STOP_COPY], [S.STOP_COPY, S.STOP]];
-      const p2p = f & MigFlag.P2P, pre = f & MigFlag.PRE_COPY;
+      const a: [State, State][] = [
+        [S.RESUMING, S.STOP],
+        [S.STOP, S.RESUMING],
+        [S.STOP, S.STOP_COPY],
+        [S.STOP_COPY, S.STOP],
+      ];
+      const p2p = f & MigFlag.P2P,
+        pre = f & MigFlag.PRE_COPY;
       if (!p2p) a.push([S.RUNNING, S.STOP], [S.STOP, S.RUNNING]);
-      else a.push([S.RUNNING, S.RUNNING_P2P], [S.RUNNING_P2P, S.RUNNING], [S.RUNNING_P2P, S.STOP], [S.STOP, S.RUNNING_P2P]);
-      if (pre && !p2p) a.push([S.RUNNING, S.PRE_COPY], [S.PRE_COPY, S.RUNNING], [S.PRE_COPY, S.STOP_COPY]);
-      if (pre && p2p) a.push([S.RUNNING, S.PRE_COPY], [S.PRE_COPY, S.RUNNING], [S.PRE_COPY, S.PRE_COPY_P2P], [S.PRE_COPY_P2P, S.PRE_COPY], [S.PRE_COPY_P2P, S.RUNNING_P2P], [S.PRE_COPY_P2P, S.STOP_COPY], [S.RUNNING_P2P, S.PRE_COPY_P2P]);
+      else
+        a.push(
+          [S.RUNNING, S.RUNNING_P2P],
+          [S.RUNNING_P2P, S.RUNNING],
+          [S.RUNNING_P2P, S.STOP],
+          [S.STOP, S.RUNNING_P2P],
+        );
+      if (pre && !p2p)
+        a.push([S.RUNNING, S.PRE_COPY], [S.PRE_COPY, S.RUNNING], [S.PRE_COPY, S.STOP_COPY]);
+      if (pre && p2p)
+        a.push(
+          [S.RUNNING, S.PRE_COPY],
+          [S.PRE_COPY, S.RUNNING],
+          [S.PRE_COPY, S.PRE_COPY_P2P],
+          [S.PRE_COPY_P2P, S.PRE_COPY],
+          [S.PRE_COPY_P2P, S.RUNNING_P2P],
+          [S.PRE_COPY_P2P, S.STOP_COPY],
+          [S.RUNNING_P2P, S.PRE_COPY_P2P],
+        );
       return a;
     };
     const saving = new Set<number>([S.STOP_COPY, S.PRE_COPY, S.PRE_COPY_P2P]);
     for (const k of Object.keys(TABLES)) {
-      const f = flagsOf(k), a = arcs(f);
+      const f = flagsOf(k),
+        a = arcs(f);
       const states = Object.values(S).filter(s => supported(s, f));
-      for (const from of states) for (const to of states) {
-        // BFS: interior states must not be saving states.
-        // A saving state may be passed through only while the path has stayed inside the
-        // saving group from a saving start (the session continues, §8.2).
-        const prev = new Map<number, number>([[from, -1]]);
-        const inGroup = new Set<number>(saving.has(from) ? [from] : []);
-        const q = [from];
-        while (q.length) {
-          const c = q.shift()!;
-          if (c === to) break;
-          if (c !== from && saving.has(c) && !inGroup.has(c)) continue;
-          for (const [x, y] of a) if (x === c && !prev.has(y)) { prev.set(y, c); q.push(y); if (inGroup.has(c) && saving.has(y)) inGroup.add(y); }
+      for (const from of states)
+        for (const to of states) {
+          // BFS: interior states must not be saving states.
+          // A saving state may be passed through only while the path has stayed inside the
+          // saving group from a saving start (the session continues, §8.2).
+          const prev = new Map<number, State>([[from, from]]);
+          const inGroup = new Set<number>(saving.has(from) ? [from] : []);
+          const q = [from];
+          while (q.length) {
+            const c = q.shift()!;
+            if (c === to) break;
+            if (c !== from && saving.has(c) && !inGroup.has(c)) continue;
+            for (const [x, y] of a)
+              if (x === c && !prev.has(y)) {
+                prev.set(y, c);
+                q.push(y);
+                if (inGroup.has(c) && saving.has(y)) inGroup.add(y);
+              }
+          }
+          const got = path(from, to, f);
+          // §8.2: STOP_COPY -> PRE_COPY(_P2P) is forbidden outright (a future flag may allow it).
+          const forbidden = from === S.STOP_COPY && (to === S.PRE_COPY || to === S.PRE_COPY_P2P);
+          if (!prev.has(to) || forbidden) {
+            expect(got, `${stateName(from)}->${stateName(to)}`).toBeNull();
+            continue;
+          }
+          const p: number[] = [];
+          for (let c = to; c !== from; c = prev.get(c)!) p.unshift(c);
+          expect(got?.length, `${stateName(from)}->${stateName(to)}`).toBe(p.length);
         }
-        const got = path(from, to, f);
-        // §8.2: STOP_COPY -> PRE_COPY(_P2P) is forbidden outright (a future flag may allow it).
-        const forbidden = from === S.STOP_COPY && (to === S.PRE_COPY || to === S.PRE_COPY_P2P);
-        if (!prev.has(to) || forbidden) { expect(got, `${stateName(from)}->${stateName(to)}`).toBeNull(); continue; }
-        const p: number[] = [];
-        for (let c = to; c !== from; c = prev.get(c)!) p.unshift(c);
-        expect(got?.length, `${stateName(from)}->${stateName(to)}`).toBe(p.length);
-      }
     }
   });
 
@@ -120,22 +170,51 @@ describe('v1 device_state (§7.4, §9)', () => {
       const [from, ...to] = cells(row);
       const m = new MigrationStateMachine(MigFlag.STOP_COPY | MigFlag.PRE_COPY);
       const cur = fromV1(parseInt(from, 2))!;
-      if (cur === S.ERROR) m.fail(); else m.enter(cur);
+      if (cur === S.ERROR) m.fail();
+      else m.enter(cur);
       to.forEach((c, i) => {
         const p = m.planV1(targets[i]);
         if (c === 'EINVAL') expect(p, `${from} -> ${targets[i].toString(2)}`).toBeNull();
         else if (c === 'no-op') expect(p).toEqual([]);
-        else { expect(p).not.toBeNull(); expect(p!.at(-1)).toBe(fromV1(targets[i])); }
+        else {
+          expect(p).not.toBeNull();
+          expect(p!.at(-1)).toBe(fromV1(targets[i]));
+        }
       });
     }
   });
   it('maps every value both ways, rejects bits 3-31, and performs every QEMU v1 transition', () => {
-    expect([0, 1, 2, 3, 4, 5, 6, 7].map(fromV1)).toEqual([S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, null, S.ERROR, null]);
-    expect([S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, S.ERROR, S.RUNNING_P2P].map(toV1)).toEqual([0, 1, 2, 3, 4, 6, null]);
+    expect([0, 1, 2, 3, 4, 5, 6, 7].map(fromV1)).toEqual([
+      S.STOP,
+      S.RUNNING,
+      S.STOP_COPY,
+      S.PRE_COPY,
+      S.RESUMING,
+      null,
+      S.ERROR,
+      null,
+    ]);
+    expect(
+      [S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, S.ERROR, S.RUNNING_P2P].map(toV1),
+    ).toEqual([0, 1, 2, 3, 4, 6, null]);
     expect(fromV1(1 | 8)).toBeNull();
     expect(v1Path(S.RUNNING, 0x80000001)).toBeNull();
     // 001→011, 011→010, 001→010, 000→010, 010→010, 010→000, 001→100, 100→001, 011→001, 010→001, 000→001, 001→000, 001→001
-    for (const [a, b] of [[1, 3], [3, 2], [1, 2], [0, 2], [2, 2], [2, 0], [1, 4], [4, 1], [3, 1], [2, 1], [0, 1], [1, 0], [1, 1]])
+    for (const [a, b] of [
+      [1, 3],
+      [3, 2],
+      [1, 2],
+      [0, 2],
+      [2, 2],
+      [2, 0],
+      [1, 4],
+      [4, 1],
+      [3, 1],
+      [2, 1],
+      [0, 1],
+      [1, 0],
+      [1, 1],
+    ])
       expect(v1Path(fromV1(a)!, b), `${a}->${b}`).not.toBeNull();
   });
   it('reset leaves ERROR for RUNNING', () => {

@@ -1,12 +1,18 @@
 import { constants } from 'node:os';
 
-const names = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v as number, k]));
+const names = new Map<number, string>(
+  Object.entries(constants.errno).map(([k, v]) => [v as number, k]),
+);
 
 /** A failed system call: `errno` is the Linux value, `code` its name (EAGAIN, EBADF, ...). */
 export class NativeError extends Error {
   override readonly name = 'NativeError';
   readonly code: string;
-  constructor(readonly syscall: string, readonly errno: number, detail = '') {
+  constructor(
+    readonly syscall: string,
+    readonly errno: number,
+    detail = '',
+  ) {
     const code = names.get(errno) ?? `E${errno}`;
     super(`${syscall} failed: ${code} (${errno})${detail ? `: ${detail}` : ''}`);
     this.code = code;

@@ -2,7 +2,8 @@ import { c, errno } from './libc.js';
 import { NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
-const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000,
+  EFD_CLOEXEC = 0o2000000;
 const scratch = Buffer.alloc(8);
 
 /** A non-blocking, close-on-exec eventfd. */

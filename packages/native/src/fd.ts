@@ -16,23 +16,38 @@ export class OwnedFd {
     if (this.#fd < 0) throw new NativeError('use', 9, 'file descriptor already closed or moved');
     return this.#fd;
   }
-  get closed(): boolean { return this.#fd < 0; }
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
   /** Moves ownership out: the caller must close the returned fd. */
-  take(): number { const fd = this.fd; this.#fd = -1; return fd; }
+  take(): number {
+    const fd = this.fd;
+    this.#fd = -1;
+    return fd;
+  }
   close(): void {
     if (this.#fd < 0) return;
     const fd = this.#fd;
     this.#fd = -1;
-    if (c.close(fd) < 0) { const e = errno(); if (e !== 4) throw new NativeError('close', e); }
+    if (c.close(fd) < 0) {
+      const e = errno();
+      if (e !== 4) throw new NativeError('close', e);
+    }
   }
-  [Symbol.dispose](): void { this.close(); }
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }
 
 /** Closes raw fds that nobody took (e.g. fds that arrived with a message that had no use for them). */
-export function closeAll(fds: Iterable<OwnedFd>): void { for (const f of fds) f.close(); }
+export function closeAll(fds: Iterable<OwnedFd>): void {
+  for (const f of fds) f.close();
+}
 
 /** Number of open fds of this process (for leak checks). */
-export function openFdCount(): number { return readdirSync('/proc/self/fd').length - 1; }
+export function openFdCount(): number {
+  return readdirSync('/proc/self/fd').length - 1;
+}
 
 export function dupFd(fd: number): OwnedFd {
   const n = c.fcntl(fd, 1030 /* F_DUPFD_CLOEXEC */, 0);

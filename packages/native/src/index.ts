@@ -1,6 +1,15 @@
 export { NativeError, E } from './errors.js';
 export { OwnedFd, closeAll, openFdCount, dupFd, fileIdentity } from './fd.js';
-export { listenUnix, acceptUnix, connectUnix, socketPair, setNonBlocking, MessageSocket, MAX_FDS_PER_SENDMSG, type Received } from './socket.js';
+export {
+  listenUnix,
+  acceptUnix,
+  connectUnix,
+  socketPair,
+  setNonBlocking,
+  MessageSocket,
+  MAX_FDS_PER_SENDMSG,
+  type Received,
+} from './socket.js';
 export { FdWatcher } from './watch.js';
 export { MappedMemory, memfdCreate, allocate, truncate, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead } from './eventfd.js';

@@ -16,7 +16,9 @@ export const c = {
   close: libc.func('int close(int fd)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t n)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t n)'),
-  mmap: libc.func('uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  mmap: libc.func(
+    'uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)',
+  ),
   munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
   madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
@@ -24,7 +26,9 @@ export const c = {
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
   fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
-  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const int *value, uint32_t len)'),
+  setsockopt: libc.func(
+    'int setsockopt(int fd, int level, int name, const int *value, uint32_t len)',
+  ),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
 };
 
@@ -38,13 +42,28 @@ export const addressOf = (buf: Uint8Array): bigint => koffi.address(buf) as bigi
 export const stableBuffer = (n: number): Buffer => Buffer.from(new ArrayBuffer(n));
 
 /** A zero-copy ArrayBuffer over native memory. Touching it after munmap kills the process. */
-export const viewOf = (addr: number, len: number): ArrayBuffer => koffi.view(addr, len) as ArrayBuffer;
+export const viewOf = (addr: number, len: number): ArrayBuffer =>
+  koffi.view(addr, len) as ArrayBuffer;
 
-export interface PollEvents { readable: boolean; writable: boolean; disconnect: boolean }
-export interface PollHandle { start(opts: { readable?: boolean; writable?: boolean }, cb?: unknown): void; stop(): void; close(): void; unref(): void; ref(): void }
+export interface PollEvents {
+  readable: boolean;
+  writable: boolean;
+  disconnect: boolean;
+}
+export interface PollHandle {
+  start(opts: { readable?: boolean; writable?: boolean }, cb?: unknown): void;
+  stop(): void;
+  close(): void;
+  unref(): void;
+  ref(): void;
+}
 
 /** libuv's uv_poll on Node's own loop (koffi.node.poll). One handle per fd. */
-export function pollFd(fd: number, opts: { readable?: boolean; writable?: boolean }, cb: (ev: PollEvents) => void): PollHandle {
+export function pollFd(
+  fd: number,
+  opts: { readable?: boolean; writable?: boolean },
+  cb: (ev: PollEvents) => void,
+): PollHandle {
   // At runtime the callback receives (status, events); the typings say (events).
   // A non-zero status (e.g. ECONNRESET) comes with all-false events: report it as readable and
   // hung up, so the reader's next call surfaces the error.
@@ -55,6 +74,9 @@ export function pollFd(fd: number, opts: { readable?: boolean; writable?: boolea
   const h = koffi.node.poll(fd, opts, wrap as never) as unknown as PollHandle;
   return {
     start: o => h.start(o, wrap as never),
-    stop: () => h.stop(), close: () => h.close(), unref: () => h.unref(), ref: () => h.ref(),
+    stop: () => h.stop(),
+    close: () => h.close(),
+    unref: () => h.unref(),
+    ref: () => h.ref(),
   };
 }

@@ -2,7 +2,13 @@ import { c, errno, viewOf } from './libc.js';
 import { NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
-const PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+const PROT_READ = 1,
+  PROT_WRITE = 2,
+  MAP_SHARED = 1,
+  MAP_PRIVATE = 2,
+  MAP_FIXED = 0x10,
+  MAP_ANONYMOUS = 0x20,
+  MAP_NORESERVE = 0x4000;
 const WINDOW = 1 << 30; // views are cut in windows: a view over 4 GiB aborts the process
 export const PAGE_SIZE = 4096;
 
@@ -18,22 +24,33 @@ export class MappedMemory {
   readonly #windows = new Map<number, Uint8Array>();
   readonly #views: ArrayBuffer[] = [];
 
-  private constructor(addr: number, readonly length: number, readonly writable: boolean) { this.#addr = addr; }
+  private constructor(
+    addr: number,
+    readonly length: number,
+    readonly writable: boolean,
+  ) {
+    this.#addr = addr;
+  }
 
   static map(fd: number, offset: number, length: number, writable = true): MappedMemory {
-    if (length <= 0 || offset < 0 || offset % PAGE_SIZE !== 0) throw new NativeError('mmap', 22, `offset ${offset} length ${length}`);
+    if (length <= 0 || offset < 0 || offset % PAGE_SIZE !== 0)
+      throw new NativeError('mmap', 22, `offset ${offset} length ${length}`);
     const prot = PROT_READ | (writable ? PROT_WRITE : 0);
     const addr = c.mmap(0, length, prot, MAP_SHARED, fd, offset);
-    if (addr === 0 || addr >= 2 ** 63) throw new NativeError('mmap', errno(), `fd ${fd} offset ${offset} length ${length}`);
+    if (addr === 0 || addr >= 2 ** 63)
+      throw new NativeError('mmap', errno(), `fd ${fd} offset ${offset} length ${length}`);
     return new MappedMemory(addr, length, writable);
   }
 
-  get mapped(): boolean { return this.#addr !== 0; }
+  get mapped(): boolean {
+    return this.#addr !== 0;
+  }
 
   /** Bytes [offset, offset+len) as a zero-copy view. Valid until release(); then it reads zeros. */
   bytes(offset: number, len: number): Uint8Array {
     if (this.#addr === 0) throw new NativeError('access', 14, 'mapping released');
-    if (!(offset >= 0 && len >= 0 && offset + len <= this.length)) throw new RangeError(`[${offset}, +${len}) outside mapping of ${this.length}`);
+    if (!(offset >= 0 && len >= 0 && offset + len <= this.length))
+      throw new RangeError(`[${offset}, +${len}) outside mapping of ${this.length}`);
     const w = Math.floor(offset / WINDOW);
     const end = offset + len;
     if (len > 0 && Math.floor((end - 1) / WINDOW) !== w) {
@@ -66,9 +83,22 @@ export class MappedMemory {
     if (this.#addr === 0) return;
     const addr = this.#addr;
     this.#addr = 0;
-    if (this.#views.length === 0) { c.munmap(addr, this.length); return; }
-    const r = c.mmap(addr, this.length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r !== addr) { c.munmap(addr, this.length); return; }
+    if (this.#views.length === 0) {
+      c.munmap(addr, this.length);
+      return;
+    }
+    const r = c.mmap(
+      addr,
+      this.length,
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_NORESERVE,
+      -1,
+      0,
+    );
+    if (r !== addr) {
+      c.munmap(addr, this.length);
+      return;
+    }
     const overlay = { addr, len: this.length, views: this.#views.length };
     for (const v of this.#views) overlays.register(v, overlay);
     this.#views.length = 0;

@@ -2,17 +2,26 @@ import { c, errno, addressOf, stableBuffer } from './libc.js';
 import { NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
-const AF_UNIX = 1, SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1, SCM_RIGHTS = 1;
-const MSG_CTRUNC = 0x8, MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
-const EAGAIN = 11, EINTR = 4;
+const AF_UNIX = 1,
+  SOCK_STREAM = 1,
+  SOCK_NONBLOCK = 0o4000,
+  SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1,
+  SCM_RIGHTS = 1;
+const MSG_CTRUNC = 0x8,
+  MSG_DONTWAIT = 0x40,
+  MSG_NOSIGNAL = 0x4000,
+  MSG_CMSG_CLOEXEC = 0x40000000;
+const EAGAIN = 11,
+  EINTR = 4;
 
 /** The kernel's limit of fds in one SCM_RIGHTS message (SCM_MAX_FD). */
 export const MAX_FDS_PER_SENDMSG = 253;
 
 function sockaddrUn(path: string): Buffer {
   const p = Buffer.from(path);
-  if (p.length === 0 || p.length > 107) throw new NativeError('sockaddr_un', 36, `socket path must be 1-107 bytes: ${path}`);
+  if (p.length === 0 || p.length > 107)
+    throw new NativeError('sockaddr_un', 36, `socket path must be 1-107 bytes: ${path}`);
   const sa = Buffer.alloc(110);
   sa.writeUInt16LE(AF_UNIX, 0);
   p.copy(sa, 2);
@@ -25,8 +34,16 @@ export function listenUnix(path: string, backlog = 16): OwnedFd {
   if (fd < 0) throw new NativeError('socket', errno());
   const owned = new OwnedFd(fd);
   const sa = sockaddrUn(path);
-  if (c.bind(fd, sa, sa.length) < 0) { const e = errno(); owned.close(); throw new NativeError('bind', e, path); }
-  if (c.listen(fd, backlog) < 0) { const e = errno(); owned.close(); throw new NativeError('listen', e, path); }
+  if (c.bind(fd, sa, sa.length) < 0) {
+    const e = errno();
+    owned.close();
+    throw new NativeError('bind', e, path);
+  }
+  if (c.listen(fd, backlog) < 0) {
+    const e = errno();
+    owned.close();
+    throw new NativeError('listen', e, path);
+  }
   return owned;
 }
 
@@ -48,7 +65,11 @@ export function connectUnix(path: string): OwnedFd {
   if (fd < 0) throw new NativeError('socket', errno());
   const owned = new OwnedFd(fd);
   const sa = sockaddrUn(path);
-  if (c.connect(fd, sa, sa.length) < 0) { const e = errno(); owned.close(); throw new NativeError('connect', e, path); }
+  if (c.connect(fd, sa, sa.length) < 0) {
+    const e = errno();
+    owned.close();
+    throw new NativeError('connect', e, path);
+  }
   setNonBlocking(fd);
   setBufferSizes(fd);
   return owned;
@@ -57,7 +78,8 @@ export function connectUnix(path: string): OwnedFd {
 /** A connected pair of non-blocking UNIX stream sockets. */
 export function socketPair(): [OwnedFd, OwnedFd] {
   const sv = [0, 0];
-  if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) throw new NativeError('socketpair', errno());
+  if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+    throw new NativeError('socketpair', errno());
   return [new OwnedFd(sv[0]), new OwnedFd(sv[1])];
 }
 
@@ -72,7 +94,8 @@ export function setBufferSizes(fd: number, bytes = 4 << 20): void {
 
 export function setNonBlocking(fd: number): void {
   const fl = c.fcntl(fd, 3 /* F_GETFL */, 0);
-  if (fl < 0 || c.fcntl(fd, 4 /* F_SETFL */, fl | 0o4000) < 0) throw new NativeError('fcntl', errno());
+  if (fl < 0 || c.fcntl(fd, 4 /* F_SETFL */, fl | 0o4000) < 0)
+    throw new NativeError('fcntl', errno());
 }
 
 export interface Received {
@@ -99,7 +122,10 @@ export class MessageSocket {
   #lastBuf: Uint8Array | null = null;
   #lastAddr = 0n;
 
-  constructor(readonly fd: number, readonly maxFds = MAX_FDS_PER_SENDMSG) {
+  constructor(
+    readonly fd: number,
+    readonly maxFds = MAX_FDS_PER_SENDMSG,
+  ) {
     this.#control = stableBuffer(16 + Math.ceil((maxFds * 4) / 8) * 8);
     this.#ctlAddr = addressOf(this.#control);
     this.#sendAddr = addressOf(this.#sendBuf);
@@ -110,8 +136,10 @@ export class MessageSocket {
   /** Address of `buf`'s first byte; views of the last buffer seen cost no FFI call. */
   #addr(buf: Uint8Array): bigint {
     const last = this.#lastBuf;
-    if (last && last.buffer === buf.buffer) return this.#lastAddr + BigInt(buf.byteOffset - last.byteOffset);
-    this.#lastBuf = buf; this.#lastAddr = addressOf(buf);
+    if (last && last.buffer === buf.buffer)
+      return this.#lastAddr + BigInt(buf.byteOffset - last.byteOffset);
+    this.#lastBuf = buf;
+    this.#lastAddr = addressOf(buf);
     return this.#lastAddr;
   }
 
@@ -120,7 +148,8 @@ export class MessageSocket {
    * Throws NativeError on a socket error (ECONNRESET etc.).
    */
   recv(buf: Uint8Array): Received | null {
-    const msg = this.#msg, ctl = this.#control;
+    const msg = this.#msg,
+      ctl = this.#control;
     this.#iov.writeBigUInt64LE(this.#addr(buf), 0);
     this.#iov.writeBigUInt64LE(BigInt(buf.length), 8);
     msg.writeBigUInt64LE(this.#ctlAddr, 32);
@@ -142,7 +171,8 @@ export class MessageSocket {
       const len = Number(ctl.readBigUInt64LE(off));
       if (len < 16) break;
       if (ctl.readInt32LE(off + 8) === SOL_SOCKET && ctl.readInt32LE(off + 12) === SCM_RIGHTS) {
-        for (let p = off + 16; p + 4 <= off + len; p += 4) fds.push(new OwnedFd(ctl.readInt32LE(p)));
+        for (let p = off + 16; p + 4 <= off + len; p += 4)
+          fds.push(new OwnedFd(ctl.readInt32LE(p)));
       }
       off += Math.ceil(len / 8) * 8;
     }
@@ -155,7 +185,8 @@ export class MessageSocket {
    * byte is; a caller re-sending the rest must pass no fds.
    */
   send(data: Uint8Array, fds: readonly number[] = []): number {
-    if (fds.length > this.maxFds) throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
+    if (fds.length > this.maxFds)
+      throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
     const msg = this.#msg;
     if (data.byteLength >= 64 * 1024) {
       // Large arrays always live off the V8 heap (their bytes never move): send them in place.

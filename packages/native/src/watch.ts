@@ -10,25 +10,44 @@ export class FdWatcher {
   #handle: PollHandle | null;
   #writable = false;
 
-  constructor(readonly fd: number, private readonly onEvent: (ev: { readable: boolean; writable: boolean; hangup: boolean }) => void) {
-    this.#handle = pollFd(fd, { readable: true }, ev => this.onEvent({ readable: ev.readable, writable: ev.writable, hangup: ev.disconnect }));
+  constructor(
+    readonly fd: number,
+    private readonly onEvent: (ev: {
+      readable: boolean;
+      writable: boolean;
+      hangup: boolean;
+    }) => void,
+  ) {
+    this.#handle = pollFd(fd, { readable: true }, ev =>
+      this.onEvent({ readable: ev.readable, writable: ev.writable, hangup: ev.disconnect }),
+    );
     FdWatcher.#live.add(this);
   }
 
   #readable = true;
   /** Also report writability (while a send queue waits for EAGAIN to clear). */
-  wantWritable(on: boolean): void { this.setInterest(this.#readable, on); }
+  wantWritable(on: boolean): void {
+    this.setInterest(this.#readable, on);
+  }
   /** Stop or resume reporting readability (backpressure). */
-  wantReadable(on: boolean): void { this.setInterest(on, this.#writable); }
+  wantReadable(on: boolean): void {
+    this.setInterest(on, this.#writable);
+  }
   private setInterest(readable: boolean, writable: boolean): void {
     if (!this.#handle || (readable === this.#readable && writable === this.#writable)) return;
-    this.#readable = readable; this.#writable = writable;
-    if (!readable && !writable) { this.#handle.stop(); return; }
+    this.#readable = readable;
+    this.#writable = writable;
+    if (!readable && !writable) {
+      this.#handle.stop();
+      return;
+    }
     this.#handle.start({ readable, writable });
   }
 
   /** Stops watching; the event loop may exit once nothing else holds it. */
-  unref(): void { this.#handle?.unref(); }
+  unref(): void {
+    this.#handle?.unref();
+  }
 
   close(): void {
     if (!this.#handle) return;

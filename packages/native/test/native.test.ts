@@ -4,8 +4,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  socketPair, MessageSocket, memfdCreate, MappedMemory, eventfdCreate, eventfdWrite, eventfdRead,
-  openFdCount, fileIdentity, listenUnix, acceptUnix, FdWatcher, NativeError, connectUnix, type OwnedFd,
+  socketPair,
+  MessageSocket,
+  memfdCreate,
+  MappedMemory,
+  eventfdCreate,
+  eventfdWrite,
+  eventfdRead,
+  openFdCount,
+  fileIdentity,
+  listenUnix,
+  acceptUnix,
+  FdWatcher,
+  NativeError,
+  connectUnix,
+  type OwnedFd,
 } from '@vfu/native';
 
 const once = <T>(fn: (resolve: (v: T) => void) => void) => new Promise<T>(fn);
@@ -14,8 +27,10 @@ describe('fd passing on one machine', () => {
   it('sends fds with the bytes they belong to and leaks nothing', () => {
     const before = openFdCount();
     const [a, b] = socketPair();
-    const sa = new MessageSocket(a.fd), sb = new MessageSocket(b.fd);
-    const m = memfdCreate('t', 4096), e = eventfdCreate();
+    const sa = new MessageSocket(a.fd),
+      sb = new MessageSocket(b.fd);
+    const m = memfdCreate('t', 4096),
+      e = eventfdCreate();
     expect(sa.send(Buffer.from('abcd'), [m.fd, e.fd])).toBe(4);
     expect(sa.send(Buffer.from('efgh'))).toBe(4);
     const buf = Buffer.alloc(64);
@@ -36,7 +51,10 @@ describe('fd passing on one machine', () => {
     const before = openFdCount();
     const [a, b] = socketPair();
     const fds = [eventfdCreate(), eventfdCreate(), eventfdCreate()];
-    new MessageSocket(a.fd).send(Buffer.from('x'), fds.map(f => f.fd));
+    new MessageSocket(a.fd).send(
+      Buffer.from('x'),
+      fds.map(f => f.fd),
+    );
     const r = new MessageSocket(b.fd, 1).recv(Buffer.alloc(8))!;
     expect(r.truncated).toBe(true);
     expect(r.fds.length).toBeLessThan(3);
@@ -48,8 +66,8 @@ describe('fd passing on one machine', () => {
     const [a, b] = socketPair();
     const sa = new MessageSocket(a.fd);
     const chunk = Buffer.alloc(1 << 20, 1);
-    let sent = 0, n: number;
-    while ((n = sa.send(chunk)) > 0) sent += n;
+    let sent = 0;
+    for (let n = sa.send(chunk); n > 0; n = sa.send(chunk)) sent += n;
     expect(sent).toBeGreaterThan(0); // the socket buffer filled: send returned 0 (EAGAIN), not an error
     b.close();
     expect(() => sa.send(chunk)).toThrow(NativeError); // EPIPE, and no SIGPIPE killed us
@@ -74,7 +92,8 @@ describe('fd passing on one machine', () => {
 describe('memory and eventfds', () => {
   it('maps a memfd; stale views read zeros after release instead of crashing', () => {
     const m = memfdCreate('map', 8192);
-    const a = MappedMemory.map(m.fd, 0, 8192), b = MappedMemory.map(m.fd, 4096, 4096);
+    const a = MappedMemory.map(m.fd, 0, 8192),
+      b = MappedMemory.map(m.fd, 4096, 4096);
     a.bytes(4096, 5).set([1, 2, 3, 4, 5]);
     expect([...b.bytes(0, 5)]).toEqual([1, 2, 3, 4, 5]);
     const stale = a.bytes(4096, 5);
@@ -82,39 +101,56 @@ describe('memory and eventfds', () => {
     expect([...stale]).toEqual([0, 0, 0, 0, 0]);
     expect(() => a.bytes(0, 1)).toThrow(/released/);
     expect(() => b.bytes(4090, 10)).toThrow(RangeError);
-    b.release(); m.close();
+    b.release();
+    m.close();
   });
 
   it('counts eventfd writes and reads them back once', () => {
     const e = eventfdCreate();
     expect(eventfdRead(e.fd)).toBeNull();
-    eventfdWrite(e.fd); eventfdWrite(e.fd, 2n);
+    eventfdWrite(e.fd);
+    eventfdWrite(e.fd, 2n);
     expect(eventfdRead(e.fd)).toBe(3n);
     expect(eventfdRead(e.fd)).toBeNull();
     e.close();
   });
 
   it('refuses an over-long socket path with a clear error', () => {
-    expect(() => listenUnix('/tmp/' + 'x'.repeat(120))).toThrow(/1-107 bytes/);
+    expect(() => listenUnix(`/tmp/${'x'.repeat(120)}`)).toThrow(/1-107 bytes/);
     expect(() => connectUnix('/nonexistent/vfu.sock')).toThrow(/ENOENT/);
   });
 });
 
 describe('across processes', () => {
-  it('passes a memfd and an eventfd both ways and sees each side\'s writes', async () => {
+  it("passes a memfd and an eventfd both ways and sees each side's writes", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'vfu-native-'));
     const path = join(dir, 's.sock');
     const before = openFdCount();
     const listener = listenUnix(path);
-    const child = spawn(process.execPath, [join(__dirname, 'fixtures/peer.mjs'), path], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(__dirname, 'fixtures/peer.mjs'), path], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const conn = await once<OwnedFd>(res => {
-      const w = new FdWatcher(listener.fd, () => { const c = acceptUnix(listener.fd); if (c) { w.close(); res(c); } });
+      const w = new FdWatcher(listener.fd, () => {
+        const c = acceptUnix(listener.fd);
+        if (c) {
+          w.close();
+          res(c);
+        }
+      });
     });
     const ms = new MessageSocket(conn.fd);
     const buf = Buffer.alloc(256);
-    const next = () => once<{ text: string; fds: OwnedFd[] }>(res => {
-      const w = new FdWatcher(conn.fd, () => { const r = ms.recv(buf); if (r) { w.close(); res({ text: buf.subarray(0, r.bytes).toString(), fds: r.fds }); } });
-    });
+    const next = () =>
+      once<{ text: string; fds: OwnedFd[] }>(res => {
+        const w = new FdWatcher(conn.fd, () => {
+          const r = ms.recv(buf);
+          if (r) {
+            w.close();
+            res({ text: buf.subarray(0, r.bytes).toString(), fds: r.fds });
+          }
+        });
+      });
     const first = await next();
     expect(first.text).toBe('FDS1');
     expect(first.fds).toHaveLength(2);

@@ -16,7 +16,10 @@ export interface DeviceContext<S extends Schema> {
   readonly config: ConfigSpace;
   readonly irq: { raise(vector?: number): void; lower(): void };
   /** The device's DMA into client memory; refused (EPERM) unless COMMAND.BUS_MASTER is set. */
-  readonly dma: { read(address: number, len: number): Promise<Uint8Array>; write(address: number, data: Uint8Array): Promise<void> };
+  readonly dma: {
+    read(address: number, len: number): Promise<Uint8Array>;
+    write(address: number, data: Uint8Array): Promise<void>;
+  };
   readonly running: boolean;
   memory(name: string): SharedMemory;
   /** Runs device work now if the device is running, otherwise as soon as it runs again (§8.1: no progress while stopped). */
@@ -54,7 +57,9 @@ export interface DeviceDefinition<S extends Schema = Schema> {
 
 export const defineDevice = <S extends Schema>(d: DeviceDefinition<S>): DeviceDefinition<S> => d;
 
-export class DeviceSetupError extends Error { override readonly name = 'DeviceSetupError'; }
+export class DeviceSetupError extends Error {
+  override readonly name = 'DeviceSetupError';
+}
 
 /** A device made from its definition: what the server serves. */
 export class PciDevice<S extends Schema = Schema> {
@@ -73,70 +78,120 @@ export class PciDevice<S extends Schema = Schema> {
   #work: (() => void | Promise<void>)[] = [];
   log: (m: string) => void = () => {};
 
-  constructor(readonly def: DeviceDefinition<S>, opts: Options = {}, limits = { maxMaps: 65535, pageSize: 4096, maxMapSize: 8 * 2 ** 40 }) {
-    this.options = { ...Object.fromEntries(Object.entries(def.options ?? {}).map(([k, v]) => [k, v.default])), ...opts };
-    for (const k of Object.keys(opts)) if (!def.options?.[k]) throw new DeviceSetupError(`device ${def.id} has no option --${k}`);
+  constructor(
+    readonly def: DeviceDefinition<S>,
+    opts: Options = {},
+    limits = { maxMaps: 65535, pageSize: 4096, maxMapSize: 8 * 2 ** 40 },
+  ) {
+    this.options = {
+      ...Object.fromEntries(Object.entries(def.options ?? {}).map(([k, v]) => [k, v.default])),
+      ...opts,
+    };
+    for (const k of Object.keys(opts))
+      if (!def.options?.[k]) throw new DeviceSetupError(`device ${def.id} has no option --${k}`);
     this.config = new ConfigSpace(def.configSize ?? 256);
     this.config.setIdentity(def.pci);
     this.state = createState(def.state);
     this.guest = new GuestMemory(limits);
-    for (const [name, size] of Object.entries(def.memories?.(this.options) ?? {})) this.memories.set(name, sharedMemory(`${def.id}-${name}`, size));
+    for (const [name, size] of Object.entries(def.memories?.(this.options) ?? {}))
+      this.memories.set(name, sharedMemory(`${def.id}-${name}`, size));
     const caps = def.capabilities?.(this.options) ?? [];
     this.caps = layoutCapabilities(this.config, caps);
     const msixCap = caps.find((c): c is Extract<Capability, { kind: 'msix' }> => c.kind === 'msix');
     this.irq = new Interrupts(this.config, this.caps, msixCap?.vectors ?? 0);
     const self = this;
     this.context = {
-      state: this.state, config: this.config,
+      state: this.state,
+      config: this.config,
       irq: { raise: v => this.irq.raise(v), lower: () => this.irq.lower() },
       dma: {
-        read: (a, n) => { this.#checkDma(); return this.guest.read(a, n); },
-        write: (a, d) => { this.#checkDma(); return this.guest.write(a, d); },
+        read: (a, n) => {
+          this.#checkDma();
+          return this.guest.read(a, n);
+        },
+        write: (a, d) => {
+          this.#checkDma();
+          return this.guest.write(a, d);
+        },
       },
-      get running() { return self.#running; },
-      memory: name => { const m = this.memories.get(name); if (!m) throw new DeviceSetupError(`no memory named ${name}`); return m; },
-      whenRunning: work => { if (this.#running) this.#run(work); else this.#work.push(work); },
+      get running() {
+        return self.#running;
+      },
+      memory: name => {
+        const m = this.memories.get(name);
+        if (!m) throw new DeviceSetupError(`no memory named ${name}`);
+        return m;
+      },
+      whenRunning: work => {
+        if (this.#running) this.#run(work);
+        else this.#work.push(work);
+      },
       log: m => this.log(m),
     };
     const bars = def.bars(this.context, this.options);
     for (const [i, b] of Object.entries(bars)) this.bars[Number(i)] = b;
     if (msixCap) {
-      if (this.bars[msixCap.bar]) throw new DeviceSetupError(`MSI-X table BAR ${msixCap.bar} is also declared by the device`);
-      this.bars[msixCap.bar] = bar('mem32', this.#msixTable(msixCap.vectors, msixCap.tableOffset, msixCap.pbaOffset));
+      if (this.bars[msixCap.bar])
+        throw new DeviceSetupError(`MSI-X table BAR ${msixCap.bar} is also declared by the device`);
+      this.bars[msixCap.bar] = bar(
+        'mem32',
+        this.#msixTable(msixCap.vectors, msixCap.tableOffset, msixCap.pbaOffset),
+      );
     }
-    this.bars.forEach((b, i) => { if (b?.kind === 'mem64' && (i === 5 || this.bars[i + 1])) throw new DeviceSetupError(`64-bit BAR ${i} needs BAR ${i + 1} free`); });
+    this.bars.forEach((b, i) => {
+      if (b?.kind === 'mem64' && (i === 5 || this.bars[i + 1]))
+        throw new DeviceSetupError(`64-bit BAR ${i} needs BAR ${i + 1} free`);
+    });
     this.config.setBars(this.bars);
     const rom = def.rom?.(this.options);
     if (rom) {
-      if (rom.length < 2048 || (rom.length & (rom.length - 1))) throw new DeviceSetupError(`ROM of ${rom.length} bytes: a power of two of at least 2 KiB`);
+      if (rom.length < 2048 || rom.length & (rom.length - 1))
+        throw new DeviceSetupError(`ROM of ${rom.length} bytes: a power of two of at least 2 KiB`);
       this.config.setRom(rom.length);
-      this.#rom = { size: rom.length, read: (o, out) => out.set(rom.subarray(o, o + out.length)), write: () => {} }; // read-only
+      this.#rom = {
+        size: rom.length,
+        read: (o, out) => out.set(rom.subarray(o, o + out.length)),
+        write: () => {},
+      }; // read-only
     }
     this.config.onWrite(Cfg.COMMAND, Cfg.COMMAND + 2, () => this.irq.configChanged());
-    if (this.caps.msi !== undefined) this.config.onWrite(this.caps.msi, this.caps.msi + 0x18, () => this.irq.configChanged());
-    if (this.caps.msix !== undefined) this.config.onWrite(this.caps.msix, this.caps.msix + 4, () => this.irq.configChanged());
+    if (this.caps.msi !== undefined)
+      this.config.onWrite(this.caps.msi, this.caps.msi + 0x18, () => this.irq.configChanged());
+    if (this.caps.msix !== undefined)
+      this.config.onWrite(this.caps.msix, this.caps.msix + 4, () => this.irq.configChanged());
     this.#initialConfig = this.config.snapshot();
   }
 
-  get running(): boolean { return this.#running; }
+  get running(): boolean {
+    return this.#running;
+  }
 
   #checkDma(): void {
-    if (!(this.config.command & Command.BUS_MASTER)) throw new DmaError(Errno.EPERM, 'DMA while bus mastering is disabled (COMMAND bit 2)');
+    if (!(this.config.command & Command.BUS_MASTER))
+      throw new DmaError(Errno.EPERM, 'DMA while bus mastering is disabled (COMMAND bit 2)');
     if (!this.#running) throw new DmaError(Errno.EBUSY, 'DMA while the device is stopped');
   }
 
   #run(work: () => void | Promise<void>): void {
     try {
       const r = work();
-      if (r instanceof Promise) r.catch(e => this.log(`device work failed: ${(e as Error).message}`));
-    } catch (e) { this.log(`device work failed: ${(e as Error).message}`); }
+      if (r instanceof Promise)
+        r.catch(e => this.log(`device work failed: ${(e as Error).message}`));
+    } catch (e) {
+      this.log(`device work failed: ${(e as Error).message}`);
+    }
   }
 
   /** Region handler for a vfio-user region index, or undefined when not implemented. */
   region(index: number): RegionHandler | undefined {
     if (index <= Region.BAR5) return this.bars[index]?.handler;
     if (index === Region.ROM) return this.#rom;
-    if (index === Region.CONFIG) return { size: this.config.size, read: (o, out) => this.config.read(o, out), write: (o, d) => this.config.write(o, d) };
+    if (index === Region.CONFIG)
+      return {
+        size: this.config.size,
+        read: (o, out) => this.config.read(o, out),
+        write: (o, d) => this.config.write(o, d),
+      };
     return undefined;
   }
 
@@ -160,7 +215,11 @@ export class PciDevice<S extends Schema = Schema> {
     this.def.onReset?.(this.context);
   }
 
-  release(): void { this.guest.unmapAll(); this.irq.releaseAll(); for (const m of this.memories.values()) m.release(); }
+  release(): void {
+    this.guest.unmapAll();
+    this.irq.releaseAll();
+    for (const m of this.memories.values()) m.release();
+  }
 
   #msixTable(vectors: number, tableOffset: number, pbaOffset: number): RegionHandler {
     const table = new Uint8Array(vectors * 16);
@@ -175,7 +234,8 @@ export class PciDevice<S extends Schema = Schema> {
           if (a >= tableOffset && a < tableOffset + table.length) out[i] = table[a - tableOffset];
           else if (a >= pbaOffset && a < pbaOffset + Math.ceil(vectors / 8)) {
             let byte = 0;
-            for (let b = 0; b < 8; b++) if (irq().msixPending((a - pbaOffset) * 8 + b)) byte |= 1 << b;
+            for (let b = 0; b < 8; b++)
+              if (irq().msixPending((a - pbaOffset) * 8 + b)) byte |= 1 << b;
             out[i] = byte;
           } else out[i] = 0;
         }
@@ -191,4 +251,3 @@ export class PciDevice<S extends Schema = Schema> {
     };
   }
 }
-

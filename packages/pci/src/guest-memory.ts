@@ -6,10 +6,23 @@ import { Errno, DmaMapFlag, bitmapBytes, setBit, type DmaMap, type LogRange } fr
 
 export class DmaError extends Error {
   override readonly name = 'DmaError';
-  constructor(readonly errno: number, message: string) { super(message); }
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
-interface Mapping { address: number; size: number; flags: number; offset: number; fd?: OwnedFd; map?: MappedMemory; identity?: string }
+interface Mapping {
+  address: number;
+  size: number;
+  flags: number;
+  offset: number;
+  fd?: OwnedFd;
+  map?: MappedMemory;
+  identity?: string;
+}
 
 /** How fd-less ranges are reached: the server sends DMA_READ/DMA_WRITE to the client. */
 export interface MessageDma {
@@ -17,7 +30,11 @@ export interface MessageDma {
   write(address: number, data: Uint8Array): Promise<void>;
 }
 
-export interface GuestMemoryLimits { maxMaps: number; pageSize: number; maxMapSize: number }
+export interface GuestMemoryLimits {
+  maxMaps: number;
+  pageSize: number;
+  maxMapSize: number;
+}
 
 const isPow2 = (n: number) => n > 0 && Number.isInteger(Math.log2(n));
 
@@ -30,28 +47,58 @@ export class GuestMemory {
   constructor(readonly limits: GuestMemoryLimits) {}
 
   get mappings(): readonly { address: number; size: number; flags: number; hasFd: boolean }[] {
-    return this.#maps.map(m => ({ address: m.address, size: m.size, flags: m.flags, hasFd: !!m.fd }));
+    return this.#maps.map(m => ({
+      address: m.address,
+      size: m.size,
+      flags: m.flags,
+      hasFd: !!m.fd,
+    }));
   }
 
   /** DMA_MAP. Takes ownership of `fd`. Returns 0 or an errno. */
   map(req: DmaMap, fd?: OwnedFd): number {
-    const fail = (e: number) => { fd?.close(); return e; };
+    const fail = (e: number) => {
+      fd?.close();
+      return e;
+    };
     const { pageSize, maxMapSize, maxMaps } = this.limits;
     if (req.flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) return fail(Errno.EINVAL);
-    if (req.size === 0 || req.address % pageSize || req.size % pageSize || req.offset % pageSize) return fail(Errno.EINVAL);
+    if (req.size === 0 || req.address % pageSize || req.size % pageSize || req.offset % pageSize)
+      return fail(Errno.EINVAL);
     if (req.size > maxMapSize) return fail(Errno.ENOSPC);
-    if (req.address + req.size > Number.MAX_SAFE_INTEGER || req.offset + req.size > Number.MAX_SAFE_INTEGER) return fail(Errno.EINVAL);
+    if (
+      req.address + req.size > Number.MAX_SAFE_INTEGER ||
+      req.offset + req.size > Number.MAX_SAFE_INTEGER
+    )
+      return fail(Errno.EINVAL);
     const identity = fd ? fileIdentity(fd.fd) : undefined;
-    const over = this.#maps.find(m => req.address < m.address + m.size && m.address < req.address + req.size);
+    const over = this.#maps.find(
+      m => req.address < m.address + m.size && m.address < req.address + req.size,
+    );
     if (over) {
-      const same = over.address === req.address && over.size === req.size && over.flags === req.flags && over.identity === identity && (!fd || over.offset === req.offset);
+      const same =
+        over.address === req.address &&
+        over.size === req.size &&
+        over.flags === req.flags &&
+        over.identity === identity &&
+        (!fd || over.offset === req.offset);
       return fail(same ? 0 : Errno.EINVAL);
     }
     if (this.#maps.length >= maxMaps) return fail(Errno.EINVAL);
-    const m: Mapping = { address: req.address, size: req.size, flags: req.flags, offset: req.offset, fd, identity };
+    const m: Mapping = {
+      address: req.address,
+      size: req.size,
+      flags: req.flags,
+      offset: req.offset,
+      fd,
+      identity,
+    };
     if (fd) {
-      try { m.map = MappedMemory.map(fd.fd, req.offset, req.size, (req.flags & DmaMapFlag.WRITE) !== 0); }
-      catch (e) { return fail((e as { errno?: number }).errno ?? Errno.EFAULT); }
+      try {
+        m.map = MappedMemory.map(fd.fd, req.offset, req.size, (req.flags & DmaMapFlag.WRITE) !== 0);
+      } catch (e) {
+        return fail((e as { errno?: number }).errno ?? Errno.EFAULT);
+      }
     }
     this.#maps.push(m);
     this.#maps.sort((a, b) => a.address - b.address);
@@ -59,7 +106,11 @@ export class GuestMemory {
   }
 
   /** DMA_UNMAP of exactly one mapping (ENOENT otherwise). Optionally returns its dirty bitmap first. */
-  unmap(address: number, size: number, bitmapPage?: number): { errno: number; bitmap?: Uint8Array } {
+  unmap(
+    address: number,
+    size: number,
+    bitmapPage?: number,
+  ): { errno: number; bitmap?: Uint8Array } {
     const i = this.#maps.findIndex(m => m.address === address && m.size === size);
     if (i < 0) return { errno: Errno.ENOENT };
     let bitmap: Uint8Array | undefined;
@@ -73,9 +124,15 @@ export class GuestMemory {
     return { errno: 0, bitmap };
   }
 
-  unmapAll(): void { for (const m of this.#maps) this.#release(m); this.#maps = []; }
+  unmapAll(): void {
+    for (const m of this.#maps) this.#release(m);
+    this.#maps = [];
+  }
 
-  #release(m: Mapping): void { m.map?.release(); m.fd?.close(); }
+  #release(m: Mapping): void {
+    m.map?.release();
+    m.fd?.close();
+  }
 
   #find(address: number, len: number): Mapping[] | null {
     const out: Mapping[] = [];
@@ -94,11 +151,20 @@ export class GuestMemory {
   /** Reads guest memory (the device's DMA). Throws DmaError (ENOENT unmapped, EACCES not readable). */
   async read(address: number, len: number): Promise<Uint8Array> {
     const ms = this.#find(address, len);
-    if (!ms) throw new DmaError(Errno.ENOENT, `DMA read of [0x${address.toString(16)}, +${len}) outside mapped memory`);
+    if (!ms)
+      throw new DmaError(
+        Errno.ENOENT,
+        `DMA read of [0x${address.toString(16)}, +${len}) outside mapped memory`,
+      );
     const out = new Uint8Array(len);
     for (const m of ms) {
-      if (!(m.flags & DmaMapFlag.READ)) throw new DmaError(Errno.EACCES, `DMA read from a mapping without READ at 0x${m.address.toString(16)}`);
-      const s = Math.max(address, m.address), e = Math.min(address + len, m.address + m.size);
+      if (!(m.flags & DmaMapFlag.READ))
+        throw new DmaError(
+          Errno.EACCES,
+          `DMA read from a mapping without READ at 0x${m.address.toString(16)}`,
+        );
+      const s = Math.max(address, m.address),
+        e = Math.min(address + len, m.address + m.size);
       if (m.map) out.set(m.map.bytes(s - m.address, e - s), s - address);
       else if (this.messages) out.set(await this.messages.read(s, e - s), s - address);
       else throw new DmaError(Errno.EFAULT, 'fd-less mapping and no message channel');
@@ -109,24 +175,46 @@ export class GuestMemory {
   /** Writes guest memory; marks the pages dirty while logging. */
   async write(address: number, data: Uint8Array): Promise<void> {
     const ms = this.#find(address, data.length);
-    if (!ms) throw new DmaError(Errno.ENOENT, `DMA write of [0x${address.toString(16)}, +${data.length}) outside mapped memory`);
-    for (const m of ms) if (!(m.flags & DmaMapFlag.WRITE)) throw new DmaError(Errno.EPERM, `DMA write to a read-only mapping at 0x${m.address.toString(16)}`);
+    if (!ms)
+      throw new DmaError(
+        Errno.ENOENT,
+        `DMA write of [0x${address.toString(16)}, +${data.length}) outside mapped memory`,
+      );
+    for (const m of ms)
+      if (!(m.flags & DmaMapFlag.WRITE))
+        throw new DmaError(
+          Errno.EPERM,
+          `DMA write to a read-only mapping at 0x${m.address.toString(16)}`,
+        );
     for (const m of ms) {
-      const s = Math.max(address, m.address), e = Math.min(address + data.length, m.address + m.size);
+      const s = Math.max(address, m.address),
+        e = Math.min(address + data.length, m.address + m.size);
       const part = data.subarray(s - address, e - address);
-      if (m.map) { m.map.bytes(s - m.address, e - s).set(part); this.#markDirty(s, e - s); }
-      else if (this.messages) await this.messages.write(s, part); // the client sees these writes itself
+      if (m.map) {
+        m.map.bytes(s - m.address, e - s).set(part);
+        this.#markDirty(s, e - s);
+      } else if (this.messages)
+        await this.messages.write(s, part); // the client sees these writes itself
       else throw new DmaError(Errno.EFAULT, 'fd-less mapping and no message channel');
     }
   }
 
   #markDirty(address: number, len: number): void {
     if (!this.#logPage || len === 0) return;
-    for (let p = Math.floor(address / this.#logPage); p <= Math.floor((address + len - 1) / this.#logPage); p++) this.#dirty.add(p);
+    for (
+      let p = Math.floor(address / this.#logPage);
+      p <= Math.floor((address + len - 1) / this.#logPage);
+      p++
+    )
+      this.#dirty.add(p);
   }
 
-  get logging(): boolean { return this.#logPage !== 0; }
-  get logPageSize(): number { return this.#logPage; }
+  get logging(): boolean {
+    return this.#logPage !== 0;
+  }
+  get logPageSize(): number {
+    return this.#logPage;
+  }
 
   /** DMA_LOGGING_START / DIRTY_PAGES START. Ranges are checked (§6.4) but every mapped page is logged. */
   startLogging(pageSize: number, ranges: LogRange[] = []): number {
@@ -144,7 +232,10 @@ export class GuestMemory {
     return 0;
   }
 
-  stopLogging(): void { this.#logPage = 0; this.#dirty.clear(); }
+  stopLogging(): void {
+    this.#logPage = 0;
+    this.#dirty.clear();
+  }
 
   /**
    * Dirty bitmap of [iova, iova+length) at `pageSize`, read-and-clear. Any range is accepted,
@@ -156,14 +247,18 @@ export class GuestMemory {
     if (iova + length > Number.MAX_SAFE_INTEGER) return Errno.EOVERFLOW;
     const bm = new Uint8Array(bitmapBytes(length, pageSize));
     const lp = this.#logPage;
-    const first = Math.floor(iova / lp), last = Math.floor((iova + length - 1) / lp);
+    const first = Math.floor(iova / lp),
+      last = Math.floor((iova + length - 1) / lp);
     const visit = (p: number) => {
-      const a = Math.max(p * lp, iova), b = Math.min((p + 1) * lp, iova + length) - 1;
-      for (let q = Math.floor((a - iova) / pageSize); q <= Math.floor((b - iova) / pageSize); q++) setBit(bm, q);
+      const a = Math.max(p * lp, iova),
+        b = Math.min((p + 1) * lp, iova + length) - 1;
+      for (let q = Math.floor((a - iova) / pageSize); q <= Math.floor((b - iova) / pageSize); q++)
+        setBit(bm, q);
       this.#dirty.delete(p);
     };
-    if (last - first < this.#dirty.size) { for (let p = first; p <= last; p++) if (this.#dirty.has(p)) visit(p); }
-    else for (const p of [...this.#dirty]) if (p >= first && p <= last) visit(p);
+    if (last - first < this.#dirty.size) {
+      for (let p = first; p <= last; p++) if (this.#dirty.has(p)) visit(p);
+    } else for (const p of [...this.#dirty]) if (p >= first && p <= last) visit(p);
     return bm;
   }
 }

@@ -1,6 +1,35 @@
 export { ConfigSpace, Cfg, Command, Status, type PciIdentity } from './config-space.js';
-export { layoutCapabilities, pm, msi, msix, pcie, vendorSpecific, extended, type Capability, type CapabilityLayout } from './capabilities.js';
-export { bar, registers, sharedMemory, parseSize, RegionAccessError, type Bar, type BarKind, type Register, type RegionHandler, type SharedMemory } from './regions.js';
+export {
+  layoutCapabilities,
+  pm,
+  msi,
+  msix,
+  pcie,
+  vendorSpecific,
+  extended,
+  type Capability,
+  type CapabilityLayout,
+} from './capabilities.js';
+export {
+  bar,
+  registers,
+  sharedMemory,
+  parseSize,
+  RegionAccessError,
+  type Bar,
+  type BarKind,
+  type Register,
+  type RegionHandler,
+  type SharedMemory,
+} from './regions.js';
 export { Interrupts } from './interrupts.js';
 export { GuestMemory, DmaError, type MessageDma } from './guest-memory.js';
-export { PciDevice, defineDevice, DeviceSetupError, type DeviceDefinition, type DeviceContext, type BarIndex, type Options } from './device.js';
+export {
+  PciDevice,
+  defineDevice,
+  DeviceSetupError,
+  type DeviceDefinition,
+  type DeviceContext,
+  type BarIndex,
+  type Options,
+} from './device.js';

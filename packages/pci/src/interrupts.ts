@@ -10,12 +10,24 @@ class Vectors {
   fds: (OwnedFd | undefined)[];
   masked: boolean[];
   pending: boolean[];
-  constructor(readonly count: number) { this.fds = new Array(count); this.masked = new Array(count).fill(false); this.pending = new Array(count).fill(false); }
-  bound(): boolean { return this.fds.some(Boolean); }
-  clear(): void { closeAll(this.fds.filter((f): f is OwnedFd => !!f)); this.fds = new Array(this.count); }
+  constructor(readonly count: number) {
+    this.fds = new Array(count);
+    this.masked = new Array(count).fill(false);
+    this.pending = new Array(count).fill(false);
+  }
+  bound(): boolean {
+    return this.fds.some(Boolean);
+  }
+  clear(): void {
+    closeAll(this.fds.filter((f): f is OwnedFd => !!f));
+    this.fds = new Array(this.count);
+  }
 }
 
-export interface InterruptStats { delivered: number[]; dropped: number }
+export interface InterruptStats {
+  delivered: number[];
+  dropped: number;
+}
 
 export class Interrupts {
   readonly #v: Vectors[];
@@ -25,42 +37,76 @@ export class Interrupts {
   #held = false; // device stopped: deliver later
   readonly stats: InterruptStats = { delivered: [0, 0, 0, 0, 0], dropped: 0 };
 
-  constructor(private readonly cfg: ConfigSpace, private readonly caps: CapabilityLayout, msixVectors: number) {
+  constructor(
+    private readonly cfg: ConfigSpace,
+    private readonly caps: CapabilityLayout,
+    msixVectors: number,
+  ) {
     const intx = cfg.u8(Cfg.INT_PIN) ? 1 : 0;
-    this.#v = [new Vectors(intx), new Vectors(caps.msiVectors), new Vectors(msixVectors), new Vectors(1), new Vectors(1)];
+    this.#v = [
+      new Vectors(intx),
+      new Vectors(caps.msiVectors),
+      new Vectors(msixVectors),
+      new Vectors(1),
+      new Vectors(1),
+    ];
   }
 
-  count(index: number): number { return this.#v[index]?.count ?? 0; }
+  count(index: number): number {
+    return this.#v[index]?.count ?? 0;
+  }
 
   info(index: number): { flags: number; count: number } {
     const count = this.count(index);
-    const flags = index === Irq.INTX ? IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED
-      : index === Irq.REQ ? IrqInfoFlag.EVENTFD : IrqInfoFlag.EVENTFD | IrqInfoFlag.NORESIZE;
+    const flags =
+      index === Irq.INTX
+        ? IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED
+        : index === Irq.REQ
+          ? IrqInfoFlag.EVENTFD
+          : IrqInfoFlag.EVENTFD | IrqInfoFlag.NORESIZE;
     return { flags, count };
   }
 
   /** DEVICE_SET_IRQS after the codec's checks. Returns 0 or an errno; takes ownership of `fds`. */
   set(req: SetIrqs, fds: OwnedFd[]): number {
     const v = this.#v[req.index];
-    const data = req.flags & IrqSetFlag.DATA_TYPE_MASK, action = req.flags & IrqSetFlag.ACTION_TYPE_MASK;
-    if (req.count === 0) { // TRIGGER|NONE, start 0: disable the index
-      if (req.start >= v.count && v.count === 0) { closeAll(fds); return Errno.EINVAL; }
+    const data = req.flags & IrqSetFlag.DATA_TYPE_MASK,
+      action = req.flags & IrqSetFlag.ACTION_TYPE_MASK;
+    if (req.count === 0) {
+      // TRIGGER|NONE, start 0: disable the index
+      if (req.start >= v.count && v.count === 0) {
+        closeAll(fds);
+        return Errno.EINVAL;
+      }
       v.clear();
       if (req.index === Irq.INTX) this.#stopResample();
       return 0;
     }
-    if (req.start >= v.count || req.start + req.count > v.count) { closeAll(fds); return Errno.EINVAL; }
+    if (req.start >= v.count || req.start + req.count > v.count) {
+      closeAll(fds);
+      return Errno.EINVAL;
+    }
     const range = Array.from({ length: req.count }, (_, i) => req.start + i);
-    const on = (i: number) => data === IrqSetFlag.DATA_NONE || (data === IrqSetFlag.DATA_BOOL && req.bools![i - req.start] !== 0);
+    const on = (i: number) =>
+      data === IrqSetFlag.DATA_NONE ||
+      (data === IrqSetFlag.DATA_BOOL && req.bools![i - req.start] !== 0);
     switch (action) {
       case IrqSetFlag.ACTION_TRIGGER:
         if (data === IrqSetFlag.DATA_EVENTFD) {
           if (fds.length > 0 && req.index <= Irq.MSIX) {
             // Only one of INTx, MSI and MSI-X at a time (the kernel's rule; QEMU disables first).
-            const other = [Irq.INTX, Irq.MSI, Irq.MSIX].find(i => i !== req.index && this.#v[i].bound());
-            if (other !== undefined) { closeAll(fds); return Errno.EINVAL; }
+            const other = [Irq.INTX, Irq.MSI, Irq.MSIX].find(
+              i => i !== req.index && this.#v[i].bound(),
+            );
+            if (other !== undefined) {
+              closeAll(fds);
+              return Errno.EINVAL;
+            }
           }
-          range.forEach((vec, i) => { v.fds[vec]?.close(); v.fds[vec] = fds[i]; });
+          range.forEach((vec, i) => {
+            v.fds[vec]?.close();
+            v.fds[vec] = fds[i];
+          });
           if (req.index === Irq.INTX && fds.length) this.#intxMasked = false;
           return 0;
         }
@@ -70,15 +116,32 @@ export class Interrupts {
       case IrqSetFlag.ACTION_UNMASK: {
         const mask = action === IrqSetFlag.ACTION_MASK;
         if (data === IrqSetFlag.DATA_EVENTFD) {
-          if (req.index !== Irq.INTX || mask) { closeAll(fds); return mask ? 0 : Errno.EINVAL; }
+          if (req.index !== Irq.INTX || mask) {
+            closeAll(fds);
+            return mask ? 0 : Errno.EINVAL;
+          }
           this.#stopResample();
-          if (fds[0]) { const fd = fds[0]; this.#resample = { fd, watch: new FdWatcher(fd.fd, () => { if (eventfdRead(fd.fd) !== null) this.#unmaskIntx(); }) }; }
+          if (fds[0]) {
+            const fd = fds[0];
+            this.#resample = {
+              fd,
+              watch: new FdWatcher(fd.fd, () => {
+                if (eventfdRead(fd.fd) !== null) this.#unmaskIntx();
+              }),
+            };
+          }
           return 0;
         }
-        for (const vec of range) if (on(vec)) {
-          if (req.index === Irq.INTX) { if (mask) this.#intxMasked = true; else this.#unmaskIntx(); }
-          else { v.masked[vec] = mask; if (!mask) this.#flushPending(req.index, vec); }
-        }
+        for (const vec of range)
+          if (on(vec)) {
+            if (req.index === Irq.INTX) {
+              if (mask) this.#intxMasked = true;
+              else this.#unmaskIntx();
+            } else {
+              v.masked[vec] = mask;
+              if (!mask) this.#flushPending(req.index, vec);
+            }
+          }
         return 0;
       }
     }
@@ -89,21 +152,40 @@ export class Interrupts {
   /** The device raises an interrupt (vector of MSI/MSI-X; INTx ignores it). */
   raise(vector = 0): void {
     const cmd = this.cfg.command;
-    if (this.msixEnabled) return this.#message(Irq.MSIX, vector, this.#msixFunctionMasked);
-    if (this.msiEnabled) return this.#message(Irq.MSI, vector, this.#msiMasked(vector));
+    if (this.msixEnabled) {
+      this.#message(Irq.MSIX, vector, this.#msixFunctionMasked);
+      return;
+    }
+    if (this.msiEnabled) {
+      this.#message(Irq.MSI, vector, this.#msiMasked(vector));
+      return;
+    }
     this.#intxAsserted = true;
     this.cfg.setInterruptStatus(true);
     if (!(cmd & Command.INTX_DISABLE)) this.#deliverIntx();
   }
 
   /** De-asserts INTx (level-triggered: the device's condition went away). */
-  lower(): void { this.#intxAsserted = false; this.cfg.setInterruptStatus(false); }
+  lower(): void {
+    this.#intxAsserted = false;
+    this.cfg.setInterruptStatus(false);
+  }
 
-  get intxAsserted(): boolean { return this.#intxAsserted; }
-  get msiEnabled(): boolean { return this.caps.msi !== undefined && (this.cfg.u16(this.caps.msi + 2) & 1) !== 0; }
-  get msixEnabled(): boolean { return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x8000) !== 0; }
-  get #msixFunctionMasked(): boolean { return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x4000) !== 0; }
-  #msiMasked(vec: number): boolean { return this.caps.msiMasking && ((this.cfg.u32(this.caps.msi! + 0x10) >>> vec) & 1) === 1; }
+  get intxAsserted(): boolean {
+    return this.#intxAsserted;
+  }
+  get msiEnabled(): boolean {
+    return this.caps.msi !== undefined && (this.cfg.u16(this.caps.msi + 2) & 1) !== 0;
+  }
+  get msixEnabled(): boolean {
+    return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x8000) !== 0;
+  }
+  get #msixFunctionMasked(): boolean {
+    return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x4000) !== 0;
+  }
+  #msiMasked(vec: number): boolean {
+    return this.caps.msiMasking && ((this.cfg.u32(this.caps.msi! + 0x10) >>> vec) & 1) === 1;
+  }
 
   /** While held (device not running) nothing is delivered; what was raised goes out on release. */
   hold(on: boolean): void {
@@ -119,16 +201,29 @@ export class Interrupts {
   /** Delivers what gating held back: an asserted INTx, pending MSI and MSI-X vectors. */
   #deliverWaiting(): void {
     if (this.#intxAsserted && !(this.cfg.command & Command.INTX_DISABLE)) this.#deliverIntx();
-    for (const idx of [Irq.MSI, Irq.MSIX]) this.#v[idx].pending.forEach((p, vec) => p && this.#flushPending(idx, vec));
+    for (const idx of [Irq.MSI, Irq.MSIX])
+      this.#v[idx].pending.forEach((p, vec) => p && this.#flushPending(idx, vec));
   }
 
   /** Client went away or device reset: forget every eventfd. */
-  releaseAll(): void { this.#v.forEach(v => { v.clear(); v.masked.fill(false); v.pending.fill(false); }); this.#stopResample(); this.#intxMasked = false; this.lower(); }
+  releaseAll(): void {
+    this.#v.forEach(v => {
+      v.clear();
+      v.masked.fill(false);
+      v.pending.fill(false);
+    });
+    this.#stopResample();
+    this.#intxMasked = false;
+    this.lower();
+  }
 
   #message(index: number, vec: number, gated: boolean): void {
     const v = this.#v[index];
     if (vec >= v.count) return;
-    if (gated || v.masked[vec] || this.#held) { v.pending[vec] = true; return; }
+    if (gated || v.masked[vec] || this.#held) {
+      v.pending[vec] = true;
+      return;
+    }
     this.#signal(index, vec);
   }
 
@@ -154,7 +249,10 @@ export class Interrupts {
 
   #signal(index: number, vec: number): void {
     const fd = this.#v[index].fds[vec];
-    if (!fd) { this.stats.dropped++; return; }
+    if (!fd) {
+      this.stats.dropped++;
+      return;
+    }
     eventfdWrite(fd.fd);
     this.stats.delivered[index]++;
   }
@@ -166,10 +264,22 @@ export class Interrupts {
     v.masked[vec] = masked;
     if (!masked) this.#flushPending(Irq.MSIX, vec);
   }
-  msixPending(vec: number): boolean { return this.#v[Irq.MSIX].pending[vec] ?? false; }
+  msixPending(vec: number): boolean {
+    return this.#v[Irq.MSIX].pending[vec] ?? false;
+  }
 
-  signalErr(): void { this.#signal(Irq.ERR, 0); }
-  signalReq(): void { this.#signal(Irq.REQ, 0); }
+  signalErr(): void {
+    this.#signal(Irq.ERR, 0);
+  }
+  signalReq(): void {
+    this.#signal(Irq.REQ, 0);
+  }
 
-  #stopResample(): void { if (this.#resample) { this.#resample.watch.close(); this.#resample.fd.close(); this.#resample = null; } }
+  #stopResample(): void {
+    if (this.#resample) {
+      this.#resample.watch.close();
+      this.#resample.fd.close();
+      this.#resample = null;
+    }
+  }
 }

@@ -4,7 +4,12 @@ import { MappedMemory, memfdCreate, allocate, type OwnedFd } from '@vfu/native';
 
 export class RegionAccessError extends Error {
   override readonly name = 'RegionAccessError';
-  constructor(readonly errno: number, message: string) { super(message); }
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export interface RegionHandler {
@@ -33,10 +38,14 @@ const isPow2 = (n: number) => n > 0 && Number.isInteger(Math.log2(n));
  */
 export function bar(kind: BarKind, handler: RegionHandler, prefetchable = false): Bar {
   const size = handler.size;
-  if (!isPow2(size)) throw new RangeError(`BAR size ${size} is not a power of two (QEMU would abort)`);
-  if (kind !== 'io' && size < 16) throw new RangeError(`memory BAR of ${size} bytes: the minimum is 16`);
-  if (kind === 'io' && (size < 4 || size > 256)) throw new RangeError(`I/O BAR of ${size} bytes: 4 to 256 allowed`);
-  if (kind === 'mem32' && size > 2 ** 31) throw new RangeError('a 32-bit memory BAR is at most 2 GiB; use mem64');
+  if (!isPow2(size))
+    throw new RangeError(`BAR size ${size} is not a power of two (QEMU would abort)`);
+  if (kind !== 'io' && size < 16)
+    throw new RangeError(`memory BAR of ${size} bytes: the minimum is 16`);
+  if (kind === 'io' && (size < 4 || size > 256))
+    throw new RangeError(`I/O BAR of ${size} bytes: 4 to 256 allowed`);
+  if (kind === 'mem32' && size > 2 ** 31)
+    throw new RangeError('a 32-bit memory BAR is at most 2 GiB; use mem64');
   if (kind === 'io' && prefetchable) throw new RangeError('an I/O BAR cannot be prefetchable');
   const typeBits = kind === 'io' ? 1 : (kind === 'mem64' ? 0b100 : 0) | (prefetchable ? 0b1000 : 0);
   return { kind, size, prefetchable, handler, typeBits };
@@ -63,33 +72,59 @@ export interface RegisterMapOptions {
  * `partial`, bytes inside one); other accesses read as zero and ignore writes, as unimplemented
  * registers of real hardware do.
  */
-export function registers<S>(size: number, state: S, regs: Register<S>[], opts: RegisterMapOptions = {}): RegionHandler {
+export function registers<S>(
+  size: number,
+  state: S,
+  regs: Register<S>[],
+  opts: RegisterMapOptions = {},
+): RegionHandler {
   const byOffset = new Map<number, Register<S>>(); // key: offset * 16 + width
   // Byte -> register, only as far as the last register (a huge BAR with few registers stays small).
-  const cover: (Register<S> | undefined)[] = new Array(regs.reduce((m, r) => Math.max(m, r.offset + r.width), 0));
+  const cover: (Register<S> | undefined)[] = new Array(
+    regs.reduce((m, r) => Math.max(m, r.offset + r.width), 0),
+  );
   for (const r of regs) {
-    if (r.offset + r.width > size) throw new RangeError(`register ${r.name ?? r.offset} beyond the region`);
+    if (r.offset + r.width > size)
+      throw new RangeError(`register ${r.name ?? r.offset} beyond the region`);
     byOffset.set(r.offset * 16 + r.width, r);
-    for (let i = 0; i < r.width; i++) if (!cover[r.offset + i] || cover[r.offset + i]!.width < r.width) cover[r.offset + i] = r;
+    for (let i = 0; i < r.width; i++)
+      if (!cover[r.offset + i] || cover[r.offset + i]!.width < r.width) cover[r.offset + i] = r;
   }
   const dv = new DataView(new ArrayBuffer(8));
-  const get = (r: Register<S>) => { const v = r.read ? r.read(state) : 0; dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true); };
+  const get = (r: Register<S>) => {
+    const v = r.read ? r.read(state) : 0;
+    dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true);
+  };
   return {
     size,
     read(offset, out) {
       const r = byOffset.get(offset * 16 + out.length);
-      if (r) { get(r); out.set(new Uint8Array(dv.buffer, 0, r.width)); return; }
+      if (r) {
+        get(r);
+        out.set(new Uint8Array(dv.buffer, 0, r.width));
+        return;
+      }
       for (let i = 0; i < out.length; i++) {
         const c = cover[offset + i];
-        if (c && (opts.partial || out.length === 1)) { get(c); out[i] = dv.getUint8(offset + i - c.offset); } else out[i] = 0;
+        if (c && (opts.partial || out.length === 1)) {
+          get(c);
+          out[i] = dv.getUint8(offset + i - c.offset);
+        } else out[i] = 0;
       }
     },
     write(offset, data) {
       const r = byOffset.get(offset * 16 + data.length);
       const widthOk = !!r;
-      if (r && r.write) {
+      if (r?.write) {
         const d = new DataView(data.buffer, data.byteOffset, data.length);
-        const v = r.width === 1 ? d.getUint8(0) : r.width === 2 ? d.getUint16(0, true) : r.width === 4 ? d.getUint32(0, true) : d.getBigUint64(0, true);
+        const v =
+          r.width === 1
+            ? d.getUint8(0)
+            : r.width === 2
+              ? d.getUint16(0, true)
+              : r.width === 4
+                ? d.getUint32(0, true)
+                : d.getBigUint64(0, true);
         r.write(state, v);
         return;
       }
@@ -97,7 +132,8 @@ export function registers<S>(size: number, state: S, regs: Register<S>[], opts: 
         for (let i = 0; i < data.length; i++) {
           const c = cover[offset + i];
           if (!c?.write) continue;
-          get(c); dv.setUint8(offset + i - c.offset, data[i]);
+          get(c);
+          dv.setUint8(offset + i - c.offset, data[i]);
           const v = dv.getBigUint64(0, true);
           c.write(state, c.width === 8 ? v : Number(v & ((1n << BigInt(8 * c.width)) - 1n)));
         }
@@ -116,17 +152,31 @@ export interface SharedMemory extends RegionHandler {
   release(): void;
 }
 
-export function sharedMemory(name: string, size: number, opts: { mappable?: boolean } = {}): SharedMemory {
+export function sharedMemory(
+  name: string,
+  size: number,
+  opts: { mappable?: boolean } = {},
+): SharedMemory {
   const fd = memfdCreate(name, size);
   const map = MappedMemory.map(fd.fd, 0, size);
   return {
     size,
-    read(offset, out) { out.set(map.bytes(offset, out.length)); },
-    write(offset, data) { map.bytes(offset, data.length).set(data); },
+    read(offset, out) {
+      out.set(map.bytes(offset, out.length));
+    },
+    write(offset, data) {
+      map.bytes(offset, data.length).set(data);
+    },
     mappable: opts.mappable === false ? undefined : { fd, areas: [{ offset: 0, size }] },
     bytes: (offset, len) => map.bytes(offset, len),
-    prefault() { allocate(fd.fd, 0, size); map.populate(); },
-    release() { map.release(); fd.close(); },
+    prefault() {
+      allocate(fd.fd, 0, size);
+      map.populate();
+    },
+    release() {
+      map.release();
+      fd.close();
+    },
   };
 }
 
@@ -134,5 +184,8 @@ export function sharedMemory(name: string, size: number, opts: { mappable?: bool
 export function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)i?B?$/i.exec(s.trim());
   if (!m) throw new RangeError(`not a size: ${s} (examples: 4096, 64K, 64M, 1G)`);
-  return Number(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+  return (
+    Number(m[1]) *
+    { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G']
+  );
 }

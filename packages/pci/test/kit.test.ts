@@ -1,5 +1,20 @@
 import { describe, it, expect } from 'vitest';
-import { ConfigSpace, bar, registers, msi, pm, pcie, vendorSpecific, extended, layoutCapabilities, defineDevice, PciDevice, DeviceSetupError, GuestMemory, parseSize } from '@vfu/pci';
+import {
+  ConfigSpace,
+  bar,
+  registers,
+  msi,
+  pm,
+  pcie,
+  vendorSpecific,
+  extended,
+  layoutCapabilities,
+  defineDevice,
+  PciDevice,
+  DeviceSetupError,
+  GuestMemory,
+  parseSize,
+} from '@vfu/pci';
 import { u32 } from '@vfu/stream';
 import { Errno } from '@vfu/protocol';
 
@@ -15,11 +30,19 @@ describe('BARs', () => {
   });
   it('size themselves: all-ones reads back ~(size-1) | type bits; 64-bit upper halves', () => {
     const cs = new ConfigSpace(256);
-    cs.setBars([bar('mem32', regs(4096)), undefined, bar('mem64', regs(2 ** 33)), undefined, bar('io', regs(8))]);
-    const w = (o: number, v: number) => cs.write(o, Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24));
+    cs.setBars([
+      bar('mem32', regs(4096)),
+      undefined,
+      bar('mem64', regs(2 ** 33)),
+      undefined,
+      bar('io', regs(8)),
+    ]);
+    const w = (o: number, v: number) =>
+      cs.write(o, Uint8Array.of(v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24));
     for (const o of [0x10, 0x18, 0x1c, 0x20]) w(o, 0xffffffff);
     expect(cs.u32(0x10)).toBe(0xfffff000);
-    expect(cs.u32(0x18)).toBe(0x4); expect(cs.u32(0x1c)).toBe(0xfffffffe);
+    expect(cs.u32(0x18)).toBe(0x4);
+    expect(cs.u32(0x1c)).toBe(0xfffffffe);
     expect(cs.u32(0x20)).toBe(0xfffffff9);
     w(0x10, 0xfe001234);
     expect(cs.barAddress(0)).toBe(0xfe001000);
@@ -29,14 +52,22 @@ describe('BARs', () => {
 describe('capabilities', () => {
   it('chains PM, MSI, PCIe and vendor capabilities from 0x40 and extended ones from 0x100', () => {
     const cs = new ConfigSpace(4096);
-    const l = layoutCapabilities(cs, [pm(), msi({ vectors: 4, perVectorMask: true }), pcie(), vendorSpecific(Uint8Array.of(1, 2)), extended(0x0b, new Uint8Array(8))]);
+    const l = layoutCapabilities(cs, [
+      pm(),
+      msi({ vectors: 4, perVectorMask: true }),
+      pcie(),
+      vendorSpecific(Uint8Array.of(1, 2)),
+      extended(0x0b, new Uint8Array(8)),
+    ]);
     const ids: number[] = [];
     for (let p = cs.u8(0x34); p; p = cs.u8(p + 1)) ids.push(cs.u8(p));
     expect(ids).toEqual([0x01, 0x05, 0x10, 0x09]);
     expect(cs.u16(0x06) & 0x10).toBe(0x10);
     expect(l.msiVectors).toBe(4);
     expect(cs.u32(0x100) & 0xffff).toBe(0x0b);
-    expect(() => layoutCapabilities(new ConfigSpace(256), [extended(1, new Uint8Array(4))])).toThrow(/4096-byte/);
+    expect(() =>
+      layoutCapabilities(new ConfigSpace(256), [extended(1, new Uint8Array(4))]),
+    ).toThrow(/4096-byte/);
   });
 });
 
@@ -44,23 +75,47 @@ describe('register maps', () => {
   it('dispatches by offset and width, reads unimplemented offsets as zero and ignores their writes', () => {
     const s = { v: 0, wide: 0 };
     const r = registers(64, s, [
-      { offset: 0, width: 4, read: x => x.v, write: (x, v) => { x.v = Number(v); } },
-      { offset: 8, width: 8, read: x => x.wide, write: (x, v) => { x.wide = Number(v); } },
+      {
+        offset: 0,
+        width: 4,
+        read: x => x.v,
+        write: (x, v) => {
+          x.v = Number(v);
+        },
+      },
+      {
+        offset: 8,
+        width: 8,
+        read: x => x.wide,
+        write: (x, v) => {
+          x.wide = Number(v);
+        },
+      },
       { offset: 8, width: 4, read: x => x.wide % 2 ** 32 },
     ]);
     r.write(0, Uint8Array.of(1, 2, 3, 4));
     expect(s.v).toBe(0x04030201);
     r.write(8, Uint8Array.of(1, 0, 0, 0, 1, 0, 0, 0));
     expect(s.wide).toBe(2 ** 32 + 1);
-    const out = new Uint8Array(4); r.read(8, out); expect([...out]).toEqual([1, 0, 0, 0]);
-    r.read(40, out); expect([...out]).toEqual([0, 0, 0, 0]);
+    const out = new Uint8Array(4);
+    r.read(8, out);
+    expect([...out]).toEqual([1, 0, 0, 0]);
+    r.read(40, out);
+    expect([...out]).toEqual([0, 0, 0, 0]);
     r.write(40, Uint8Array.of(9, 9, 9, 9));
   });
 });
 
 describe('devices', () => {
-  const def = defineDevice({ id: 't', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0, pin: 1 }, state: { n: u32 },
-    options: { size: { description: '', default: '4K' } }, bars: (_d, o) => ({ 0: bar('mem32', regs(parseSize(o.size))) }) });
+  const def = defineDevice({
+    id: 't',
+    version: 1,
+    description: '',
+    pci: { vendor: 1, device: 2, classCode: 0, pin: 1 },
+    state: { n: u32 },
+    options: { size: { description: '', default: '4K' } },
+    bars: (_d, o) => ({ 0: bar('mem32', regs(parseSize(o.size))) }),
+  });
   it('takes declared options and refuses unknown ones', () => {
     expect(new PciDevice(def, { size: '8K' }).bars[0]!.size).toBe(8192);
     expect(() => new PciDevice(def, { nope: '1' })).toThrow(DeviceSetupError);
@@ -70,11 +125,15 @@ describe('devices', () => {
     const d = new PciDevice(def);
     const ran: number[] = [];
     d.setRunning(false);
-    d.context.whenRunning(() => { ran.push(1); });
+    d.context.whenRunning(() => {
+      ran.push(1);
+    });
     expect(ran).toEqual([]);
     d.setRunning(true);
     expect(ran).toEqual([1]);
-    d.state.n = 5; d.reset(); expect(d.state.n).toBe(0);
+    d.state.n = 5;
+    d.reset();
+    expect(d.state.n).toBe(0);
   });
 });
 
@@ -83,10 +142,16 @@ describe('guest memory', () => {
     const g = new GuestMemory({ maxMaps: 2, pageSize: 4096, maxMapSize: 2 ** 30 });
     expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x1000, size: 0x1000 })).toBe(0);
     expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x1000, size: 0x1000 })).toBe(0);
-    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x1800, size: 0x1000 })).toBe(Errno.EINVAL);
-    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x10000, size: 2 ** 31 })).toBe(Errno.ENOSPC);
+    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x1800, size: 0x1000 })).toBe(
+      Errno.EINVAL,
+    );
+    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x10000, size: 2 ** 31 })).toBe(
+      Errno.ENOSPC,
+    );
     expect(g.map({ argsz: 32, flags: 1, offset: 0, address: 0x3000, size: 0x1000 })).toBe(0);
-    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x5000, size: 0x1000 })).toBe(Errno.EINVAL); // too many
+    expect(g.map({ argsz: 32, flags: 3, offset: 0, address: 0x5000, size: 0x1000 })).toBe(
+      Errno.EINVAL,
+    ); // too many
     await expect(g.read(0x8000, 4)).rejects.toMatchObject({ errno: Errno.ENOENT });
     await expect(g.write(0x3000, Uint8Array.of(1))).rejects.toMatchObject({ errno: Errno.EPERM });
     expect(g.unmap(0x1000, 0x800).errno).toBe(Errno.ENOENT);
@@ -95,12 +160,37 @@ describe('guest memory', () => {
 
 describe('expansion ROM', () => {
   it('is region 6 and sizes itself through config offset 0x30', () => {
-    const rom = new Uint8Array(4096).fill(0xaa); rom[0] = 0x55;
-    const d = new PciDevice(defineDevice({ id: 'r', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0 }, state: {}, bars: () => ({}), rom: () => rom }));
-    const out = new Uint8Array(2); d.region(6)!.read(0, out);
+    const rom = new Uint8Array(4096).fill(0xaa);
+    rom[0] = 0x55;
+    const d = new PciDevice(
+      defineDevice({
+        id: 'r',
+        version: 1,
+        description: '',
+        pci: { vendor: 1, device: 2, classCode: 0 },
+        state: {},
+        bars: () => ({}),
+        rom: () => rom,
+      }),
+    );
+    const out = new Uint8Array(2);
+    d.region(6)!.read(0, out);
     expect([...out]).toEqual([0x55, 0xaa]);
     d.config.write(0x30, Uint8Array.of(0xff, 0xff, 0xff, 0xff));
     expect(d.config.u32(0x30)).toBe(0xfffff001);
-    expect(() => new PciDevice(defineDevice({ id: 'r', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0 }, state: {}, bars: () => ({}), rom: () => new Uint8Array(3000) }))).toThrow(/power of two/);
+    expect(
+      () =>
+        new PciDevice(
+          defineDevice({
+            id: 'r',
+            version: 1,
+            description: '',
+            pci: { vendor: 1, device: 2, classCode: 0 },
+            state: {},
+            bars: () => ({}),
+            rom: () => new Uint8Array(3000),
+          }),
+        ),
+    ).toThrow(/power of two/);
   });
 });

@@ -4,35 +4,58 @@ import { eventfdCreate, eventfdRead, dupFd } from '@vfu/native';
 import { Irq, IrqSetFlag as I } from '@vfu/protocol';
 
 describe('MSI-X', () => {
-  const def = defineDevice({ id: 'x', version: 1, description: '', pci: { vendor: 1, device: 2, classCode: 0 }, state: {},
-    capabilities: () => [msix({ vectors: 4, bar: 1 })], bars: () => ({ 0: bar('mem32', registers(4096, {}, [])) }) });
+  const def = defineDevice({
+    id: 'x',
+    version: 1,
+    description: '',
+    pci: { vendor: 1, device: 2, classCode: 0 },
+    state: {},
+    capabilities: () => [msix({ vectors: 4, bar: 1 })],
+    bars: () => ({ 0: bar('mem32', registers(4096, {}, [])) }),
+  });
 
   it('puts the table and PBA in a BAR; a masked vector is pending in the PBA and delivered on unmask', () => {
     const d = new PciDevice(def);
     expect(d.bars[1]?.size).toBe(8192);
     expect(d.irq.count(Irq.MSIX)).toBe(4);
     const fds = [eventfdCreate(), eventfdCreate(), eventfdCreate(), eventfdCreate()];
-    expect(d.irq.set({ argsz: 20, flags: I.DATA_EVENTFD | I.ACTION_TRIGGER, index: Irq.MSIX, start: 0, count: 4 }, fds.map(f => dupFd(f.fd)))).toBe(0); // the kit owns (and closes) its copies
+    expect(
+      d.irq.set(
+        {
+          argsz: 20,
+          flags: I.DATA_EVENTFD | I.ACTION_TRIGGER,
+          index: Irq.MSIX,
+          start: 0,
+          count: 4,
+        },
+        fds.map(f => dupFd(f.fd)),
+      ),
+    ).toBe(0); // the kit owns (and closes) its copies
     const cap = d.caps.msix!;
     d.config.write(cap + 2, Uint8Array.of(0x00, 0x80)); // MSI-X enable
     const table = d.region(1)!;
-    const ctrl = (v: number, masked: boolean) => table.write(v * 16 + 12, Uint8Array.of(masked ? 1 : 0, 0, 0, 0));
+    const ctrl = (v: number, masked: boolean) =>
+      table.write(v * 16 + 12, Uint8Array.of(masked ? 1 : 0, 0, 0, 0));
     ctrl(2, false);
     d.irq.raise(2);
     expect(eventfdRead(fds[2].fd)).toBe(1n);
     ctrl(1, true); // masked at the table
     d.irq.raise(1);
     expect(eventfdRead(fds[1].fd)).toBeNull();
-    const pba = new Uint8Array(1); table.read(4096, pba);
+    const pba = new Uint8Array(1);
+    table.read(4096, pba);
     expect(pba[0]).toBe(0b10);
     ctrl(1, false);
     expect(eventfdRead(fds[1].fd)).toBe(1n);
-    table.read(4096, pba); expect(pba[0]).toBe(0);
+    table.read(4096, pba);
+    expect(pba[0]).toBe(0);
     d.config.write(cap + 2, Uint8Array.of(0x00, 0xc0)); // function mask
-    ctrl(3, false); d.irq.raise(3);
+    ctrl(3, false);
+    d.irq.raise(3);
     expect(eventfdRead(fds[3].fd)).toBeNull();
     d.config.write(cap + 2, Uint8Array.of(0x00, 0x80));
     expect(eventfdRead(fds[3].fd)).toBe(1n);
-    d.irq.releaseAll(); fds.forEach(f => f.close());
+    d.irq.releaseAll();
+    fds.forEach(f => f.close());
   });
 });

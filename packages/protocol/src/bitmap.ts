@@ -6,7 +6,9 @@ export function bitmapBytes(length: number, pageSize: number): number {
 }
 
 export const testBit = (bm: Uint8Array, n: number) => (bm[n >> 3] & (1 << (n & 7))) !== 0;
-export const setBit = (bm: Uint8Array, n: number) => { bm[n >> 3] |= 1 << (n & 7); };
+export const setBit = (bm: Uint8Array, n: number) => {
+  bm[n >> 3] |= 1 << (n & 7);
+};
 
 /** Pages whose bit is set. */
 export function setPages(bm: Uint8Array, pages = bm.length * 8): number[] {
@@ -19,12 +21,22 @@ export function setPages(bm: Uint8Array, pages = bm.length * 8): number[] {
  * Re-expresses a bitmap tracked at `from` bytes per page at `to` bytes per page, over `length`
  * bytes: bits are replicated when `to` is finer and OR-ed when coarser.
  */
-export function convertBitmap(bm: Uint8Array, from: number, length: number, to: number): Uint8Array {
+export function convertBitmap(
+  bm: Uint8Array,
+  from: number,
+  length: number,
+  to: number,
+): Uint8Array {
   const out = new Uint8Array(bitmapBytes(length, to));
   const pages = Math.ceil(length / to);
   for (let i = 0; i < pages; i++) {
-    const start = Math.floor((i * to) / from), end = Math.floor((Math.min((i + 1) * to, length) - 1) / from);
-    for (let j = start; j <= end; j++) if (testBit(bm, j)) { setBit(out, i); break; }
+    const start = Math.floor((i * to) / from),
+      end = Math.floor((Math.min((i + 1) * to, length) - 1) / from);
+    for (let j = start; j <= end; j++)
+      if (testBit(bm, j)) {
+        setBit(out, i);
+        break;
+      }
   }
   return out;
 }

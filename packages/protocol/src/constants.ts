@@ -1,9 +1,23 @@
 /** Command numbers (reference §1.4). */
 export enum Command {
-  VERSION = 1, DMA_MAP = 2, DMA_UNMAP = 3, DEVICE_GET_INFO = 4, DEVICE_GET_REGION_INFO = 5,
-  DEVICE_GET_REGION_IO_FDS = 6, DEVICE_GET_IRQ_INFO = 7, DEVICE_SET_IRQS = 8, REGION_READ = 9,
-  REGION_WRITE = 10, DMA_READ = 11, DMA_WRITE = 12, DEVICE_RESET = 13, DIRTY_PAGES = 14,
-  REGION_WRITE_MULTI = 15, DEVICE_FEATURE = 16, MIG_DATA_READ = 17, MIG_DATA_WRITE = 18,
+  VERSION = 1,
+  DMA_MAP = 2,
+  DMA_UNMAP = 3,
+  DEVICE_GET_INFO = 4,
+  DEVICE_GET_REGION_INFO = 5,
+  DEVICE_GET_REGION_IO_FDS = 6,
+  DEVICE_GET_IRQ_INFO = 7,
+  DEVICE_SET_IRQS = 8,
+  REGION_READ = 9,
+  REGION_WRITE = 10,
+  DMA_READ = 11,
+  DMA_WRITE = 12,
+  DEVICE_RESET = 13,
+  DIRTY_PAGES = 14,
+  REGION_WRITE_MULTI = 15,
+  DEVICE_FEATURE = 16,
+  MIG_DATA_READ = 17,
+  MIG_DATA_WRITE = 18,
 }
 export const commandName = (cmd: number): string => Command[cmd] ?? `CMD_${cmd}`;
 
@@ -13,9 +27,30 @@ export const Flag = { TYPE_MASK: 0xf, COMMAND: 0, REPLY: 1, NO_REPLY: 0x10, ERRO
 
 /** Linux errno values used in replies (x86-64). */
 export const Errno = {
-  EPERM: 1, ENOENT: 2, EIO: 5, E2BIG: 7, EBADF: 9, EAGAIN: 11, ENOMEM: 12, EACCES: 13, EFAULT: 14,
-  EBUSY: 16, EEXIST: 17, ENODEV: 19, EINVAL: 22, ENOTTY: 25, ENOSPC: 28, ENOSYS: 38, ENOMSG: 42,
-  EPROTO: 71, EOVERFLOW: 75, ENOTSUP: 95, ECONNRESET: 104, ENOTCONN: 107, ESHUTDOWN: 108, ETIMEDOUT: 110,
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  E2BIG: 7,
+  EBADF: 9,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  ENOSPC: 28,
+  ENOSYS: 38,
+  ENOMSG: 42,
+  EPROTO: 71,
+  EOVERFLOW: 75,
+  ENOTSUP: 95,
+  ECONNRESET: 104,
+  ENOTCONN: 107,
+  ESHUTDOWN: 108,
+  ETIMEDOUT: 110,
 } as const;
 
 export const DmaMapFlag = { READ: 1, WRITE: 2 } as const;
@@ -27,14 +62,20 @@ export const Region = { BAR0: 0, BAR5: 5, ROM: 6, CONFIG: 7, VGA: 8, NUM_PCI: 9 
 export const RegionFlag = { READ: 1, WRITE: 2, MMAP: 4, CAPS: 8 } as const;
 export const RegionCapId = { SPARSE_MMAP: 1, TYPE: 2 } as const;
 /** v1 migration region type/subtype (§4.1). */
-export const MIGRATION_REGION_TYPE = 3, MIGRATION_REGION_SUBTYPE = 1;
+export const MIGRATION_REGION_TYPE = 3,
+  MIGRATION_REGION_SUBTYPE = 1;
 
 export const Irq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4, COUNT: 5 } as const;
 export const IrqInfoFlag = { EVENTFD: 1, MASKABLE: 2, AUTOMASKED: 4, NORESIZE: 8 } as const;
 export const IrqSetFlag = {
-  DATA_NONE: 1 << 0, DATA_BOOL: 1 << 1, DATA_EVENTFD: 1 << 2,
-  ACTION_MASK: 1 << 3, ACTION_UNMASK: 1 << 4, ACTION_TRIGGER: 1 << 5,
-  DATA_TYPE_MASK: 0b111, ACTION_TYPE_MASK: 0b111000,
+  DATA_NONE: 1 << 0,
+  DATA_BOOL: 1 << 1,
+  DATA_EVENTFD: 1 << 2,
+  ACTION_MASK: 1 << 3,
+  ACTION_UNMASK: 1 << 4,
+  ACTION_TRIGGER: 1 << 5,
+  DATA_TYPE_MASK: 0b111,
+  ACTION_TYPE_MASK: 0b111000,
 } as const;
 
 export const DirtyPagesFlag = { START: 1, STOP: 2, GET_BITMAP: 4 } as const;
@@ -42,7 +83,11 @@ export const DirtyPagesFlag = { START: 1, STOP: 2, GET_BITMAP: 4 } as const;
 /** DEVICE_FEATURE flags and indices (§8.5). */
 export const FeatureFlag = { MASK: 0xffff, GET: 1 << 16, SET: 1 << 17, PROBE: 1 << 18 } as const;
 export const Feature = {
-  MIGRATION: 1, MIG_DEVICE_STATE: 2, DMA_LOGGING_START: 6, DMA_LOGGING_STOP: 7, DMA_LOGGING_REPORT: 8,
+  MIGRATION: 1,
+  MIG_DEVICE_STATE: 2,
+  DMA_LOGGING_START: 6,
+  DMA_LOGGING_STOP: 7,
+  DMA_LOGGING_REPORT: 8,
   /** Kernel feature, not in the vfio-user spec: a documented extension here (§8.8, §12). */
   MIG_DATA_SIZE: 9,
   /**
@@ -53,13 +98,25 @@ export const Feature = {
 } as const;
 export const MigrationFlag = { STOP_COPY: 1, P2P: 2, PRE_COPY: 4 } as const;
 /** v2 device states (§8.1). */
-export const MigState = { ERROR: 0, STOP: 1, RUNNING: 2, STOP_COPY: 3, RESUMING: 4, RUNNING_P2P: 5, PRE_COPY: 6, PRE_COPY_P2P: 7 } as const;
+export const MigState = {
+  ERROR: 0,
+  STOP: 1,
+  RUNNING: 2,
+  STOP_COPY: 3,
+  RESUMING: 4,
+  RUNNING_P2P: 5,
+  PRE_COPY: 6,
+  PRE_COPY_P2P: 7,
+} as const;
 export type MigStateValue = (typeof MigState)[keyof typeof MigState];
 
 export const MIB = 1 << 20;
 /** Defaults the server advertises (§2.3). */
 export const Defaults = {
-  maxMsgFds: 8, maxDataXferSize: MIB, pgsize: 4096, maxDmaMaps: 65535,
+  maxMsgFds: 8,
+  maxDataXferSize: MIB,
+  pgsize: 4096,
+  maxDmaMaps: 65535,
   /** Largest payload the server reads: the data plus room for the largest fixed part. */
   maxMessageSize: MIB + 16 + 16,
   /** lvu's 8 TiB bound on one DMA mapping, to bound bitmap sizes (§3.1). */

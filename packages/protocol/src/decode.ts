@@ -2,7 +2,15 @@
 // device-dependent checks are the server's. Data fields are views into the payload, so nothing
 // is allocated from a length the peer chose.
 import { Bytes } from './bytes.js';
-import { Command, DirtyPagesFlag, DmaUnmapFlag, FeatureFlag, Irq, IrqSetFlag, MIB } from './constants.js';
+import {
+  Command,
+  DirtyPagesFlag,
+  DmaUnmapFlag,
+  FeatureFlag,
+  Irq,
+  IrqSetFlag,
+  MIB,
+} from './constants.js';
 import { einval, type ProtocolError } from './errors.js';
 import type { Request, SetIrqs, DmaUnmap, RegionAccess, DirtyPages, MigData } from './types.js';
 
@@ -14,78 +22,138 @@ export interface DecodeLimits {
 }
 export const defaultLimits: DecodeLimits = { maxRegionXfer: MIB, maxMigXfer: MIB };
 
-const need = (p: Bytes, n: number, what: string) => p.length < n ? einval(`${what}: payload of ${p.length} bytes, need at least ${n}`) : null;
-const argsz = (v: number, n: number, what: string) => v < n ? einval(`${what}: argsz ${v} is smaller than ${n}`) : null;
+const need = (p: Bytes, n: number, what: string) =>
+  p.length < n ? einval(`${what}: payload of ${p.length} bytes, need at least ${n}`) : null;
+const argsz = (v: number, n: number, what: string) =>
+  v < n ? einval(`${what}: argsz ${v} is smaller than ${n}`) : null;
 const oneBit = (v: number) => v !== 0 && (v & (v - 1)) === 0;
 
 /** Decodes a client command's payload (structural checks only; device-dependent checks are the server's). */
-export function decodeRequest(cmd: number, payload: Uint8Array, fdCount: number, lim: DecodeLimits = defaultLimits): Request | ProtocolError {
+export function decodeRequest(
+  cmd: number,
+  payload: Uint8Array,
+  fdCount: number,
+  lim: DecodeLimits = defaultLimits,
+): Request | ProtocolError {
   const p = new Bytes(payload);
   let e: ProtocolError | null;
   switch (cmd) {
     case Command.DMA_MAP: {
-      if ((e = need(p, 32, 'DMA_MAP'))) return e;
-      const body = { argsz: p.u32(0), flags: p.u32(4), offset: p.u64(8), address: p.u64(16), size: p.u64(24) };
-      if ((e = argsz(body.argsz, 32, 'DMA_MAP'))) return e;
+      e = need(p, 32, 'DMA_MAP');
+      if (e) return e;
+      const body = {
+        argsz: p.u32(0),
+        flags: p.u32(4),
+        offset: p.u64(8),
+        address: p.u64(16),
+        size: p.u64(24),
+      };
+      e = argsz(body.argsz, 32, 'DMA_MAP');
+      if (e) return e;
       return { cmd, body };
     }
     case Command.DMA_UNMAP: {
-      if ((e = need(p, 24, 'DMA_UNMAP'))) return e;
-      const body: DmaUnmap = { argsz: p.u32(0), flags: p.u32(4), address: p.u64(8), size: p.u64(16) };
-      if (body.flags !== 0 && body.flags !== DmaUnmapFlag.GET_DIRTY_BITMAP && body.flags !== DmaUnmapFlag.ALL) return einval(`DMA_UNMAP flags 0x${body.flags.toString(16)}: only GET_DIRTY_BITMAP (1) or ALL (2)`);
-      if ((e = argsz(body.argsz, 24, 'DMA_UNMAP'))) return e;
+      e = need(p, 24, 'DMA_UNMAP');
+      if (e) return e;
+      const body: DmaUnmap = {
+        argsz: p.u32(0),
+        flags: p.u32(4),
+        address: p.u64(8),
+        size: p.u64(16),
+      };
+      if (
+        body.flags !== 0 &&
+        body.flags !== DmaUnmapFlag.GET_DIRTY_BITMAP &&
+        body.flags !== DmaUnmapFlag.ALL
+      )
+        return einval(
+          `DMA_UNMAP flags 0x${body.flags.toString(16)}: only GET_DIRTY_BITMAP (1) or ALL (2)`,
+        );
+      e = argsz(body.argsz, 24, 'DMA_UNMAP');
+      if (e) return e;
       if (body.argsz > MIB) return einval(`DMA_UNMAP argsz ${body.argsz} exceeds 1 MiB`);
-      if (body.flags === DmaUnmapFlag.ALL && (body.address !== 0 || body.size !== 0)) return einval('DMA_UNMAP ALL with a non-zero address or size');
+      if (body.flags === DmaUnmapFlag.ALL && (body.address !== 0 || body.size !== 0))
+        return einval('DMA_UNMAP ALL with a non-zero address or size');
       if (body.flags === DmaUnmapFlag.GET_DIRTY_BITMAP) {
-        if ((e = need(p, 40, 'DMA_UNMAP with GET_DIRTY_BITMAP'))) return e;
+        e = need(p, 40, 'DMA_UNMAP with GET_DIRTY_BITMAP');
+        if (e) return e;
         body.bitmap = { pgsize: p.u64(24), size: p.u64(32) };
-        if (body.argsz < 40 + body.bitmap.size) return einval(`DMA_UNMAP argsz ${body.argsz} cannot hold a ${body.bitmap.size}-byte bitmap`);
+        if (body.argsz < 40 + body.bitmap.size)
+          return einval(
+            `DMA_UNMAP argsz ${body.argsz} cannot hold a ${body.bitmap.size}-byte bitmap`,
+          );
       }
       return { cmd, body };
     }
     case Command.DEVICE_GET_INFO: {
-      if ((e = need(p, 16, 'DEVICE_GET_INFO'))) return e;
+      e = need(p, 16, 'DEVICE_GET_INFO');
+      if (e) return e;
       const body = { argsz: p.u32(0) };
-      if ((e = argsz(body.argsz, 16, 'DEVICE_GET_INFO'))) return e;
+      e = argsz(body.argsz, 16, 'DEVICE_GET_INFO');
+      if (e) return e;
       return { cmd, body };
     }
     case Command.DEVICE_GET_REGION_INFO: {
-      if ((e = need(p, 32, 'DEVICE_GET_REGION_INFO'))) return e;
+      e = need(p, 32, 'DEVICE_GET_REGION_INFO');
+      if (e) return e;
       const body = { argsz: p.u32(0), index: p.u32(8) };
-      if ((e = argsz(body.argsz, 32, 'DEVICE_GET_REGION_INFO'))) return e;
+      e = argsz(body.argsz, 32, 'DEVICE_GET_REGION_INFO');
+      if (e) return e;
       return { cmd, body };
     }
     case Command.DEVICE_GET_REGION_IO_FDS: {
-      if ((e = need(p, 16, 'DEVICE_GET_REGION_IO_FDS'))) return e;
+      e = need(p, 16, 'DEVICE_GET_REGION_IO_FDS');
+      if (e) return e;
       const body = { argsz: p.u32(0), flags: p.u32(4), index: p.u32(8), count: p.u32(12) };
-      if (body.flags !== 0 || body.count !== 0) return einval('DEVICE_GET_REGION_IO_FDS flags and count must be 0');
-      if ((e = argsz(body.argsz, 16, 'DEVICE_GET_REGION_IO_FDS'))) return e;
-      if (body.argsz > MIB) return einval(`DEVICE_GET_REGION_IO_FDS argsz ${body.argsz} exceeds 1 MiB`);
+      if (body.flags !== 0 || body.count !== 0)
+        return einval('DEVICE_GET_REGION_IO_FDS flags and count must be 0');
+      e = argsz(body.argsz, 16, 'DEVICE_GET_REGION_IO_FDS');
+      if (e) return e;
+      if (body.argsz > MIB)
+        return einval(`DEVICE_GET_REGION_IO_FDS argsz ${body.argsz} exceeds 1 MiB`);
       return { cmd, body };
     }
     case Command.DEVICE_GET_IRQ_INFO: {
-      if ((e = need(p, 16, 'DEVICE_GET_IRQ_INFO'))) return e;
+      e = need(p, 16, 'DEVICE_GET_IRQ_INFO');
+      if (e) return e;
       const body = { argsz: p.u32(0), index: p.u32(8) };
-      if ((e = argsz(body.argsz, 16, 'DEVICE_GET_IRQ_INFO'))) return e;
+      e = argsz(body.argsz, 16, 'DEVICE_GET_IRQ_INFO');
+      if (e) return e;
       if (body.index >= Irq.COUNT) return einval(`IRQ index ${body.index} does not exist (0-4)`);
       return { cmd, body };
     }
     case Command.DEVICE_SET_IRQS: {
-      if ((e = need(p, 20, 'DEVICE_SET_IRQS'))) return e;
-      const body: SetIrqs = { argsz: p.u32(0), flags: p.u32(4), index: p.u32(8), start: p.u32(12), count: p.u32(16) };
-      if ((e = argsz(body.argsz, 20, 'DEVICE_SET_IRQS'))) return e;
-      if ((e = checkSetIrqs(body, p.length, fdCount))) return e;
+      e = need(p, 20, 'DEVICE_SET_IRQS');
+      if (e) return e;
+      const body: SetIrqs = {
+        argsz: p.u32(0),
+        flags: p.u32(4),
+        index: p.u32(8),
+        start: p.u32(12),
+        count: p.u32(16),
+      };
+      e = argsz(body.argsz, 20, 'DEVICE_SET_IRQS');
+      if (e) return e;
+      e = checkSetIrqs(body, p.length, fdCount);
+      if (e) return e;
       if (body.flags & IrqSetFlag.DATA_BOOL) body.bools = payload.subarray(20, 20 + body.count);
       return { cmd, body };
     }
     case Command.REGION_READ:
     case Command.REGION_WRITE: {
       const name = Command[cmd];
-      if ((e = need(p, 16, name))) return e;
+      e = need(p, 16, name);
+      if (e) return e;
       const body: RegionAccess = { offset: p.u64(0), region: p.u32(8), count: p.u32(12) };
-      if (body.count > lim.maxRegionXfer) return einval(`${name} count ${body.count} exceeds max_data_xfer_size ${lim.maxRegionXfer}`);
+      if (body.count > lim.maxRegionXfer)
+        return einval(
+          `${name} count ${body.count} exceeds max_data_xfer_size ${lim.maxRegionXfer}`,
+        );
       if (cmd === Command.REGION_WRITE) {
-        if (p.length - 16 !== body.count) return einval(`REGION_WRITE carries ${p.length - 16} data bytes but count is ${body.count}`);
+        if (p.length - 16 !== body.count)
+          return einval(
+            `REGION_WRITE carries ${p.length - 16} data bytes but count is ${body.count}`,
+          );
         body.data = payload.subarray(16);
       }
       return { cmd, body };
@@ -93,51 +161,79 @@ export function decodeRequest(cmd: number, payload: Uint8Array, fdCount: number,
     case Command.DEVICE_RESET:
       return { cmd, body: {} };
     case Command.DIRTY_PAGES: {
-      if ((e = need(p, 8, 'DIRTY_PAGES'))) return e;
+      e = need(p, 8, 'DIRTY_PAGES');
+      if (e) return e;
       const body: DirtyPages = { argsz: p.u32(0), flags: p.u32(4) };
-      if ((e = argsz(body.argsz, 8, 'DIRTY_PAGES'))) return e;
+      e = argsz(body.argsz, 8, 'DIRTY_PAGES');
+      if (e) return e;
       const op = body.flags;
-      if (!oneBit(op) || (op & ~(DirtyPagesFlag.START | DirtyPagesFlag.STOP | DirtyPagesFlag.GET_BITMAP)) !== 0) return einval(`DIRTY_PAGES flags 0x${op.toString(16)}: exactly one of START, STOP, GET_BITMAP`);
+      if (
+        !oneBit(op) ||
+        (op & ~(DirtyPagesFlag.START | DirtyPagesFlag.STOP | DirtyPagesFlag.GET_BITMAP)) !== 0
+      )
+        return einval(
+          `DIRTY_PAGES flags 0x${op.toString(16)}: exactly one of START, STOP, GET_BITMAP`,
+        );
       if (op === DirtyPagesFlag.GET_BITMAP) {
-        if ((e = need(p, 40, 'DIRTY_PAGES GET_BITMAP'))) return e;
+        e = need(p, 40, 'DIRTY_PAGES GET_BITMAP');
+        if (e) return e;
         if (body.argsz > MIB) return einval(`DIRTY_PAGES argsz ${body.argsz} exceeds 1 MiB`);
         body.range = { iova: p.u64(8), size: p.u64(16), pgsize: p.u64(24), bitmapSize: p.u64(32) };
       }
       return { cmd, body };
     }
     case Command.REGION_WRITE_MULTI: {
-      if ((e = need(p, 8, 'REGION_WRITE_MULTI'))) return e;
+      e = need(p, 8, 'REGION_WRITE_MULTI');
+      if (e) return e;
       const n = p.u64(0);
-      if (n > (p.length - 8) / 24) return einval(`REGION_WRITE_MULTI announces ${n} writes but carries room for ${Math.floor((p.length - 8) / 24)}`);
+      if (n > (p.length - 8) / 24)
+        return einval(
+          `REGION_WRITE_MULTI announces ${n} writes but carries room for ${Math.floor((p.length - 8) / 24)}`,
+        );
       const writes: RegionAccess[] = [];
       for (let i = 0; i < n; i++) {
         const o = 8 + 24 * i;
         const count = p.u32(o + 12);
         if (count > 8) return einval(`REGION_WRITE_MULTI entry ${i} count ${count} exceeds 8`);
-        writes.push({ offset: p.u64(o), region: p.u32(o + 8), count, data: payload.subarray(o + 16, o + 16 + count) });
+        writes.push({
+          offset: p.u64(o),
+          region: p.u32(o + 8),
+          count,
+          data: payload.subarray(o + 16, o + 16 + count),
+        });
       }
       return { cmd, body: { writes } };
     }
     case Command.DEVICE_FEATURE: {
-      if ((e = need(p, 8, 'DEVICE_FEATURE'))) return e;
+      e = need(p, 8, 'DEVICE_FEATURE');
+      if (e) return e;
       const body = { argsz: p.u32(0), flags: p.u32(4), data: payload.subarray(8) };
-      if ((e = argsz(body.argsz, 8, 'DEVICE_FEATURE'))) return e;
+      e = argsz(body.argsz, 8, 'DEVICE_FEATURE');
+      if (e) return e;
       const ops = body.flags & (FeatureFlag.GET | FeatureFlag.SET | FeatureFlag.PROBE);
-      if (body.flags >>> 19 !== 0) return einval(`DEVICE_FEATURE flags 0x${body.flags.toString(16)}: bits 19-31 must be 0`);
+      if (body.flags >>> 19 !== 0)
+        return einval(`DEVICE_FEATURE flags 0x${body.flags.toString(16)}: bits 19-31 must be 0`);
       if (ops === 0) return einval('DEVICE_FEATURE without GET, SET or PROBE');
-      if ((ops & FeatureFlag.PROBE) === 0 && (ops & FeatureFlag.GET) && (ops & FeatureFlag.SET)) return einval('DEVICE_FEATURE GET and SET together without PROBE');
+      if ((ops & FeatureFlag.PROBE) === 0 && ops & FeatureFlag.GET && ops & FeatureFlag.SET)
+        return einval('DEVICE_FEATURE GET and SET together without PROBE');
       return { cmd, body };
     }
     case Command.MIG_DATA_READ:
     case Command.MIG_DATA_WRITE: {
       const name = Command[cmd];
-      if ((e = need(p, 8, name))) return e;
+      e = need(p, 8, name);
+      if (e) return e;
       const body: MigData = { argsz: p.u32(0), size: p.u32(4) };
-      if (body.size > lim.maxMigXfer) return einval(`${name} size ${body.size} exceeds max_data_xfer_size ${lim.maxMigXfer}`);
+      if (body.size > lim.maxMigXfer)
+        return einval(`${name} size ${body.size} exceeds max_data_xfer_size ${lim.maxMigXfer}`);
       if (cmd === Command.MIG_DATA_READ) {
-        if (body.argsz < 8 + body.size) return einval(`MIG_DATA_READ argsz ${body.argsz} cannot hold ${body.size} bytes`);
+        if (body.argsz < 8 + body.size)
+          return einval(`MIG_DATA_READ argsz ${body.argsz} cannot hold ${body.size} bytes`);
       } else {
-        if (p.length < 8 + body.size) return einval(`MIG_DATA_WRITE carries ${p.length - 8} data bytes, fewer than size ${body.size}`);
+        if (p.length < 8 + body.size)
+          return einval(
+            `MIG_DATA_WRITE carries ${p.length - 8} data bytes, fewer than size ${body.size}`,
+          );
         body.data = payload.subarray(8, 8 + body.size);
       }
       return { cmd, body };
@@ -149,18 +245,26 @@ export function decodeRequest(cmd: number, payload: Uint8Array, fdCount: number,
 
 /** SET_IRQS checks that need no knowledge of the device (lvu `device_set_irqs_validate`, kernel). */
 function checkSetIrqs(b: SetIrqs, payloadLen: number, fdCount: number): ProtocolError | null {
-  const data = b.flags & IrqSetFlag.DATA_TYPE_MASK, action = b.flags & IrqSetFlag.ACTION_TYPE_MASK;
-  if (b.flags & ~(IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK)) return einval(`SET_IRQS unknown flag bits 0x${b.flags.toString(16)}`);
+  const data = b.flags & IrqSetFlag.DATA_TYPE_MASK,
+    action = b.flags & IrqSetFlag.ACTION_TYPE_MASK;
+  if (b.flags & ~(IrqSetFlag.DATA_TYPE_MASK | IrqSetFlag.ACTION_TYPE_MASK))
+    return einval(`SET_IRQS unknown flag bits 0x${b.flags.toString(16)}`);
   if (!oneBit(data)) return einval('SET_IRQS needs exactly one data type (NONE, BOOL or EVENTFD)');
   if (!oneBit(action)) return einval('SET_IRQS needs exactly one action (MASK, UNMASK or TRIGGER)');
   if (b.index >= Irq.COUNT) return einval(`IRQ index ${b.index} does not exist (0-4)`);
-  if (data === IrqSetFlag.DATA_BOOL && payloadLen !== 20 + b.count) return einval(`SET_IRQS DATA_BOOL with ${payloadLen - 20} bytes for count ${b.count}`);
+  if (data === IrqSetFlag.DATA_BOOL && payloadLen !== 20 + b.count)
+    return einval(`SET_IRQS DATA_BOOL with ${payloadLen - 20} bytes for count ${b.count}`);
   if (b.count >= 0xffffffff - b.start) return einval('SET_IRQS start + count overflows');
-  if ((b.index === Irq.ERR || b.index === Irq.REQ) && action !== IrqSetFlag.ACTION_TRIGGER) return einval('ERR and REQ interrupts take only TRIGGER');
-  if ((b.index === Irq.ERR || b.index === Irq.REQ) && b.count > 1) return einval('ERR and REQ interrupts have one vector');
+  if ((b.index === Irq.ERR || b.index === Irq.REQ) && action !== IrqSetFlag.ACTION_TRIGGER)
+    return einval('ERR and REQ interrupts take only TRIGGER');
+  if ((b.index === Irq.ERR || b.index === Irq.REQ) && b.count > 1)
+    return einval('ERR and REQ interrupts have one vector');
   if (b.count === 0 && b.start !== 0) return einval('SET_IRQS count 0 with a non-zero start');
-  if (b.count === 0 && !(data === IrqSetFlag.DATA_NONE && action === IrqSetFlag.ACTION_TRIGGER)) return einval('SET_IRQS count 0 is only for TRIGGER|DATA_NONE (disable the index)');
-  if (fdCount > 0 && data !== IrqSetFlag.DATA_EVENTFD) return einval('SET_IRQS carries fds but its data type is not EVENTFD');
-  if (fdCount > 0 && fdCount !== b.count) return einval(`SET_IRQS carries ${fdCount} fds for ${b.count} vectors`);
+  if (b.count === 0 && !(data === IrqSetFlag.DATA_NONE && action === IrqSetFlag.ACTION_TRIGGER))
+    return einval('SET_IRQS count 0 is only for TRIGGER|DATA_NONE (disable the index)');
+  if (fdCount > 0 && data !== IrqSetFlag.DATA_EVENTFD)
+    return einval('SET_IRQS carries fds but its data type is not EVENTFD');
+  if (fdCount > 0 && fdCount !== b.count)
+    return einval(`SET_IRQS carries ${fdCount} fds for ${b.count} vectors`);
   return null;
 }

@@ -10,33 +10,49 @@ export const dma = {
   readRequest(id: number, layout: DmaLayout, address: number, count: number): Uint8Array {
     const { msg, p } = req(id, Command.DMA_READ, layout === 'spec' ? 16 : 16); // QEMU: u64 + u32 + pad
     p.setU64(0, address);
-    if (layout === 'spec') p.setU64(8, count); else p.setU32(8, count);
+    if (layout === 'spec') p.setU64(8, count);
+    else p.setU32(8, count);
     return msg;
   },
   writeRequest(id: number, layout: DmaLayout, address: number, data: Uint8Array): Uint8Array {
     const at = layout === 'spec' ? 16 : 12;
     const { msg, p } = req(id, Command.DMA_WRITE, at + data.length);
     p.setU64(0, address);
-    if (layout === 'spec') p.setU64(8, data.length); else p.setU32(8, data.length);
+    if (layout === 'spec') p.setU64(8, data.length);
+    else p.setU32(8, data.length);
     p.u8.set(data, at);
     return msg;
   },
   /** Decodes the client's reply to our DMA_READ: the data, checked against what we asked. */
-  readReply(layout: DmaLayout, payload: Uint8Array, address: number, count: number): Uint8Array | ProtocolError {
+  readReply(
+    layout: DmaLayout,
+    payload: Uint8Array,
+    address: number,
+    count: number,
+  ): Uint8Array | ProtocolError {
     const at = layout === 'spec' ? 16 : 12;
-    if (payload.length < at + count) return einval(`DMA_READ reply of ${payload.length} bytes lacks ${count} data bytes`);
+    if (payload.length < at + count)
+      return einval(`DMA_READ reply of ${payload.length} bytes lacks ${count} data bytes`);
     const b = new Bytes(payload);
     const cnt = layout === 'spec' ? b.u64(8) : b.u32(8);
-    if (b.u64(0) !== address || cnt !== count) return einval('DMA_READ reply does not echo address and count');
+    if (b.u64(0) !== address || cnt !== count)
+      return einval('DMA_READ reply does not echo address and count');
     return payload.subarray(at, at + count);
   },
   /** Client side: a DMA_READ/WRITE request from the server. */
-  decodeRequest(cmd: number, layout: DmaLayout, payload: Uint8Array, maxCount: number): DmaTransfer | ProtocolError {
+  decodeRequest(
+    cmd: number,
+    layout: DmaLayout,
+    payload: Uint8Array,
+    maxCount: number,
+  ): DmaTransfer | ProtocolError {
     const at = layout === 'spec' ? 16 : 12;
-    if (payload.length < (layout === 'spec' ? 16 : 12)) return einval(`${Command[cmd]} payload too short`);
+    if (payload.length < (layout === 'spec' ? 16 : 12))
+      return einval(`${Command[cmd]} payload too short`);
     const b = new Bytes(payload);
     const t: DmaTransfer = { address: b.u64(0), count: layout === 'spec' ? b.u64(8) : b.u32(8) };
-    if (t.count > maxCount) return new ProtocolError(7, `${Command[cmd]} count ${t.count} exceeds ${maxCount}`);
+    if (t.count > maxCount)
+      return new ProtocolError(7, `${Command[cmd]} count ${t.count} exceeds ${maxCount}`);
     if (cmd === Command.DMA_WRITE) {
       if (payload.length < at + t.count) return einval('DMA_WRITE carries fewer bytes than count');
       t.data = payload.subarray(at, at + t.count);
@@ -47,14 +63,16 @@ export const dma = {
     const at = layout === 'spec' ? 16 : 12;
     const { msg, p } = rep(id, Command.DMA_READ, at + data.length);
     p.setU64(0, t.address);
-    if (layout === 'spec') p.setU64(8, t.count); else p.setU32(8, t.count);
+    if (layout === 'spec') p.setU64(8, t.count);
+    else p.setU32(8, t.count);
     p.u8.set(data, at);
     return msg;
   },
   writeReplyEncode(id: number, layout: DmaLayout, t: DmaTransfer): Uint8Array {
     if (layout === 'qemu') return rep(id, Command.DMA_WRITE, 0).msg;
     const { msg, p } = rep(id, Command.DMA_WRITE, 16);
-    p.setU64(0, t.address); p.setU64(8, t.count);
+    p.setU64(0, t.address);
+    p.setU64(8, t.count);
     return msg;
   },
 };

@@ -9,8 +9,15 @@ export const errnoName = (e: number): string => names.get(e) ?? `errno ${e}`;
  */
 export class ProtocolError extends Error {
   override readonly name = 'ProtocolError';
-  constructor(readonly errno: number, message: string) { super(`${message} (${errnoName(errno)})`); }
-  get code(): string { return errnoName(this.errno); }
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(`${message} (${errnoName(errno)})`);
+  }
+  get code(): string {
+    return errnoName(this.errno);
+  }
 }
 
 export const einval = (msg: string) => new ProtocolError(Errno.EINVAL, msg);

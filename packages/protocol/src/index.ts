@@ -1,8 +1,22 @@
 export * from './constants.js';
 export { ProtocolError, einval, errnoName } from './errors.js';
 export { Bytes } from './bytes.js';
-export { type Header, decodeHeader, writeHeader, checkHeader, encodeErrorReply, frame, isReply } from './header.js';
-export { type Capabilities, type Version, decodeVersion, encodeVersion, capabilitiesJson } from './version.js';
+export {
+  type Header,
+  decodeHeader,
+  writeHeader,
+  checkHeader,
+  encodeErrorReply,
+  frame,
+  isReply,
+} from './header.js';
+export {
+  type Capabilities,
+  type Version,
+  decodeVersion,
+  encodeVersion,
+  capabilitiesJson,
+} from './version.js';
 export * from './types.js';
 export { decodeRequest, defaultLimits, type DecodeLimits } from './decode.js';
 export { encode } from './encode.js';

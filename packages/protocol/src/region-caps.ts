@@ -11,11 +11,19 @@ export function encodeRegionCaps(caps: RegionCap[]): Uint8Array {
   let off = 0;
   caps.forEach((c, i) => {
     const next = i + 1 < caps.length ? 32 + off + sizes[i] : 0;
-    b.setU16(off, c.id); b.setU16(off + 2, 1); b.setU32(off + 4, next);
+    b.setU16(off, c.id);
+    b.setU16(off + 2, 1);
+    b.setU32(off + 4, next);
     if (c.id === RegionCapId.SPARSE_MMAP) {
       b.setU32(off + 8, c.areas.length);
-      c.areas.forEach((a, j) => { b.setU64(off + 16 + 16 * j, a.offset); b.setU64(off + 24 + 16 * j, a.size); });
-    } else { b.setU32(off + 8, c.type); b.setU32(off + 12, c.subtype); }
+      c.areas.forEach((a, j) => {
+        b.setU64(off + 16 + 16 * j, a.offset);
+        b.setU64(off + 24 + 16 * j, a.size);
+      });
+    } else {
+      b.setU32(off + 8, c.type);
+      b.setU32(off + 12, c.subtype);
+    }
     off += sizes[i];
   });
   return out;
@@ -26,15 +34,21 @@ export function decodeRegionCaps(info: Uint8Array, capOffset: number): RegionCap
   const b = new Bytes(info);
   const caps: RegionCap[] = [];
   const seen = new Set<number>();
-  for (let off = capOffset; off !== 0;) {
-    if (off < 32 || off + 8 > b.length || seen.has(off)) return einval(`capability at ${off} lies outside the reply or loops`);
+  for (let off = capOffset; off !== 0; ) {
+    if (off < 32 || off + 8 > b.length || seen.has(off))
+      return einval(`capability at ${off} lies outside the reply or loops`);
     seen.add(off);
-    const id = b.u16(off), next = b.u32(off + 4);
+    const id = b.u16(off),
+      next = b.u32(off + 4);
     if (id === RegionCapId.SPARSE_MMAP) {
       if (off + 16 > b.length) return einval('sparse mmap capability truncated');
       const n = b.u32(off + 8);
-      if (off + 16 + 16 * n > b.length) return einval(`sparse mmap capability with ${n} areas is truncated`);
-      const areas = Array.from({ length: n }, (_, j) => ({ offset: b.u64(off + 16 + 16 * j), size: b.u64(off + 24 + 16 * j) }));
+      if (off + 16 + 16 * n > b.length)
+        return einval(`sparse mmap capability with ${n} areas is truncated`);
+      const areas = Array.from({ length: n }, (_, j) => ({
+        offset: b.u64(off + 16 + 16 * j),
+        size: b.u64(off + 24 + 16 * j),
+      }));
       caps.push({ id: RegionCapId.SPARSE_MMAP, areas });
     } else if (id === RegionCapId.TYPE) {
       if (off + 16 > b.length) return einval('type capability truncated');

@@ -3,7 +3,14 @@ import { Bytes } from './bytes.js';
 import { DmaUnmapFlag } from './constants.js';
 import { einval, ProtocolError } from './errors.js';
 import { decodeRegionCaps } from './region-caps.js';
-import type { DeviceInfo, RegionInfo, IrqInfo, FeatureMessage, DmaUnmapReply, DirtyPages } from './types.js';
+import type {
+  DeviceInfo,
+  RegionInfo,
+  IrqInfo,
+  FeatureMessage,
+  DmaUnmapReply,
+  DirtyPages,
+} from './types.js';
 
 // Reply decoders (client side). Each checks that the reply holds what it claims.
 
@@ -16,7 +23,15 @@ export const decodeReply = {
   regionInfo(b: Uint8Array): RegionInfo | ProtocolError {
     if (b.length < 32) return einval('DEVICE_GET_REGION_INFO reply shorter than 32 bytes');
     const p = new Bytes(b);
-    const r: RegionInfo = { argsz: p.u32(0), flags: p.u32(4), index: p.u32(8), capOffset: p.u32(12), size: p.u64(16), offset: p.u64(24), caps: [] };
+    const r: RegionInfo = {
+      argsz: p.u32(0),
+      flags: p.u32(4),
+      index: p.u32(8),
+      capOffset: p.u32(12),
+      size: p.u64(16),
+      offset: p.u64(24),
+      caps: [],
+    };
     if (r.flags & 8 && r.capOffset) {
       const caps = decodeRegionCaps(b, r.capOffset);
       if (caps instanceof ProtocolError) return caps;
@@ -41,13 +56,19 @@ export const decodeReply = {
   migDataRead(b: Uint8Array): Uint8Array | ProtocolError {
     if (b.length < 8) return einval('MIG_DATA_READ reply shorter than 8 bytes');
     const n = new Bytes(b).u32(4);
-    if (b.length < 8 + n) return einval(`MIG_DATA_READ reply claims ${n} bytes but carries ${b.length - 8}`);
+    if (b.length < 8 + n)
+      return einval(`MIG_DATA_READ reply claims ${n} bytes but carries ${b.length - 8}`);
     return b.subarray(8, 8 + n);
   },
   dmaUnmap(b: Uint8Array): DmaUnmapReply | ProtocolError {
     if (b.length < 24) return einval('DMA_UNMAP reply shorter than 24 bytes');
     const p = new Bytes(b);
-    const r: DmaUnmapReply = { argsz: p.u32(0), flags: p.u32(4), address: p.u64(8), size: p.u64(16) };
+    const r: DmaUnmapReply = {
+      argsz: p.u32(0),
+      flags: p.u32(4),
+      address: p.u64(8),
+      size: p.u64(16),
+    };
     if (r.flags & DmaUnmapFlag.GET_DIRTY_BITMAP) {
       if (b.length < 40) return einval('DMA_UNMAP bitmap reply shorter than 40 bytes');
       r.bitmap = { pgsize: p.u64(24), size: p.u64(32) };

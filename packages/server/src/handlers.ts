@@ -1,15 +1,29 @@
 // Command handlers: each validates what only the device knows, acts, and returns the reply
 // (bytes + fds) or an errno. No handler knows about sockets.
 import {
-  Command, Errno, Region, RegionFlag, RegionCapId, DeviceInfoFlag, DmaUnmapFlag, encode, bitmapBytes,
-  type Request, type RegionCap,
+  Command,
+  Errno,
+  Region,
+  RegionFlag,
+  RegionCapId,
+  DeviceInfoFlag,
+  DmaUnmapFlag,
+  encode,
+  bitmapBytes,
+  type Request,
+  type RegionCap,
 } from '@vfu/protocol';
 import type { OwnedFd } from '@vfu/native';
 import { RegionAccessError, DmaError, type RegionHandler } from '@vfu/pci';
 import type { Session } from './session.js';
 
 export type Reply = { msg: Uint8Array; fds?: number[] } | number;
-export type Handler = (s: Session, id: number, req: Request, fds: OwnedFd[]) => Reply | Promise<Reply>;
+export type Handler = (
+  s: Session,
+  id: number,
+  req: Request,
+  fds: OwnedFd[],
+) => Reply | Promise<Reply>;
 
 const msg = (m: Uint8Array): Reply => ({ msg: m });
 
@@ -18,13 +32,22 @@ export function regionOf(s: Session, index: number): RegionHandler | undefined {
   return index < Region.NUM_PCI ? s.device.region(index) : s.extraRegions[index - Region.NUM_PCI];
 }
 
-function access(s: Session, index: number, offset: number, count: number, fn: (r: RegionHandler) => void): number {
+function access(
+  s: Session,
+  index: number,
+  offset: number,
+  count: number,
+  fn: (r: RegionHandler) => void,
+): number {
   if (index >= s.numRegions) return Errno.EINVAL;
   const r = regionOf(s, index);
   if (!r) return Errno.EINVAL;
   if (offset > r.size || count > r.size - offset) return Errno.EINVAL;
   if (count === 0) return 0;
-  try { fn(r); return 0; } catch (e) {
+  try {
+    fn(r);
+    return 0;
+  } catch (e) {
     if (e instanceof RegionAccessError || e instanceof DmaError) return e.errno;
     s.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
     return Errno.EIO;
@@ -32,17 +55,30 @@ function access(s: Session, index: number, offset: number, count: number, fn: (r
 }
 
 export const deviceHandlers: Partial<Record<Command, Handler>> = {
-  [Command.DEVICE_GET_INFO]: (s, id) => msg(encode.deviceInfo(id, { flags: DeviceInfoFlag.RESET | DeviceInfoFlag.PCI, numRegions: s.numRegions, numIrqs: 5 })),
+  [Command.DEVICE_GET_INFO]: (s, id) =>
+    msg(
+      encode.deviceInfo(id, {
+        flags: DeviceInfoFlag.RESET | DeviceInfoFlag.PCI,
+        numRegions: s.numRegions,
+        numIrqs: 5,
+      }),
+    ),
 
   [Command.DEVICE_GET_REGION_INFO]: (s, id, req) => {
     if (req.cmd !== Command.DEVICE_GET_REGION_INFO) return Errno.EINVAL;
     const { index, argsz } = req.body;
     if (index >= s.numRegions) return Errno.EINVAL;
     const r = regionOf(s, index);
-    if (!r) return msg(encode.regionInfo(id, argsz, { flags: 0, index, size: 0, offset: 0, caps: [] }).msg);
+    if (!r)
+      return msg(
+        encode.regionInfo(id, argsz, { flags: 0, index, size: 0, offset: 0, caps: [] }).msg,
+      );
     const caps: RegionCap[] = [...(s.regionCaps.get(index) ?? [])];
     let flags = index === Region.ROM ? RegionFlag.READ : RegionFlag.READ | RegionFlag.WRITE;
-    if (r.mappable && index !== Region.CONFIG) { flags |= RegionFlag.MMAP; caps.push({ id: RegionCapId.SPARSE_MMAP, areas: r.mappable.areas }); }
+    if (r.mappable && index !== Region.CONFIG) {
+      flags |= RegionFlag.MMAP;
+      caps.push({ id: RegionCapId.SPARSE_MMAP, areas: r.mappable.areas });
+    }
     const out = encode.regionInfo(id, argsz, { flags, index, size: r.size, offset: 0, caps });
     return { msg: out.msg, fds: out.withCaps && r.mappable ? [r.mappable.fd.fd] : [] };
   },
@@ -67,13 +103,17 @@ export const deviceHandlers: Partial<Record<Command, Handler>> = {
   [Command.REGION_READ]: (s, id, req) => {
     if (req.cmd !== Command.REGION_READ) return Errno.EINVAL;
     const out = encode.regionReadReply(id, req.body);
-    const e = access(s, req.body.region, req.body.offset, req.body.count, r => r.read(req.body.offset, out.data));
+    const e = access(s, req.body.region, req.body.offset, req.body.count, r =>
+      r.read(req.body.offset, out.data),
+    );
     return e || msg(out.msg);
   },
 
   [Command.REGION_WRITE]: (s, id, req) => {
     if (req.cmd !== Command.REGION_WRITE) return Errno.EINVAL;
-    const e = access(s, req.body.region, req.body.offset, req.body.count, r => r.write(req.body.offset, req.body.data!));
+    const e = access(s, req.body.region, req.body.offset, req.body.count, r =>
+      r.write(req.body.offset, req.body.data!),
+    );
     return e || msg(encode.regionWriteReply(id, req.body));
   },
 
@@ -88,7 +128,10 @@ export const deviceHandlers: Partial<Record<Command, Handler>> = {
     return msg(encode.writeMultiReply(id, done));
   },
 
-  [Command.DEVICE_RESET]: (s, id) => { s.resetDevice('DEVICE_RESET'); return msg(encode.empty(id, Command.DEVICE_RESET)); },
+  [Command.DEVICE_RESET]: (s, id) => {
+    s.resetDevice('DEVICE_RESET');
+    return msg(encode.empty(id, Command.DEVICE_RESET));
+  },
 
   [Command.DMA_MAP]: (s, id, req, fds) => {
     if (req.cmd !== Command.DMA_MAP || fds.length > 1) return Errno.EINVAL;
@@ -99,9 +142,13 @@ export const deviceHandlers: Partial<Record<Command, Handler>> = {
   [Command.DMA_UNMAP]: (s, id, req) => {
     if (req.cmd !== Command.DMA_UNMAP) return Errno.EINVAL;
     const b = req.body;
-    if (b.flags === DmaUnmapFlag.ALL) { s.device.guest.unmapAll(); return msg(encode.dmaUnmapReply(id, b)); }
+    if (b.flags === DmaUnmapFlag.ALL) {
+      s.device.guest.unmapAll();
+      return msg(encode.dmaUnmapReply(id, b));
+    }
     if (b.bitmap) {
-      if (!s.device.guest.logging || b.bitmap.pgsize !== s.device.guest.logPageSize) return Errno.EINVAL;
+      if (!s.device.guest.logging || b.bitmap.pgsize !== s.device.guest.logPageSize)
+        return Errno.EINVAL;
       if (b.bitmap.size !== bitmapBytes(b.size, b.bitmap.pgsize)) return Errno.EINVAL;
     }
     const r = s.device.guest.unmap(b.address, b.size, b.bitmap?.pgsize);

@@ -10,6 +10,9 @@ export interface ServerLimits {
   maxMessageSize: number;
 }
 export const defaultLimits: ServerLimits = {
-  maxMsgFds: Defaults.maxMsgFds, maxDataXferSize: Defaults.maxDataXferSize, maxDmaMaps: Defaults.maxDmaMaps,
-  pageSize: Defaults.pgsize, maxMessageSize: Defaults.maxMessageSize,
+  maxMsgFds: Defaults.maxMsgFds,
+  maxDataXferSize: Defaults.maxDataXferSize,
+  maxDmaMaps: Defaults.maxDmaMaps,
+  pageSize: Defaults.pgsize,
+  maxMessageSize: Defaults.maxMessageSize,
 };

@@ -44,7 +44,13 @@ export class VfioUserServer {
     this.limits = { ...defaultLimits, ...options.limits };
     this.#log = options.log ?? (() => {});
     this.device.log = m => this.#log(`device: ${m}`);
-    this.migration = options.migration === false ? null : new Migration(this.device, { v1Region: options.migration?.v1Region ?? true, log: this.#log });
+    this.migration =
+      options.migration === false
+        ? null
+        : new Migration(this.device, {
+            v1Region: options.migration?.v1Region ?? true,
+            log: this.#log,
+          });
   }
 
   listen(): this {
@@ -53,28 +59,52 @@ export class VfioUserServer {
     return this;
   }
 
-  get connected(): boolean { return this.#session !== null; }
-  get sessionsServed(): number { return this.#sessions; }
+  get connected(): boolean {
+    return this.#session !== null;
+  }
+  get sessionsServed(): number {
+    return this.#sessions;
+  }
 
   /** Resolves when the current client (if any) has gone. */
-  idle(): Promise<void> { return this.#session ? new Promise(r => this.#waiters.push(r)) : Promise.resolve(); }
+  idle(): Promise<void> {
+    return this.#session ? new Promise(r => this.#waiters.push(r)) : Promise.resolve();
+  }
 
   #accept(fd: OwnedFd): void {
-    const conn = new Connection(fd, { maxMessageSize: this.limits.maxMessageSize, maxFdsPerMessage: this.limits.maxMsgFds, trace: this.options.trace });
+    const conn = new Connection(fd, {
+      maxMessageSize: this.limits.maxMessageSize,
+      maxFdsPerMessage: this.limits.maxMsgFds,
+      trace: this.options.trace,
+    });
     if (this.#session) {
       this.#log('refused a second client: one client at a time (EBUSY)');
-      conn.onMessage = m => { m.fds.forEach(f => f.close()); conn.replyError(m.header, Errno.EBUSY); conn.close('busy'); };
+      conn.onMessage = m => {
+        m.fds.forEach(f => f.close());
+        conn.replyError(m.header, Errno.EBUSY);
+        conn.close('busy');
+      };
       return;
     }
-    const handlers: Partial<Record<Command, Handler>> = { ...deviceHandlers, ...(this.migration?.handlers ?? {}) };
-    const session = new Session(conn, this.device, this.limits, {
-      handlers,
-      extraRegions: this.migration?.extraRegions ?? [],
-      regionCaps: this.migration?.regionCaps ?? new Map(),
-      onReset: reason => this.migration?.onDeviceReset(reason),
-      onClose: () => {},
-      migration: this.migration?.advertised ?? false,
-    }, this.#log, this.options.dmaLayout ?? 'spec');
+    const handlers: Partial<Record<Command, Handler>> = {
+      ...deviceHandlers,
+      ...(this.migration?.handlers ?? {}),
+    };
+    const session = new Session(
+      conn,
+      this.device,
+      this.limits,
+      {
+        handlers,
+        extraRegions: this.migration?.extraRegions ?? [],
+        regionCaps: this.migration?.regionCaps ?? new Map(),
+        onReset: reason => this.migration?.onDeviceReset(reason),
+        onClose: () => {},
+        migration: this.migration?.advertised ?? false,
+      },
+      this.#log,
+      this.options.dmaLayout ?? 'spec',
+    );
     this.#session = session;
     this.#sessions++;
     this.migration?.attach(session);
@@ -82,8 +112,11 @@ export class VfioUserServer {
     conn.onClose = reason => {
       session.end();
       this.migration?.detach();
-      if ((this.options.onDisconnect ?? 'reset') === 'reset') { this.device.reset(); this.migration?.onDeviceReset('client disconnected'); this.device.setRunning(true); }
-      else this.migration?.clientGone();
+      if ((this.options.onDisconnect ?? 'reset') === 'reset') {
+        this.device.reset();
+        this.migration?.onDeviceReset('client disconnected');
+        this.device.setRunning(true);
+      } else this.migration?.clientGone();
       this.#session = null;
       this.#log(`client disconnected (${reason}); ready for the next`);
       for (const w of this.#waiters.splice(0)) w();

@@ -1,11 +1,23 @@
 // One client's session: negotiation, the in-order dispatch of its commands, and the cleanup
 // when it goes (§1.7).
-import { closeAll, type OwnedFd } from '@vfu/native';
+import { closeAll } from '@vfu/native';
 import {
-  Command, Errno, Flag, Region, capabilitiesJson, commandName, decodeRequest, decodeVersion, encodeVersion, dma as dmaCodec,
-  type Capabilities, type DmaLayout, type RegionCap, ProtocolError,
+  Command,
+  Errno,
+  Flag,
+  Region,
+  capabilitiesJson,
+  commandName,
+  decodeRequest,
+  decodeVersion,
+  encodeVersion,
+  dma as dmaCodec,
+  type Capabilities,
+  type DmaLayout,
+  type RegionCap,
+  ProtocolError,
 } from '@vfu/protocol';
-import { Connection, type Incoming } from '@vfu/transport';
+import type { Connection, Incoming } from '@vfu/transport';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
 import type { Handler } from './handlers.js';
 import type { ServerLimits } from './limits.js';
@@ -29,17 +41,31 @@ export class Session {
   readonly regionCaps: Map<number, RegionCap[]>;
   #dmaLayout: DmaLayout;
 
-  constructor(readonly conn: Connection, readonly device: PciDevice, readonly limits: ServerLimits, private readonly hooks: SessionHooks,
-    readonly log: (m: string) => void, dmaLayout: DmaLayout) {
+  constructor(
+    readonly conn: Connection,
+    readonly device: PciDevice,
+    readonly limits: ServerLimits,
+    private readonly hooks: SessionHooks,
+    readonly log: (m: string) => void,
+    dmaLayout: DmaLayout,
+  ) {
     this.extraRegions = hooks.extraRegions;
     this.regionCaps = hooks.regionCaps;
     this.#dmaLayout = dmaLayout;
-    conn.onMessage = m => { this.#queue.push(m); void this.#drain(); };
+    conn.onMessage = m => {
+      this.#queue.push(m);
+      void this.#drain();
+    };
   }
 
-  get numRegions(): number { return Region.NUM_PCI + this.extraRegions.length; }
+  get numRegions(): number {
+    return Region.NUM_PCI + this.extraRegions.length;
+  }
 
-  resetDevice(reason: string): void { this.device.reset(); this.hooks.onReset(reason); }
+  resetDevice(reason: string): void {
+    this.device.reset();
+    this.hooks.onReset(reason);
+  }
 
   /**
    * Runs queued commands in order. Synchronous handlers (nearly all) run without a promise or a
@@ -52,16 +78,29 @@ export class Session {
       while (this.#queue.length && !this.conn.closed) {
         // A client that does not read its replies: execute nothing more until they drain, so
         // queued replies stay bounded by the high-water mark plus one reply.
-        if (this.conn.backlogged) { await this.conn.drained(); continue; }
+        if (this.conn.backlogged) {
+          await this.conn.drained();
+          continue;
+        }
         const m = this.#queue.shift()!;
         let pending: Promise<void> | undefined;
-        try { pending = this.#handle(m); if (pending) await pending; } finally { closeAll(m.fds); }
+        try {
+          pending = this.#handle(m);
+          if (pending) await pending;
+        } finally {
+          closeAll(m.fds);
+        }
       }
-    } finally { this.#busy = false; }
+    } finally {
+      this.#busy = false;
+    }
   }
 
   #reply(m: Incoming, r: { msg: Uint8Array; fds?: number[] } | number): void {
-    if (typeof r === 'number') { this.conn.replyError(m.header, r); return; }
+    if (typeof r === 'number') {
+      this.conn.replyError(m.header, r);
+      return;
+    }
     if (m.header.flags & Flag.NO_REPLY) return;
     this.conn.send(r.msg, r.fds ?? []);
   }
@@ -69,22 +108,43 @@ export class Session {
   /** Handles one message; returns a promise only when the handler is asynchronous. */
   #handle(m: Incoming): Promise<void> | undefined {
     const h = m.header;
-    if (m.error) { this.#note(h.cmd, m.error.message); this.conn.replyError(h, m.error.errno); return; }
-    if ((h.flags & Flag.TYPE_MASK) === Flag.REPLY) { this.#note(h.cmd, `unsolicited reply #${h.id}`); this.conn.replyError({ ...h, flags: 0 }, Errno.EINVAL); return; }
+    if (m.error) {
+      this.#note(h.cmd, m.error.message);
+      this.conn.replyError(h, m.error.errno);
+      return;
+    }
+    if ((h.flags & Flag.TYPE_MASK) === Flag.REPLY) {
+      this.#note(h.cmd, `unsolicited reply #${h.id}`);
+      this.conn.replyError({ ...h, flags: 0 }, Errno.EINVAL);
+      return;
+    }
     if (!this.caps) {
       if (h.cmd !== Command.VERSION || m.fds.length) {
-        this.#note(h.cmd, h.cmd === Command.VERSION ? 'VERSION with fds' : 'first message must be VERSION');
+        this.#note(
+          h.cmd,
+          h.cmd === Command.VERSION ? 'VERSION with fds' : 'first message must be VERSION',
+        );
         this.conn.replyError(h, Errno.EINVAL);
         return;
       }
       const v = decodeVersion(m.payload, this.limits.pageSize);
-      if (v instanceof ProtocolError) { this.#note(h.cmd, v.message); this.conn.replyError(h, v.errno); this.conn.close('negotiation failed'); return; }
+      if (v instanceof ProtocolError) {
+        this.#note(h.cmd, v.message);
+        this.conn.replyError(h, v.errno);
+        this.conn.close('negotiation failed');
+        return;
+      }
       const offered = v.caps;
       this.caps = { ...offered, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
       this.device.guest.messages = this.#messageDma();
       const reply: Partial<Capabilities> = {
-        maxMsgFds: this.limits.maxMsgFds, maxDataXferSize: this.limits.maxDataXferSize, pgsizes: this.limits.pageSize, maxDmaMaps: this.limits.maxDmaMaps,
-        migration: offered.migration && this.hooks.migration ? { pgsize: this.limits.pageSize } : undefined, writeMultiple: offered.writeMultiple,
+        maxMsgFds: this.limits.maxMsgFds,
+        maxDataXferSize: this.limits.maxDataXferSize,
+        pgsizes: this.limits.pageSize,
+        maxDmaMaps: this.limits.maxDmaMaps,
+        migration:
+          offered.migration && this.hooks.migration ? { pgsize: this.limits.pageSize } : undefined,
+        writeMultiple: offered.writeMultiple,
       };
       this.conn.send(encodeVersion(h.id, true, 0, Math.min(v.minor, 2), capabilitiesJson(reply)));
       this.log(`client negotiated: ${v.json || '(no capabilities)'}`);
@@ -96,10 +156,21 @@ export class Session {
   #dispatch(m: Incoming): Promise<void> | undefined {
     const h = m.header;
     const caps = this.caps!;
-    const req = decodeRequest(h.cmd, m.payload, m.fds.length, { maxRegionXfer: this.limits.maxDataXferSize, maxMigXfer: caps.maxDataXferSize });
-    if (req instanceof ProtocolError) { this.#note(h.cmd, req.message); this.conn.replyError(h, req.errno); return; }
+    const req = decodeRequest(h.cmd, m.payload, m.fds.length, {
+      maxRegionXfer: this.limits.maxDataXferSize,
+      maxMigXfer: caps.maxDataXferSize,
+    });
+    if (req instanceof ProtocolError) {
+      this.#note(h.cmd, req.message);
+      this.conn.replyError(h, req.errno);
+      return;
+    }
     const handler = this.hooks.handlers[req.cmd];
-    if (!handler) { this.#note(h.cmd, 'not supported by this server'); this.conn.replyError(h, Errno.EINVAL); return; }
+    if (!handler) {
+      this.#note(h.cmd, 'not supported by this server');
+      this.conn.replyError(h, Errno.EINVAL);
+      return;
+    }
     const failed = (e: unknown) => {
       this.log(`${commandName(h.cmd)} failed: ${(e as Error).stack ?? e}`);
       this.conn.replyError(h, (e as { errno?: number }).errno ?? Errno.EIO);
@@ -108,32 +179,51 @@ export class Session {
       const r = handler(this, h.id, req, m.fds);
       if (r instanceof Promise) return r.then(x => this.#reply(m, x), failed);
       this.#reply(m, r);
-    } catch (e) { failed(e); }
+    } catch (e) {
+      failed(e);
+    }
     return undefined;
   }
 
-  #note(cmd: number, why: string): void { this.log(`refused ${commandName(cmd)}: ${why}`); }
+  #note(cmd: number, why: string): void {
+    this.log(`refused ${commandName(cmd)}: ${why}`);
+  }
 
   /** DMA_READ/DMA_WRITE to the client for fd-less mappings, in chunks of its max_data_xfer_size. */
   #messageDma() {
-    const conn = this.conn, chunk = () => this.caps?.maxDataXferSize ?? 1 << 20, layout = () => this.#dmaLayout;
+    const conn = this.conn,
+      chunk = () => this.caps?.maxDataXferSize ?? 1 << 20,
+      layout = () => this.#dmaLayout;
     return {
       async read(address: number, len: number): Promise<Uint8Array> {
         const out = new Uint8Array(len);
-        for (let done = 0; done < len;) {
-          const n = Math.min(chunk(), len - done), id = conn.nextId();
-          const r = await conn.request(id, dmaCodec.readRequest(id, layout(), address + done, n), [], 5000);
+        for (let done = 0; done < len; ) {
+          const n = Math.min(chunk(), len - done),
+            id = conn.nextId();
+          const r = await conn.request(
+            id,
+            dmaCodec.readRequest(id, layout(), address + done, n),
+            [],
+            5000,
+          );
           closeAll(r.fds);
           const data = dmaCodec.readReply(layout(), r.payload, address + done, n);
           if (data instanceof ProtocolError) throw data;
-          out.set(data, done); done += n;
+          out.set(data, done);
+          done += n;
         }
         return out;
       },
       async write(address: number, data: Uint8Array): Promise<void> {
-        for (let done = 0; done < data.length;) {
-          const n = Math.min(chunk(), data.length - done), id = conn.nextId();
-          const r = await conn.request(id, dmaCodec.writeRequest(id, layout(), address + done, data.subarray(done, done + n)), [], 5000);
+        for (let done = 0; done < data.length; ) {
+          const n = Math.min(chunk(), data.length - done),
+            id = conn.nextId();
+          const r = await conn.request(
+            id,
+            dmaCodec.writeRequest(id, layout(), address + done, data.subarray(done, done + n)),
+            [],
+            5000,
+          );
           closeAll(r.fds);
           done += n;
         }
@@ -152,4 +242,3 @@ export class Session {
     this.hooks.onClose();
   }
 }
-

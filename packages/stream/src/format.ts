@@ -11,38 +11,57 @@ export const RECORD_OVERHEAD = 12;
 /** Largest payload a record may announce; a destination refuses anything larger before buffering it. */
 export const MAX_RECORD_PAYLOAD = (1 << 20) + 64;
 
-export interface StreamHeader { deviceId: string; deviceVersion: number; schema: string; formatVersion: number }
+export interface StreamHeader {
+  deviceId: string;
+  deviceVersion: number;
+  schema: string;
+  formatVersion: number;
+}
 
-const enc = new TextEncoder(), dec = new TextDecoder();
+const enc = new TextEncoder(),
+  dec = new TextDecoder();
 
 export function record(type: number, payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(RECORD_OVERHEAD + payload.length);
   const dv = new DataView(out.buffer);
-  dv.setUint16(0, type, true); dv.setUint32(4, payload.length, true);
+  dv.setUint16(0, type, true);
+  dv.setUint32(4, payload.length, true);
   out.set(payload, 8);
   dv.setUint32(8 + payload.length, crc32(out.subarray(0, 8 + payload.length)), true);
   return out;
 }
 
 export function headerPayload(h: Omit<StreamHeader, 'formatVersion'>): Uint8Array {
-  const id = enc.encode(h.deviceId), schema = enc.encode(h.schema);
+  const id = enc.encode(h.deviceId),
+    schema = enc.encode(h.schema);
   const out = new Uint8Array(8 + 2 + 4 + 2 + id.length + 4 + schema.length);
   const dv = new DataView(out.buffer);
   out.set(enc.encode(MAGIC), 0);
-  dv.setUint16(8, FORMAT_VERSION, true); dv.setUint32(10, h.deviceVersion, true);
-  dv.setUint16(14, id.length, true); out.set(id, 16);
-  dv.setUint32(16 + id.length, schema.length, true); out.set(schema, 20 + id.length);
+  dv.setUint16(8, FORMAT_VERSION, true);
+  dv.setUint32(10, h.deviceVersion, true);
+  dv.setUint16(14, id.length, true);
+  out.set(id, 16);
+  dv.setUint32(16 + id.length, schema.length, true);
+  out.set(schema, 20 + id.length);
   return out;
 }
 
 export function parseHeader(p: Uint8Array): StreamHeader | string {
-  if (p.length < 16 || dec.decode(p.subarray(0, 8)) !== MAGIC) return 'not a vfio-user-ts device stream (bad magic)';
+  if (p.length < 16 || dec.decode(p.subarray(0, 8)) !== MAGIC)
+    return 'not a vfio-user-ts device stream (bad magic)';
   const dv = new DataView(p.buffer, p.byteOffset, p.length);
-  const formatVersion = dv.getUint16(8, true), deviceVersion = dv.getUint32(10, true), idLen = dv.getUint16(14, true);
+  const formatVersion = dv.getUint16(8, true),
+    deviceVersion = dv.getUint32(10, true),
+    idLen = dv.getUint16(14, true);
   if (16 + idLen + 4 > p.length) return 'stream header truncated';
   const schemaLen = dv.getUint32(16 + idLen, true);
   if (20 + idLen + schemaLen > p.length) return 'stream header truncated';
-  return { formatVersion, deviceVersion, deviceId: dec.decode(p.subarray(16, 16 + idLen)), schema: dec.decode(p.subarray(20 + idLen, 20 + idLen + schemaLen)) };
+  return {
+    formatVersion,
+    deviceVersion,
+    deviceId: dec.decode(p.subarray(16, 16 + idLen)),
+    schema: dec.decode(p.subarray(20 + idLen, 20 + idLen + schemaLen)),
+  };
 }
 
 /**
@@ -50,10 +69,18 @@ export function parseHeader(p: Uint8Array): StreamHeader | string {
  * u32, then the bytes): its 20-byte head and 4-byte checksum, so the data need not be copied
  * into the record. The checksum is computed over `data` as it is now.
  */
-export function memoryRecord(index: number, offset: number, data: Uint8Array): { head: Uint8Array; crc: Uint8Array; length: number } {
-  const head = new Uint8Array(20), dv = new DataView(head.buffer);
-  dv.setUint16(0, Rec.MEMORY, true); dv.setUint32(4, 12 + data.length, true);
-  dv.setUint16(8, index, true); dv.setUint32(12, offset % 2 ** 32, true); dv.setUint32(16, Math.floor(offset / 2 ** 32), true);
+export function memoryRecord(
+  index: number,
+  offset: number,
+  data: Uint8Array,
+): { head: Uint8Array; crc: Uint8Array; length: number } {
+  const head = new Uint8Array(20),
+    dv = new DataView(head.buffer);
+  dv.setUint16(0, Rec.MEMORY, true);
+  dv.setUint32(4, 12 + data.length, true);
+  dv.setUint16(8, index, true);
+  dv.setUint32(12, offset % 2 ** 32, true);
+  dv.setUint32(16, Math.floor(offset / 2 ** 32), true);
   const crc = new Uint8Array(4);
   new DataView(crc.buffer).setUint32(0, crc32(data, crc32(head)), true);
   return { head, crc, length: RECORD_OVERHEAD + 12 + data.length };

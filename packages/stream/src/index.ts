@@ -1,5 +1,14 @@
 export * from './schema.js';
-export { MAGIC, FORMAT_VERSION, Rec, record, headerPayload, memoryRecord, MAX_RECORD_PAYLOAD, type StreamHeader } from './format.js';
+export {
+  MAGIC,
+  FORMAT_VERSION,
+  Rec,
+  record,
+  headerPayload,
+  memoryRecord,
+  MAX_RECORD_PAYLOAD,
+  type StreamHeader,
+} from './format.js';
 export type { DeviceImage } from './image.js';
 export { SaveSession, PAGE } from './save.js';
 export { LoadSession, StreamError } from './load.js';

@@ -5,7 +5,9 @@ import { crc32 } from 'node:zlib';
 import { parseHeader, Rec, RECORD_OVERHEAD, MAX_RECORD_PAYLOAD, FORMAT_VERSION } from './format.js';
 import type { DeviceImage } from './image.js';
 
-export class StreamError extends Error { override readonly name = 'StreamError'; }
+export class StreamError extends Error {
+  override readonly name = 'StreamError';
+}
 
 export class LoadSession {
   #buf = new Uint8Array(64 * 1024);
@@ -20,8 +22,12 @@ export class LoadSession {
 
   constructor(readonly image: DeviceImage) {}
 
-  get error(): string | null { return this.#error; }
-  get complete(): boolean { return this.#ended; }
+  get error(): string | null {
+    return this.#error;
+  }
+  get complete(): boolean {
+    return this.#ended;
+  }
 
   /** Takes the next bytes of the stream. Throws StreamError (and stays failed) on bad data. */
   write(data: Uint8Array): void {
@@ -32,33 +38,53 @@ export class LoadSession {
       // Fast path: a whole record inside this write is parsed where it lies (no copy).
       if (this.#have === 0 && data.length - off >= 8) {
         const len = new DataView(data.buffer, data.byteOffset + off, 8).getUint32(4, true);
-        if (len > MAX_RECORD_PAYLOAD) this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
-        if (data.length - off >= len + RECORD_OVERHEAD) { this.#record(data.subarray(off, off + len + RECORD_OVERHEAD)); off += len + RECORD_OVERHEAD; continue; }
+        if (len > MAX_RECORD_PAYLOAD)
+          this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
+        if (data.length - off >= len + RECORD_OVERHEAD) {
+          this.#record(data.subarray(off, off + len + RECORD_OVERHEAD));
+          off += len + RECORD_OVERHEAD;
+          continue;
+        }
       }
       if (this.#have < 8) {
         const n = Math.min(8 - this.#have, data.length - off);
-        this.#buf.set(data.subarray(off, off + n), this.#have); this.#have += n; off += n;
+        this.#buf.set(data.subarray(off, off + n), this.#have);
+        this.#have += n;
+        off += n;
         if (this.#have < 8) break;
       }
       const dv = new DataView(this.#buf.buffer);
       const len = dv.getUint32(4, true);
-      if (len > MAX_RECORD_PAYLOAD) this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
+      if (len > MAX_RECORD_PAYLOAD)
+        this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
       const total = len + RECORD_OVERHEAD;
-      if (this.#buf.length < total) { const b = new Uint8Array(total); b.set(this.#buf.subarray(0, this.#have)); this.#buf = b; }
+      if (this.#buf.length < total) {
+        const b = new Uint8Array(total);
+        b.set(this.#buf.subarray(0, this.#have));
+        this.#buf = b;
+      }
       const n = Math.min(total - this.#have, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#have); this.#have += n; off += n;
+      this.#buf.set(data.subarray(off, off + n), this.#have);
+      this.#have += n;
+      off += n;
       if (this.#have < total) break;
       this.#record(this.#buf.subarray(0, total));
       this.#have = 0;
     }
   }
 
-  #fail(msg: string): never { this.#error = msg; this.#runs = []; throw new StreamError(msg); }
+  #fail(msg: string): never {
+    this.#error = msg;
+    this.#runs = [];
+    throw new StreamError(msg);
+  }
 
   #record(r: Uint8Array): void {
     const dv = new DataView(r.buffer, r.byteOffset, r.length);
-    const type = dv.getUint16(0, true), len = dv.getUint32(4, true);
-    if (crc32(r.subarray(0, 8 + len)) !== dv.getUint32(8 + len, true)) this.#fail('checksum mismatch: the stream was corrupted in transfer');
+    const type = dv.getUint16(0, true),
+      len = dv.getUint32(4, true);
+    if (crc32(r.subarray(0, 8 + len)) !== dv.getUint32(8 + len, true))
+      this.#fail('checksum mismatch: the stream was corrupted in transfer');
     const p = r.subarray(8, 8 + len);
     if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
     if (this.#ended) this.#fail('data after the end of the stream');
@@ -67,23 +93,46 @@ export class LoadSession {
       case Rec.HEADER: {
         const h = parseHeader(p);
         if (typeof h === 'string') this.#fail(h);
-        if (h.formatVersion !== FORMAT_VERSION) this.#fail(`stream format ${h.formatVersion} is not supported (this server reads ${FORMAT_VERSION})`);
-        if (h.deviceId !== img.deviceId) this.#fail(`state of device model "${h.deviceId}" cannot be loaded into "${img.deviceId}"`);
-        if (h.deviceVersion !== img.deviceVersion) this.#fail(`${h.deviceId} state version ${h.deviceVersion} is incompatible with version ${img.deviceVersion}`);
-        if (h.schema !== img.schema) this.#fail(`${h.deviceId} state layout differs (${h.schema} vs ${img.schema})`);
+        if (h.formatVersion !== FORMAT_VERSION)
+          this.#fail(
+            `stream format ${h.formatVersion} is not supported (this server reads ${FORMAT_VERSION})`,
+          );
+        if (h.deviceId !== img.deviceId)
+          this.#fail(
+            `state of device model "${h.deviceId}" cannot be loaded into "${img.deviceId}"`,
+          );
+        if (h.deviceVersion !== img.deviceVersion)
+          this.#fail(
+            `${h.deviceId} state version ${h.deviceVersion} is incompatible with version ${img.deviceVersion}`,
+          );
+        if (h.schema !== img.schema)
+          this.#fail(`${h.deviceId} state layout differs (${h.schema} vs ${img.schema})`);
         if (this.#header) this.#fail('a second stream header');
         this.#header = true;
         return;
       }
-      case Rec.STATE: { const e = img.checkState(p); if (e) this.#fail(`device state rejected: ${e}`); this.#state = p.slice(); return; }
-      case Rec.CONFIG: if (p.length !== img.configSize) this.#fail(`config space of ${p.length} bytes, expected ${img.configSize}`); this.#config = p.slice(); return;
+      case Rec.STATE: {
+        const e = img.checkState(p);
+        if (e) this.#fail(`device state rejected: ${e}`);
+        this.#state = p.slice();
+        return;
+      }
+      case Rec.CONFIG:
+        if (p.length !== img.configSize)
+          this.#fail(`config space of ${p.length} bytes, expected ${img.configSize}`);
+        this.#config = p.slice();
+        return;
       case Rec.MEMORY: {
         if (p.length < 12) this.#fail('memory record truncated');
         const mdv = new DataView(p.buffer, p.byteOffset, p.length);
-        const mem = mdv.getUint16(0, true), at = mdv.getUint32(4, true) + mdv.getUint32(8, true) * 2 ** 32;
+        const mem = mdv.getUint16(0, true),
+          at = mdv.getUint32(4, true) + mdv.getUint32(8, true) * 2 ** 32;
         const m = img.memories[mem];
         if (!m) this.#fail(`memory ${mem} does not exist on this device`);
-        if (at + p.length - 12 > m.size) this.#fail(`memory record [${at}, +${p.length - 12}) beyond ${m.name} of ${m.size} bytes`);
+        if (at + p.length - 12 > m.size)
+          this.#fail(
+            `memory record [${at}, +${p.length - 12}) beyond ${m.name} of ${m.size} bytes`,
+          );
         this.#runs.push({ mem, off: at, bytes: p.slice(12) });
         return;
       }
@@ -91,7 +140,8 @@ export class LoadSession {
         if (!this.#state || !this.#config) this.#fail('stream ended without device state');
         this.#ended = true;
         return;
-      default: this.#fail(`unknown record type ${type}`);
+      default:
+        this.#fail(`unknown record type ${type}`);
     }
   }
 
@@ -99,8 +149,10 @@ export class LoadSession {
   commit(): void {
     if (this.#error) throw new StreamError(`stream was rejected: ${this.#error}`);
     if (!this.#header) throw new StreamError('no migration data was received');
-    if (!this.#ended || this.#have) throw new StreamError(`stream incomplete after ${this.bytesIn} bytes (no end record)`);
-    for (const r of this.#runs) this.image.memories[r.mem].bytes(r.off, r.bytes.length).set(r.bytes);
+    if (!this.#ended || this.#have)
+      throw new StreamError(`stream incomplete after ${this.bytesIn} bytes (no end record)`);
+    for (const r of this.#runs)
+      this.image.memories[r.mem].bytes(r.off, r.bytes.length).set(r.bytes);
     this.image.loadState(this.#state!);
     this.image.loadConfig(this.#config!);
     this.#runs = [];

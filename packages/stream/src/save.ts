@@ -8,7 +8,12 @@ export const PAGE = 4096;
 const RUN = 256 * 1024;
 
 /** A MEMORY record whose data is read from the shadow copy when it is written out. */
-interface MemRecord { head: Uint8Array; data: Uint8Array; crc: Uint8Array; length: number }
+interface MemRecord {
+  head: Uint8Array;
+  data: Uint8Array;
+  crc: Uint8Array;
+  length: number;
+}
 type Item = Uint8Array | MemRecord;
 
 export class SaveSession {
@@ -30,7 +35,11 @@ export class SaveSession {
    * `shadows`, if given, are buffers (one per memory, of its size) kept across sessions by the
    * caller, so that a new session does not allocate and fault in a copy of every memory again.
    */
-  constructor(readonly image: DeviceImage, readonly maxChunk = 1 << 20, shadows?: Uint8Array[]) {
+  constructor(
+    readonly image: DeviceImage,
+    readonly maxChunk = 1 << 20,
+    shadows?: Uint8Array[],
+  ) {
     this.#push(record(Rec.HEADER, headerPayload(image)));
     this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
     if (shadows) for (const sh of shadows) sh.fill(0); // what the destination has: nothing yet
@@ -40,17 +49,28 @@ export class SaveSession {
     this.#push(record(Rec.CONFIG, image.saveConfig()));
   }
 
-  get stopped(): boolean { return this.#stopped; }
-  get finished(): boolean { return this.#ended && this.#queued === 0; }
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+  get finished(): boolean {
+    return this.#ended && this.#queued === 0;
+  }
 
-  #push(r: Item): void { this.#queue.push(r); this.#queued += r.length; }
+  #push(r: Item): void {
+    this.#queue.push(r);
+    this.#queued += r.length;
+  }
 
   /** Pre-copy estimates (§8.8): bytes of the first pass not yet read, and of changes found since. */
   precopyInfo(): { initialBytes: number; dirtyBytes: number } {
     const produced = this.bytesOut + this.#queued;
     const pendingDirty = this.#dirtyBytes();
-    if (this.#initialEnd < 0) return { initialBytes: this.#queued + this.#initialLeft, dirtyBytes: 0 };
-    return { initialBytes: Math.max(0, this.#initialEnd - this.bytesOut), dirtyBytes: produced - Math.max(this.bytesOut, this.#initialEnd) + pendingDirty };
+    if (this.#initialEnd < 0)
+      return { initialBytes: this.#queued + this.#initialLeft, dirtyBytes: 0 };
+    return {
+      initialBytes: Math.max(0, this.#initialEnd - this.bytesOut),
+      dirtyBytes: produced - Math.max(this.bytesOut, this.#initialEnd) + pendingDirty,
+    };
   }
   /** Stream offset where the first pass ended (-1 while it runs). */
   #initialEnd = -1;
@@ -62,7 +82,9 @@ export class SaveSession {
   }
 
   /** Bytes of changed pages found by the last scan and not yet queued. */
-  #dirtyBytes(): number { return this.#dirty.reduce((a, d) => a + d.pages.length * PAGE, 0); }
+  #dirtyBytes(): number {
+    return this.#dirty.reduce((a, d) => a + d.pages.length * PAGE, 0);
+  }
 
   /** How much of memory `mem` the stream has covered (the first pass may not have reached it). */
   #sentUpTo(mem: number, size: number): number {
@@ -80,7 +102,8 @@ export class SaveSession {
       const sent = this.#sent[mem];
       for (let off = 0; off < limit; off += PAGE) {
         const n = Math.min(PAGE, m.size - off);
-        if (Buffer.compare(m.bytes(off, n), sent.subarray(off, off + n)) !== 0) pages.push(off / PAGE);
+        if (Buffer.compare(m.bytes(off, n), sent.subarray(off, off + n)) !== 0)
+          pages.push(off / PAGE);
       }
       found += pages.length;
       return { mem, pages };
@@ -90,11 +113,14 @@ export class SaveSession {
 
   /** Rescans for changed pages when nothing is queued or known dirty (a fresh pre-copy estimate). */
   refresh(): void {
-    if (this.#initialEnd >= 0 && this.#queued === 0 && !this.#dirty.some(d => d.pages.length)) this.scan();
+    if (this.#initialEnd >= 0 && this.#queued === 0 && !this.#dirty.some(d => d.pages.length))
+      this.scan();
   }
 
   /** The device stopped (STOP_COPY): what follows is the final state. */
-  stop(): void { this.#stopped = true; }
+  stop(): void {
+    this.#stopped = true;
+  }
 
   /**
    * Up to `max` bytes of stream; empty when nothing is available now (or ever, once finished).
@@ -107,11 +133,15 @@ export class SaveSession {
   }
 
   /** Like read(), into `dest` (up to its length); returns the number of bytes written. */
-  readInto(dest: Uint8Array): number { return this.#take(dest.subarray(0, this.#prepare(dest.length))).length; }
+  readInto(dest: Uint8Array): number {
+    return this.#take(dest.subarray(0, this.#prepare(dest.length))).length;
+  }
 
   #prepare(max: number): number {
     max = Math.min(max, this.maxChunk);
-    while (this.#queued < max && this.#refill()) { /* fill */ }
+    while (this.#queued < max && this.#refill()) {
+      /* fill */
+    }
     return Math.min(max, this.#queued);
   }
 
@@ -120,11 +150,16 @@ export class SaveSession {
     let at = 0;
     while (at < n) {
       const q = this.#queue[0];
-      const len = q.length, take = Math.min(len - this.#head, n - at);
+      const len = q.length,
+        take = Math.min(len - this.#head, n - at);
       if (q instanceof Uint8Array) out.set(q.subarray(this.#head, this.#head + take), at);
       else copyMem(q, this.#head, out.subarray(at, at + take));
-      at += take; this.#head += take;
-      if (this.#head === len) { this.#queue.shift(); this.#head = 0; }
+      at += take;
+      this.#head += take;
+      if (this.#head === len) {
+        this.#queue.shift();
+        this.#head = 0;
+      }
     }
     this.#queued -= n;
     this.bytesOut += n;
@@ -136,9 +171,17 @@ export class SaveSession {
     const mems = this.image.memories;
     if (this.#cursor) {
       const c = this.#cursor;
-      while (c.mem < mems.length && c.off >= mems[c.mem].size) { c.mem++; c.off = 0; }
-      if (c.mem >= mems.length) { this.#cursor = null; this.#initialEnd = this.bytesOut + this.#queued; return true; }
-      const m = mems[c.mem], len = Math.min(RUN, m.size - c.off);
+      while (c.mem < mems.length && c.off >= mems[c.mem].size) {
+        c.mem++;
+        c.off = 0;
+      }
+      if (c.mem >= mems.length) {
+        this.#cursor = null;
+        this.#initialEnd = this.bytesOut + this.#queued;
+        return true;
+      }
+      const m = mems[c.mem],
+        len = Math.min(RUN, m.size - c.off);
       this.#emit(c.mem, c.off, len);
       this.#initialLeft -= len;
       c.off += len;
@@ -147,15 +190,20 @@ export class SaveSession {
     if (!this.#dirty.some(d => d.pages.length) && (this.#stopped || this.#queued === 0)) {
       if (this.#ended) return false;
       // Running: rescan whenever the queue drains. Stopped: one last scan is all there is to find.
-      if (!this.#stopped || !this.#finalScan) { this.scan(); this.#finalScan = this.#stopped; }
+      if (!this.#stopped || !this.#finalScan) {
+        this.scan();
+        this.#finalScan = this.#stopped;
+      }
     }
     const d = this.#dirty.find(x => x.pages.length);
     if (d) {
       // A run of consecutive changed pages, up to RUN bytes.
       const first = d.pages.shift()!;
       let last = first;
-      while (d.pages[0] === last + 1 && (last + 1 - first + 1) * PAGE <= RUN) last = d.pages.shift()!;
-      const m = mems[d.mem], off = first * PAGE;
+      while (d.pages[0] === last + 1 && (last + 1 - first + 1) * PAGE <= RUN)
+        last = d.pages.shift()!;
+      const m = mems[d.mem],
+        off = first * PAGE;
       this.#emit(d.mem, off, Math.min((last + 1) * PAGE, m.size) - off);
       return true;
     }
@@ -183,7 +231,8 @@ export class SaveSession {
 
 /** Writes bytes [from, from + out.length) of a memory record. */
 function copyMem(r: MemRecord, from: number, out: Uint8Array): void {
-  let at = 0, pos = from;
+  let at = 0,
+    pos = from;
   const parts = [r.head, r.data, r.crc];
   let base = 0;
   for (const part of parts) {
@@ -191,7 +240,8 @@ function copyMem(r: MemRecord, from: number, out: Uint8Array): void {
     if (pos < end && at < out.length) {
       const take = Math.min(end - pos, out.length - at);
       out.set(part.subarray(pos - base, pos - base + take), at);
-      at += take; pos += take;
+      at += take;
+      pos += take;
     }
     base = end;
   }

@@ -11,12 +11,21 @@ export class V1SaveIteration {
   #readMax = 0; // highest byte of the chunk read so far
   #reoffer = false;
 
-  constructor(private readonly save: SaveSession, window: number) { this.#chunk = new Uint8Array(window); }
+  constructor(
+    private readonly save: SaveSession,
+    window: number,
+  ) {
+    this.#chunk = new Uint8Array(window);
+  }
 
   /** pending_bytes: consumes a prepared chunk; 0 in stop-and-copy means the save is complete. */
   pendingBytes(): number {
-    if (this.#prepared) { this.#prepared = false; this.#size = 0; }
-    if (this.save.stopped) return this.save.finished && !this.#reoffer ? 0 : Math.max(1, this.save.stopCopyEstimate());
+    if (this.#prepared) {
+      this.#prepared = false;
+      this.#size = 0;
+    }
+    if (this.save.stopped)
+      return this.save.finished && !this.#reoffer ? 0 : Math.max(1, this.save.stopCopyEstimate());
     const p = this.save.precopyInfo();
     return p.initialBytes + p.dirtyBytes;
   }
@@ -33,7 +42,9 @@ export class V1SaveIteration {
   }
 
   /** data_size: the prepared chunk's size, or null when no chunk is prepared (read out of order). */
-  get dataSize(): number | null { return this.#prepared ? this.#size : null; }
+  get dataSize(): number | null {
+    return this.#prepared ? this.#size : null;
+  }
 
   /** Bytes of the prepared chunk, or null outside it. */
   read(offset: number, len: number): Uint8Array | null {
@@ -47,7 +58,8 @@ export class V1SaveIteration {
    * pending_bytes first). A chunk not wholly read is offered again (§9), not lost.
    */
   onStopCopy(): void {
-    if (this.#prepared && this.#readMax < this.#size) this.#reoffer = true; else this.#size = 0;
+    if (this.#prepared && this.#readMax < this.#size) this.#reoffer = true;
+    else this.#size = 0;
     this.#prepared = false;
   }
 }

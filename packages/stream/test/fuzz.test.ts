@@ -2,44 +2,87 @@
 // stream never changes the device.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { SaveSession, LoadSession, StreamError, createState, encodeState, decodeState, assignState, schemaSignature, u32, bytes, type DeviceImage } from '@vfu/stream';
+import {
+  SaveSession,
+  LoadSession,
+  StreamError,
+  createState,
+  encodeState,
+  decodeState,
+  assignState,
+  schemaSignature,
+  u32,
+  bytes,
+  type DeviceImage,
+} from '@vfu/stream';
 
 const RUNS = Number(process.env.VFU_FUZZ_RUNS ?? 1000);
 const schema = { a: u32, b: bytes(8) };
 function image(memSize = 64 * 1024) {
-  const state = createState(schema), mem = new Uint8Array(memSize), config = new Uint8Array(256);
+  const state = createState(schema),
+    mem = new Uint8Array(memSize),
+    config = new Uint8Array(256);
   const img: DeviceImage = {
-    deviceId: 'f', deviceVersion: 1, schema: schemaSignature(schema), saveState: () => encodeState(schema, state),
-    checkState: b => { const s = decodeState(schema, b); return typeof s === 'string' ? s : null; }, loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => config.slice(), configSize: 256, loadConfig: b => config.set(b), memories: [{ name: 'm', size: memSize, bytes: (o, n) => mem.subarray(o, o + n) }],
+    deviceId: 'f',
+    deviceVersion: 1,
+    schema: schemaSignature(schema),
+    saveState: () => encodeState(schema, state),
+    checkState: b => {
+      const s = decodeState(schema, b);
+      return typeof s === 'string' ? s : null;
+    },
+    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
+    saveConfig: () => config.slice(),
+    configSize: 256,
+    loadConfig: b => config.set(b),
+    memories: [{ name: 'm', size: memSize, bytes: (o, n) => mem.subarray(o, o + n) }],
   };
   return { img, state, mem };
 }
 
-const src = image(); src.mem.fill(0x5a); src.state.a = 9;
-const s = new SaveSession(src.img); s.stop();
+const src = image();
+src.mem.fill(0x5a);
+src.state.a = 9;
+const s = new SaveSession(src.img);
+s.stop();
 const parts: number[] = [];
-for (let d; (d = s.read(65536)).length;) parts.push(...d);
+for (let d = s.read(65536); d.length; d = s.read(65536)) parts.push(...d);
 const stream = Uint8Array.from(parts);
 
 describe('stream fuzz', () => {
   it('fuzz: a mutated stream is accepted only if it still checks out, and otherwise changes nothing', () => {
-    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(stream.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), fc.nat(stream.length), fc.integer({ min: 1, max: 70000 }), (flips, cut, chunk) => {
-      const m = stream.slice(0, Math.max(cut, 1));
-      let changed = false;
-      for (const [at, v] of flips) if (at < m.length && m[at] !== v) { m[at] = v; changed = true; }
-      const dst = image(), l = new LoadSession(dst.img);
-      try {
-        for (let o = 0; o < m.length; o += chunk) l.write(m.subarray(o, o + chunk));
-        l.commit();
-      } catch (e) {
-        expect(e).toBeInstanceOf(StreamError);
-        expect(dst.mem.every(b => b === 0)).toBe(true);
-        expect(dst.state.a).toBe(0);
-        return;
-      }
-      // Accepted: only possible when nothing that matters changed.
-      expect(changed && cut >= stream.length ? Buffer.compare(dst.mem, src.mem) : 0).toBe(0);
-    }), { numRuns: RUNS });
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(stream.length - 1), fc.integer({ min: 0, max: 255 })), {
+          minLength: 1,
+          maxLength: 6,
+        }),
+        fc.nat(stream.length),
+        fc.integer({ min: 1, max: 70000 }),
+        (flips, cut, chunk) => {
+          const m = stream.slice(0, Math.max(cut, 1));
+          let changed = false;
+          for (const [at, v] of flips)
+            if (at < m.length && m[at] !== v) {
+              m[at] = v;
+              changed = true;
+            }
+          const dst = image(),
+            l = new LoadSession(dst.img);
+          try {
+            for (let o = 0; o < m.length; o += chunk) l.write(m.subarray(o, o + chunk));
+            l.commit();
+          } catch (e) {
+            expect(e).toBeInstanceOf(StreamError);
+            expect(dst.mem.every(b => b === 0)).toBe(true);
+            expect(dst.state.a).toBe(0);
+            return;
+          }
+          // Accepted: only possible when nothing that matters changed.
+          expect(changed && cut >= stream.length ? Buffer.compare(dst.mem, src.mem) : 0).toBe(0);
+        },
+      ),
+      { numRuns: RUNS },
+    );
   });
 });

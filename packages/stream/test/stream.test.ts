@@ -1,5 +1,19 @@
 import { describe, it, expect } from 'vitest';
-import { SaveSession, LoadSession, StreamError, createState, encodeState, decodeState, assignState, schemaSignature, u32, u64, bool, bytes, type DeviceImage } from '@vfu/stream';
+import {
+  SaveSession,
+  LoadSession,
+  StreamError,
+  createState,
+  encodeState,
+  decodeState,
+  assignState,
+  schemaSignature,
+  u32,
+  u64,
+  bool,
+  bytes,
+  type DeviceImage,
+} from '@vfu/stream';
 
 const schema = { a: u32, b: u64, flag: bool, buf: bytes(16) };
 
@@ -8,46 +22,76 @@ function image(id = 'dev', version = 1, memSize = 1 << 20) {
   const config = new Uint8Array(256);
   const mem = new Uint8Array(memSize);
   const img: DeviceImage = {
-    deviceId: id, deviceVersion: version, schema: schemaSignature(schema),
+    deviceId: id,
+    deviceVersion: version,
+    schema: schemaSignature(schema),
     saveState: () => encodeState(schema, state),
-    checkState: b => { const s = decodeState(schema, b); return typeof s === 'string' ? s : null; },
+    checkState: b => {
+      const s = decodeState(schema, b);
+      return typeof s === 'string' ? s : null;
+    },
     loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => config.slice(), configSize: 256, loadConfig: b => config.set(b),
+    saveConfig: () => config.slice(),
+    configSize: 256,
+    loadConfig: b => config.set(b),
     memories: [{ name: 'mem', size: memSize, bytes: (o, n) => mem.subarray(o, o + n) }],
   };
   return { img, state, config, mem };
 }
 
 /** Reads the whole pre-copy phase in chunks of `chunk`, calling `during` after each read. */
-function drain(s: SaveSession, chunk: number, out: Uint8Array[], during?: (i: number) => void): void {
-  for (let i = 0; ; i++) { const b = s.read(chunk); if (!b.length) return; expect(b.length).toBeLessThanOrEqual(chunk); out.push(b.slice()); during?.(i); }
+function drain(
+  s: SaveSession,
+  chunk: number,
+  out: Uint8Array[],
+  during?: (i: number) => void,
+): void {
+  for (let i = 0; ; i++) {
+    const b = s.read(chunk);
+    if (!b.length) return;
+    expect(b.length).toBeLessThanOrEqual(chunk);
+    out.push(b.slice());
+    during?.(i);
+  }
 }
 
 function feed(l: LoadSession, all: Uint8Array[], sizes: number[]): void {
   const flat = Buffer.concat(all);
-  for (let off = 0, i = 0; off < flat.length; i++) { const n = sizes[i % sizes.length]; l.write(flat.subarray(off, off + n)); off += n; }
+  for (let off = 0, i = 0; off < flat.length; i++) {
+    const n = sizes[i % sizes.length];
+    l.write(flat.subarray(off, off + n));
+    off += n;
+  }
 }
 
 describe('the migration stream', () => {
   it('moves state, config and memory; pre-copy then stop-copy data form one stream, changed pages included', () => {
-    const src = image(), dst = image();
-    src.state.a = 7; src.state.b = 2 ** 40 + 3; src.state.flag = true; src.state.buf.fill(9);
+    const src = image(),
+      dst = image();
+    src.state.a = 7;
+    src.state.b = 2 ** 40 + 3;
+    src.state.flag = true;
+    src.state.buf.fill(9);
     src.config[4] = 6;
-    for (let i = 0; i < src.mem.length; i += 4096) src.mem[i] = i / 4096 & 0xff;
+    for (let i = 0; i < src.mem.length; i += 4096) src.mem[i] = (i / 4096) & 0xff;
     const s = new SaveSession(src.img, 64 * 1024);
     const out: Uint8Array[] = [];
     const p0 = s.precopyInfo();
     expect(p0.initialBytes).toBeGreaterThan(1 << 20);
     expect(p0.dirtyBytes).toBe(0);
-    drain(s, 65536, out, i => { if (i === 3) src.mem[10] = 0xaa; }); // dirty an already-sent page mid-way
+    drain(s, 65536, out, i => {
+      if (i === 3) src.mem[10] = 0xaa;
+    }); // dirty an already-sent page mid-way
     expect(s.precopyInfo().initialBytes).toBe(0);
     // The device keeps running: more pages change; the next pre-copy round finds them.
-    src.mem[5 * 4096 + 1] = 0xbb; src.mem[6 * 4096 + 2] = 0xcc;
+    src.mem[5 * 4096 + 1] = 0xbb;
+    src.mem[6 * 4096 + 2] = 0xcc;
     expect(s.scan()).toBe(2);
     expect(s.precopyInfo().dirtyBytes).toBeGreaterThanOrEqual(2 * 4096);
     drain(s, 65536, out);
     // Stop-copy: final state (changed after the pre-copy state was sent) and last changes.
-    src.state.a = 8; src.mem[src.mem.length - 1] = 0xdd;
+    src.state.a = 8;
+    src.mem[src.mem.length - 1] = 0xdd;
     s.stop();
     drain(s, 65536, out);
     expect(s.read(65536).length).toBe(0);
@@ -64,8 +108,13 @@ describe('the migration stream', () => {
   it('refuses another device model, another version and another layout at the header', () => {
     const src = image('edu');
     const out: Uint8Array[] = [];
-    const s = new SaveSession(src.img); s.stop(); drain(s, 1 << 20, out);
-    for (const [dst, re] of [[image('gpio'), /device model "edu" cannot be loaded into "gpio"/], [image('edu', 2), /version 1 is incompatible with version 2/]] as const) {
+    const s = new SaveSession(src.img);
+    s.stop();
+    drain(s, 1 << 20, out);
+    for (const [dst, re] of [
+      [image('gpio'), /device model "edu" cannot be loaded into "gpio"/],
+      [image('edu', 2), /version 1 is incompatible with version 2/],
+    ] as const) {
       const l = new LoadSession(dst.img);
       expect(() => feed(l, out, [1 << 20])).toThrow(re);
       expect(() => l.commit()).toThrow(StreamError);
@@ -73,20 +122,32 @@ describe('the migration stream', () => {
   });
 
   it('rejects a corrupted or truncated stream and applies nothing', () => {
-    const src = image(); src.mem.fill(1); src.state.a = 5;
+    const src = image();
+    src.mem.fill(1);
+    src.state.a = 5;
     const out: Uint8Array[] = [];
-    const s = new SaveSession(src.img); s.stop(); drain(s, 1 << 20, out);
+    const s = new SaveSession(src.img);
+    s.stop();
+    drain(s, 1 << 20, out);
     const flat = Buffer.concat(out);
-    const flipped = Buffer.from(flat); flipped[flat.length >> 1] ^= 0x10;
-    const a = image(), la = new LoadSession(a.img);
+    const flipped = Buffer.from(flat);
+    flipped[flat.length >> 1] ^= 0x10;
+    const a = image(),
+      la = new LoadSession(a.img);
     expect(() => la.write(flipped)).toThrow(/checksum/);
     expect(() => la.write(new Uint8Array(1))).toThrow(/already rejected/);
-    const b = image(), lb = new LoadSession(b.img);
+    const b = image(),
+      lb = new LoadSession(b.img);
     lb.write(flat.subarray(0, flat.length - 20));
     expect(() => lb.commit()).toThrow(/incomplete/);
-    for (const x of [a, b]) { expect(x.mem.every(v => v === 0)).toBe(true); expect(x.state.a).toBe(0); }
-    const c = image(), lc = new LoadSession(c.img);
-    const huge = Buffer.from(flat.subarray(0, 8)); huge.writeUInt32LE(0x7fffffff, 4);
+    for (const x of [a, b]) {
+      expect(x.mem.every(v => v === 0)).toBe(true);
+      expect(x.state.a).toBe(0);
+    }
+    const c = image(),
+      lc = new LoadSession(c.img);
+    const huge = Buffer.from(flat.subarray(0, 8));
+    huge.writeUInt32LE(0x7fffffff, 4);
     expect(() => lc.write(huge)).toThrow(/exceeds/); // refused before buffering
   });
 });

@@ -1,18 +1,41 @@
 import { describe, it, expect } from 'vitest';
-import { SaveSession, V1SaveIteration, LoadSession, createState, encodeState, decodeState, assignState, schemaSignature, u32, type DeviceImage } from '@vfu/stream';
+import {
+  SaveSession,
+  V1SaveIteration,
+  LoadSession,
+  createState,
+  encodeState,
+  decodeState,
+  assignState,
+  schemaSignature,
+  u32,
+  type DeviceImage,
+} from '@vfu/stream';
 
 const schema = { a: u32 };
 function image(size = 64 * 1024) {
-  const state = createState(schema), mem = new Uint8Array(size);
-  const img: DeviceImage = { deviceId: 'v', deviceVersion: 1, schema: schemaSignature(schema), saveState: () => encodeState(schema, state),
-    checkState: () => null, loadState: b => assignState(schema, state, decodeState(schema, b) as never), saveConfig: () => new Uint8Array(256), configSize: 256,
-    loadConfig: () => {}, memories: [{ name: 'm', size, bytes: (o, n) => mem.subarray(o, o + n) }] };
+  const state = createState(schema),
+    mem = new Uint8Array(size);
+  const img: DeviceImage = {
+    deviceId: 'v',
+    deviceVersion: 1,
+    schema: schemaSignature(schema),
+    saveState: () => encodeState(schema, state),
+    checkState: () => null,
+    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
+    saveConfig: () => new Uint8Array(256),
+    configSize: 256,
+    loadConfig: () => {},
+    memories: [{ name: 'm', size, bytes: (o, n) => mem.subarray(o, o + n) }],
+  };
   return { img, state, mem };
 }
 
 describe('v1 save iteration (§7.5, seed 002)', () => {
   it('data_offset prepares a chunk; offset and size stay until pending_bytes is read again; pending 0 ends stop-and-copy', () => {
-    const src = image(); src.mem.fill(3); src.state.a = 42;
+    const src = image();
+    src.mem.fill(3);
+    src.state.a = 42;
     const s = new SaveSession(src.img);
     const it = new V1SaveIteration(s, 16 * 1024);
     expect(it.dataSize).toBeNull(); // data_size before data_offset: out of order
@@ -26,9 +49,14 @@ describe('v1 save iteration (§7.5, seed 002)', () => {
     const out: Uint8Array[] = [first];
     it.pendingBytes(); // consumes it
     s.stop();
-    for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) { const k = it.prepare(); if (!k) break; out.push(it.read(0, k)!.slice()); }
+    for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) {
+      const k = it.prepare();
+      if (!k) break;
+      out.push(it.read(0, k)!.slice());
+    }
     expect(it.pendingBytes()).toBe(0);
-    const dst = image(), l = new LoadSession(dst.img);
+    const dst = image(),
+      l = new LoadSession(dst.img);
     for (const c of out) l.write(c);
     l.commit();
     expect(dst.state.a).toBe(42);
@@ -36,13 +64,15 @@ describe('v1 save iteration (§7.5, seed 002)', () => {
   });
 
   it('a chunk not wholly read when pre-copy turns into stop-and-copy is offered again, not lost', () => {
-    const src = image(); src.mem.fill(9);
+    const src = image();
+    src.mem.fill(9);
     const s = new SaveSession(src.img);
     const it = new V1SaveIteration(s, 8 * 1024);
     it.pendingBytes();
     const n = it.prepare();
     const partial = it.read(0, 100)!.slice();
-    s.stop(); it.onStopCopy();
+    s.stop();
+    it.onStopCopy();
     expect(it.pendingBytes()).toBeGreaterThan(0);
     expect(it.prepare()).toBe(n);
     expect(Buffer.compare(it.read(0, 100)!, partial)).toBe(0);

@@ -1,5 +1,12 @@
 import { existsSync, unlinkSync, statSync } from 'node:fs';
-import { FdWatcher, OwnedFd, acceptUnix, connectUnix, listenUnix, NativeError } from '@vfu/native';
+import {
+  FdWatcher,
+  type OwnedFd,
+  acceptUnix,
+  connectUnix,
+  listenUnix,
+  NativeError,
+} from '@vfu/native';
 
 /** A listening UNIX socket that hands each accepted connection's fd to `onConnection`. */
 export class Listener {
@@ -10,18 +17,31 @@ export class Listener {
   /** Called when accepting fails (e.g. EMFILE: out of fds); the listener keeps listening. */
   onError: (e: Error) => void = () => {};
 
-  private constructor(readonly path: string, fd: OwnedFd, onConnection: (fd: OwnedFd) => void) {
+  private constructor(
+    readonly path: string,
+    fd: OwnedFd,
+    onConnection: (fd: OwnedFd) => void,
+  ) {
     this.#fd = fd;
     this.#watch = new FdWatcher(fd.fd, () => {
       try {
-        for (let c; !this.#closed && (c = acceptUnix(this.#fd.fd)); ) {
-          try { onConnection(c); } catch (e) { c.close(); this.onError(e as Error); }
+        while (!this.#closed) {
+          const c = acceptUnix(this.#fd.fd);
+          if (!c) break;
+          try {
+            onConnection(c);
+          } catch (e) {
+            c.close();
+            this.onError(e as Error);
+          }
         }
       } catch (e) {
         this.onError(e as Error);
         // Out of fds: the pending connection stays queued; try again shortly rather than spin.
         this.#watch.wantReadable(false);
-        setTimeout(() => { if (!this.#closed) this.#watch.wantReadable(true); }, 100).unref();
+        setTimeout(() => {
+          if (!this.#closed) this.#watch.wantReadable(true);
+        }, 100).unref();
       }
     });
   }
@@ -32,9 +52,15 @@ export class Listener {
    */
   static listen(path: string, onConnection: (fd: OwnedFd) => void): Listener {
     if (existsSync(path)) {
-      if (!statSync(path).isSocket()) throw new NativeError('bind', 98, `${path} exists and is not a socket`);
+      if (!statSync(path).isSocket())
+        throw new NativeError('bind', 98, `${path} exists and is not a socket`);
       let live = false;
-      try { connectUnix(path).close(); live = true; } catch { /* nobody listens: stale */ }
+      try {
+        connectUnix(path).close();
+        live = true;
+      } catch {
+        /* nobody listens: stale */
+      }
       if (live) throw new NativeError('bind', 98, `${path} is in use by another server`);
       unlinkSync(path);
     }
@@ -46,9 +72,16 @@ export class Listener {
     this.#closed = true;
     this.#watch.close();
     this.#fd.close();
-    if (removeSocket) try { unlinkSync(this.path); } catch { /* already gone */ }
+    if (removeSocket)
+      try {
+        unlinkSync(this.path);
+      } catch {
+        /* already gone */
+      }
   }
 }
 
 /** Connects to a server socket. */
-export function dial(path: string): OwnedFd { return connectUnix(path); }
+export function dial(path: string): OwnedFd {
+  return connectUnix(path);
+}

@@ -1,11 +1,24 @@
 import { describe, it, expect } from 'vitest';
-import { socketPair, MessageSocket, eventfdCreate, openFdCount, fileIdentity, OwnedFd } from '@vfu/native';
+import {
+  socketPair,
+  MessageSocket,
+  eventfdCreate,
+  openFdCount,
+  fileIdentity,
+  type OwnedFd,
+} from '@vfu/native';
 import { encode, Command, Errno, encodeErrorReply, HEADER_SIZE, decodeHeader } from '@vfu/protocol';
 import { Connection, RemoteError, ConnectionClosedError, type Incoming } from '@vfu/transport';
 
 const opts = { maxMessageSize: (1 << 20) + 32, maxFdsPerMessage: 8 };
 const tick = () => new Promise(r => setTimeout(r, 5));
-const until = async (cond: () => boolean, ms = 2000) => { const t = Date.now(); while (!cond()) { if (Date.now() - t > ms) throw new Error('timeout'); await tick(); } };
+const until = async (cond: () => boolean, ms = 2000) => {
+  const t = Date.now();
+  while (!cond()) {
+    if (Date.now() - t > ms) throw new Error('timeout');
+    await tick();
+  }
+};
 
 function pair() {
   const [a, b] = socketPair();
@@ -19,7 +32,8 @@ describe('Connection framing', () => {
   it('reassembles a message sent one byte at a time, with its fds on the first byte', async () => {
     const before = openFdCount();
     const { conn, raw, rawFd, got } = pair();
-    const e1 = eventfdCreate(), e2 = eventfdCreate();
+    const e1 = eventfdCreate(),
+      e2 = eventfdCreate();
     const msg = encode.setIrqs(7, { flags: 0x24, index: 1, start: 0, count: 2 });
     for (let i = 0; i < msg.length; i++) {
       raw.send(msg.subarray(i, i + 1), i === 0 ? [e1.fd, e2.fd] : []);
@@ -28,8 +42,15 @@ describe('Connection framing', () => {
     await until(() => got.length === 1);
     expect(got[0].header).toMatchObject({ id: 7, cmd: Command.DEVICE_SET_IRQS, size: msg.length });
     expect(Buffer.from(got[0].payload)).toEqual(Buffer.from(msg.subarray(HEADER_SIZE)));
-    expect(got[0].fds.map(f => fileIdentity(f.fd))).toEqual([fileIdentity(e1.fd), fileIdentity(e2.fd)]);
-    got[0].fds.forEach(f => f.close()); e1.close(); e2.close(); conn.close(); rawFd.close();
+    expect(got[0].fds.map(f => fileIdentity(f.fd))).toEqual([
+      fileIdentity(e1.fd),
+      fileIdentity(e2.fd),
+    ]);
+    got[0].fds.forEach(f => f.close());
+    e1.close();
+    e2.close();
+    conn.close();
+    rawFd.close();
     expect(openFdCount()).toBe(before);
   });
 
@@ -42,37 +63,62 @@ describe('Connection framing', () => {
     raw.send(m1);
     raw.send(Buffer.concat([m2, m3]), [e.fd]);
     await until(() => got.length === 3);
-    expect(got.map(g => [g.header.id, g.fds.length])).toEqual([[1, 0], [2, 1], [3, 0]]);
-    got[1].fds[0].close(); e.close(); conn.close(); rawFd.close();
+    expect(got.map(g => [g.header.id, g.fds.length])).toEqual([
+      [1, 0],
+      [2, 1],
+      [3, 0],
+    ]);
+    got[1].fds[0].close();
+    e.close();
+    conn.close();
+    rawFd.close();
   });
 
   it('refuses a message larger than the limit without reading it, and goes on', async () => {
     const { conn, raw, rawFd, got } = pair();
-    const big = encode.regionWrite(1, { region: 0, offset: 0, count: 0, data: new Uint8Array(2 << 20) });
+    const big = encode.regionWrite(1, {
+      region: 0,
+      offset: 0,
+      count: 0,
+      data: new Uint8Array(2 << 20),
+    });
     let sent = 0;
     const next = encode.regionRead(2, { region: 0, offset: 0, count: 4 });
-    while (sent < big.length) { sent += raw.send(big.subarray(sent)); await tick(); }
+    while (sent < big.length) {
+      sent += raw.send(big.subarray(sent));
+      await tick();
+    }
     raw.send(next);
     await until(() => got.length === 2);
     expect(got[0].error?.errno).toBe(Errno.EINVAL);
     expect(got[0].payload.length).toBe(0);
     expect(got[1].header.id).toBe(2);
     expect(got[1].error).toBeUndefined();
-    conn.close(); rawFd.close();
+    conn.close();
+    rawFd.close();
   });
 
   it('flags a message with more fds than max_msg_fds', async () => {
     const { conn, raw, rawFd, got } = pair();
     const fds = Array.from({ length: 9 }, () => eventfdCreate());
-    raw.send(encode.regionRead(1, { region: 0, offset: 0, count: 4 }), fds.map(f => f.fd));
+    raw.send(
+      encode.regionRead(1, { region: 0, offset: 0, count: 4 }),
+      fds.map(f => f.fd),
+    );
     await until(() => got.length === 1);
     expect(got[0].error?.errno).toBe(Errno.EINVAL);
-    got[0].fds.forEach(f => f.close()); fds.forEach(f => f.close()); conn.close(); rawFd.close();
+    got[0].fds.forEach(f => f.close());
+    fds.forEach(f => f.close());
+    conn.close();
+    rawFd.close();
   });
 
   it('ends the connection on an unframeable header (msg_size < 16) after delivering the error', async () => {
     const { conn, raw, rawFd, got } = pair();
-    const h = Buffer.alloc(16); h.writeUInt16LE(1, 0); h.writeUInt16LE(4, 2); h.writeUInt32LE(8, 4);
+    const h = Buffer.alloc(16);
+    h.writeUInt16LE(1, 0);
+    h.writeUInt16LE(4, 2);
+    h.writeUInt32LE(8, 4);
     raw.send(h);
     await until(() => conn.closed);
     expect(got[0].error?.errno).toBe(Errno.EINVAL);
@@ -84,14 +130,16 @@ describe('Connection requests', () => {
   it('matches replies to requests by id, in any order, and rejects error replies with the errno', async () => {
     const { conn, raw, rawFd } = pair();
     const p1 = conn.request(conn.nextId(), encode.getInfo(0));
-    const id1 = 1, id2 = 2;
+    const id1 = 1,
+      id2 = 2;
     const p2 = conn.request(id2, encode.regionRead(id2, { region: 0, offset: 0, count: 1 }));
     await tick();
     raw.send(encodeErrorReply(id2, Command.REGION_READ, Errno.EINVAL));
     raw.send(encode.deviceInfo(id1, { flags: 3, numRegions: 9, numIrqs: 5 }));
     await expect(p2).rejects.toMatchObject({ errno: Errno.EINVAL, name: 'RemoteError' });
     expect((await p1).payload.length).toBe(16);
-    conn.close(); rawFd.close();
+    conn.close();
+    rawFd.close();
   });
 
   it('passes a reply nobody waits for to onMessage (the server answers it with EINVAL)', async () => {
@@ -99,7 +147,8 @@ describe('Connection requests', () => {
     raw.send(encode.deviceInfo(99, { flags: 3, numRegions: 9, numIrqs: 5 }));
     await until(() => got.length === 1);
     expect(got[0].header.flags & 0xf).toBe(1);
-    conn.close(); rawFd.close();
+    conn.close();
+    rawFd.close();
   });
 
   it('queues what the socket does not take and delivers it whole when the peer reads', async () => {
@@ -110,17 +159,26 @@ describe('Connection requests', () => {
     conn.send(m, [e.fd]); // far larger than the socket buffer: mostly queued
     e.close(); // the queue holds its own duplicate of the fd
     const buf = Buffer.alloc(1 << 20);
-    const chunks: Buffer[] = []; let total = 0; const fds: OwnedFd[] = [];
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const fds: OwnedFd[] = [];
     while (total < m.length) {
       const r = raw.recv(buf);
-      if (!r) { await tick(); continue; }
-      chunks.push(Buffer.from(buf.subarray(0, r.bytes))); total += r.bytes; fds.push(...r.fds);
+      if (!r) {
+        await tick();
+        continue;
+      }
+      chunks.push(Buffer.from(buf.subarray(0, r.bytes)));
+      total += r.bytes;
+      fds.push(...r.fds);
     }
     const all = Buffer.concat(chunks);
     expect(decodeHeader(all).size).toBe(m.length);
     expect(all.equals(Buffer.from(m))).toBe(true);
     expect(fds).toHaveLength(1);
-    fds.forEach(f => f.close()); conn.close(); rawFd.close();
+    fds.forEach(f => f.close());
+    conn.close();
+    rawFd.close();
   });
 
   it('rejects pending requests when the peer hangs up, and reports the close once', async () => {
@@ -138,5 +196,6 @@ describe('Connection requests', () => {
 });
 
 describe('RemoteError', () => {
-  it('names the errno', () => expect(new RemoteError(22, 'REGION_READ').message).toMatch(/EINVAL \(22\)/));
+  it('names the errno', () =>
+    expect(new RemoteError(22, 'REGION_READ').message).toMatch(/EINVAL \(22\)/));
 });

@@ -17,19 +17,33 @@ export function buildC(): { stub: string; client: string } {
 
 export async function startStub(bin: string, socket: string): Promise<ChildProcess> {
   const p = spawn(bin, [socket], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((res, rej) => { p.stdout!.once('data', () => res()); p.once('exit', c => rej(new Error(`stub exited ${c}`))); });
+  await new Promise<void>((res, rej) => {
+    p.stdout!.once('data', () => res());
+    p.once('exit', c => rej(new Error(`stub exited ${c}`)));
+  });
   return p;
 }
 
 /** Runs the C client: median/p99 µs, round trips per second, bytes, seconds. */
 export function cClient(bin: string, socket: string, n: number, count: number, region: number) {
-  const [median, p99, perSec, bytes, secs] = execFileSync(bin, [socket, String(n), String(count), String(region)], { encoding: 'utf8' }).trim().split(' ').map(Number);
+  const [median, p99, perSec, bytes, secs] = execFileSync(
+    bin,
+    [socket, String(n), String(count), String(region)],
+    { encoding: 'utf8' },
+  )
+    .trim()
+    .split(' ')
+    .map(Number);
   return { median, p99, perSec, bytes, secs };
 }
 
 export function stats(lat: number[], totalMs: number) {
   const s = [...lat].sort((a, b) => a - b);
-  return { median: s[s.length >> 1], p99: s[Math.floor(s.length * 0.99)], perSec: lat.length / (totalMs / 1000) };
+  return {
+    median: s[s.length >> 1],
+    p99: s[Math.floor(s.length * 0.99)],
+    perSec: lat.length / (totalMs / 1000),
+  };
 }
 
 export const fmt = (x: number, d = 1) => x.toFixed(d);

@@ -1,3 +1,5 @@
 #!/usr/bin/env node
 import { main } from '../dist/index.js';
-main().then(code => { process.exitCode = code; });
+main().then(code => {
+  process.exitCode = code;
+});

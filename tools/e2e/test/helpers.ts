@@ -2,11 +2,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import type { VfioUserClient } from '@vfu/client';
 
 /** A fresh directory for sockets; removed by the returned cleanup. */
-export function tempDir(prefix = 'vfu-e2e-'): { dir: string; path: (n: string) => string; cleanup: () => void } {
+export function tempDir(prefix = 'vfu-e2e-'): {
+  dir: string;
+  path: (n: string) => string;
+  cleanup: () => void;
+} {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  return { dir, path: n => join(dir, n), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    dir,
+    path: n => join(dir, n),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
@@ -33,6 +42,15 @@ export function control(path: string, req: object): Promise<Record<string, any>>
       resolve(JSON.parse(buf));
     });
     s.on('error', reject);
-    s.write(JSON.stringify(req) + '\n');
+    s.write(`${JSON.stringify(req)}\n`);
   });
+}
+
+/** Reads a save session's stream (MIG_DATA_READ) until the device says it has no more. */
+export async function readToEnd(c: VfioUserClient): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for (let d = await c.migDataRead(1 << 20); d.length; d = await c.migDataRead(1 << 20)) {
+    parts.push(d);
+  }
+  return Buffer.concat(parts);
 }

@@ -8,20 +8,38 @@ import { execFileSync } from 'node:child_process';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { connectUnix, MessageSocket, memfdCreate, eventfdCreate, type OwnedFd } from '@vfu/native';
-import { encode, encodeVersion, featureData, Feature, FeatureFlag, HEADER_SIZE, decodeHeader } from '@vfu/protocol';
+import { encode, encodeVersion, Errno, featureData, HEADER_SIZE } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import { Reg as Edu } from '@vfu/device-edu';
-import { tempDir, until, sleep } from './helpers.ts';
+import { tempDir, until, sleep, readToEnd } from './helpers.ts';
 
 const RUNS = Number(process.env.VFU_FUZZ_SESSIONS ?? 60); // live sessions (VFU_FUZZ_RUNS is the codec's count)
 const tmp = tempDir();
 let server: ServerProcess;
-beforeAll(async () => { server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M', '--on-disconnect', 'keep']); });
-afterAll(async () => { await server.stop(); tmp.cleanup(); });
+beforeAll(async () => {
+  server = await startServer(tmp.path('edu.sock'), [
+    '--device',
+    'edu',
+    '--memory',
+    '1M',
+    '--on-disconnect',
+    'keep',
+  ]);
+});
+afterAll(async () => {
+  await server.stop();
+  tmp.cleanup();
+});
 
 const fds = () => readdirSync(`/proc/${server.proc.pid}/fd`).length;
-const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.proc.pid}/status`, 'utf8'))![1]) / 1024;
-const idle = () => until(() => { const o = server.output(), c = o.lastIndexOf('client connected'); return c < 0 || c < o.lastIndexOf('ready for the next'); }, 'server idle');
+const rssMiB = () =>
+  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.proc.pid}/status`, 'utf8'))![1]) / 1024;
+const idle = () =>
+  until(() => {
+    const o = server.output(),
+      c = o.lastIndexOf('client connected');
+    return c < 0 || c < o.lastIndexOf('ready for the next');
+  }, 'server idle');
 let baseline = 0;
 async function healthy(): Promise<void> {
   expect(server.proc.exitCode).toBeNull();
@@ -35,40 +53,95 @@ async function healthy(): Promise<void> {
 
 /** A raw connection that has negotiated, for sending anything. */
 function raw(): { ms: MessageSocket; fd: OwnedFd; drain: () => number } {
-  const fd = connectUnix(server.socket), ms = new MessageSocket(fd.fd);
+  const fd = connectUnix(server.socket),
+    ms = new MessageSocket(fd.fd);
   ms.send(encodeVersion(0, false, 0, 0, '{}'));
   const buf = Buffer.alloc(1 << 20);
   // A server may close a connection whose stream can no longer be framed: a reset is an answer.
-  return { fd, ms, drain: () => { let n = 0; try { for (let r; (r = ms.recv(buf)) && r.bytes > 0;) { n += r.bytes; r.fds.forEach(f => f.close()); } } catch { /* closed by the server */ } return n; } };
+  return {
+    fd,
+    ms,
+    drain: () => {
+      let n = 0;
+      try {
+        for (;;) {
+          const r = ms.recv(buf);
+          if (!r || r.bytes === 0) break;
+          n += r.bytes;
+          r.fds.forEach(f => f.close());
+        }
+      } catch {
+        /* closed by the server */
+      }
+      return n;
+    },
+  };
 }
 
 describe('hostile clients', () => {
-  beforeAll(async () => { await idle(); baseline = fds(); });
+  beforeAll(async () => {
+    await idle();
+    baseline = fds();
+  });
 
   it('fuzz: sessions of mutated valid messages leave the server serving, without leaks', async () => {
     const seeds = [
-      encode.getInfo(1), encode.getRegionInfo(1, 2, 64), encode.regionRead(1, { region: 0, offset: 0, count: 4 }), encode.regionWrite(1, { region: 0, offset: 4, count: 4, data: Uint8Array.of(1, 2, 3, 4) }),
-      encode.setIrqs(1, { flags: 0x21, index: 0, start: 0, count: 1 }), encode.dmaMap(1, { flags: 3, offset: 0, address: 0, size: 0x1000 }), encode.dmaUnmap(1, { flags: 2, address: 0, size: 0 }),
-      encode.feature(1, (1 << 17) | 2, featureData.migDeviceState(S.PRE_COPY)), encode.feature(1, (1 << 17) | 2, featureData.migDeviceState(S.RUNNING)), encode.migDataRead(1, 4096),
-      encode.regionWrite(1, { region: 9, offset: 0, count: 4, data: Uint8Array.of(3, 0, 0, 0) }), encode.regionRead(1, { region: 9, offset: 16, count: 8 }), encode.reset(1),
-      encode.feature(1, (1 << 17) | 6, featureData.loggingStart(4096, [])), encode.feature(1, (1 << 16) | 8, featureData.loggingReport(0, 0x10000, 4096), 48),
+      encode.getInfo(1),
+      encode.getRegionInfo(1, 2, 64),
+      encode.regionRead(1, { region: 0, offset: 0, count: 4 }),
+      encode.regionWrite(1, { region: 0, offset: 4, count: 4, data: Uint8Array.of(1, 2, 3, 4) }),
+      encode.setIrqs(1, { flags: 0x21, index: 0, start: 0, count: 1 }),
+      encode.dmaMap(1, { flags: 3, offset: 0, address: 0, size: 0x1000 }),
+      encode.dmaUnmap(1, { flags: 2, address: 0, size: 0 }),
+      encode.feature(1, (1 << 17) | 2, featureData.migDeviceState(S.PRE_COPY)),
+      encode.feature(1, (1 << 17) | 2, featureData.migDeviceState(S.RUNNING)),
+      encode.migDataRead(1, 4096),
+      encode.regionWrite(1, { region: 9, offset: 0, count: 4, data: Uint8Array.of(3, 0, 0, 0) }),
+      encode.regionRead(1, { region: 9, offset: 16, count: 8 }),
+      encode.reset(1),
+      encode.feature(1, (1 << 17) | 6, featureData.loggingStart(4096, [])),
+      encode.feature(1, (1 << 16) | 8, featureData.loggingReport(0, 0x10000, 4096), 48),
     ];
-    const msg = fc.tuple(fc.nat(seeds.length - 1), fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }), fc.boolean());
+    const msg = fc.tuple(
+      fc.nat(seeds.length - 1),
+      fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }),
+      fc.boolean(),
+    );
     let sent = 0;
-    await fc.assert(fc.asyncProperty(fc.array(msg, { minLength: 1, maxLength: 40 }), async session => {
-      const { ms, fd, drain } = raw();
-      for (const [i, flips, withFd] of session) {
-        const m = Uint8Array.from(seeds[i]);
-        for (const [at, v] of flips) m[HEADER_SIZE > at % m.length ? (at % m.length) & 3 : at % m.length] = v; // keep msg_size mostly sane
-        const mem = withFd ? memfdCreate('fuzz', 4096) : null;
-        try { ms.send(m, mem ? [mem.fd] : []); } catch { break; } // the server may have closed a broken stream
-        mem?.close();
-        sent++;
-        drain();
-      }
-      await sleep(5); drain(); fd.close();
-      expect(server.proc.exitCode).toBeNull();
-    }), { numRuns: RUNS }).catch(e => { console.error('SERVER', server.proc.exitCode, server.proc.signalCode, server.output().slice(-3000)); throw e; });
+    await fc
+      .assert(
+        fc.asyncProperty(fc.array(msg, { minLength: 1, maxLength: 40 }), async session => {
+          const { ms, fd, drain } = raw();
+          for (const [i, flips, withFd] of session) {
+            const m = Uint8Array.from(seeds[i]);
+            for (const [at, v] of flips)
+              m[HEADER_SIZE > at % m.length ? (at % m.length) & 3 : at % m.length] = v; // keep msg_size mostly sane
+            const mem = withFd ? memfdCreate('fuzz', 4096) : null;
+            try {
+              ms.send(m, mem ? [mem.fd] : []);
+            } catch {
+              break;
+            } // the server may have closed a broken stream
+            mem?.close();
+            sent++;
+            drain();
+          }
+          await sleep(5);
+          drain();
+          fd.close();
+          expect(server.proc.exitCode).toBeNull();
+        }),
+        { numRuns: RUNS },
+      )
+      .catch(e => {
+        console.error(
+          'SERVER',
+          server.proc.exitCode,
+          server.proc.signalCode,
+          server.output().slice(-3000),
+        );
+        throw e;
+      });
     expect(sent).toBeGreaterThan(RUNS);
     await healthy();
   });
@@ -77,8 +150,11 @@ describe('hostile clients', () => {
     const { ms, fd } = raw();
     const before = rssMiB();
     const req = encode.regionRead(1, { region: 2, offset: 0, count: 1 << 20 });
-    let sent = 0;
-    for (let i = 0; i < 600; i++) { if (ms.send(req) === 0) break; sent++; }
+    let _sent = 0;
+    for (let i = 0; i < 600; i++) {
+      if (ms.send(req) === 0) break;
+      _sent++;
+    }
     await sleep(300);
     expect(rssMiB() - before).toBeLessThan(200); // ~600 MiB of replies were asked for
     fd.close();
@@ -88,9 +164,15 @@ describe('hostile clients', () => {
   it('fds where none belong are closed; a header announcing 4 GiB is refused without reading it', async () => {
     const { ms, fd, drain } = raw();
     const e = [eventfdCreate(), eventfdCreate(), eventfdCreate()];
-    ms.send(encode.regionRead(2, { region: 0, offset: 0, count: 4 }), e.map(x => x.fd));
+    ms.send(
+      encode.regionRead(2, { region: 0, offset: 0, count: 4 }),
+      e.map(x => x.fd),
+    );
     e.forEach(x => x.close());
-    const h = Buffer.alloc(HEADER_SIZE); h.writeUInt16LE(3, 0); h.writeUInt16LE(9, 2); h.writeUInt32LE(0xffffffff, 4);
+    const h = Buffer.alloc(HEADER_SIZE);
+    h.writeUInt16LE(3, 0);
+    h.writeUInt16LE(9, 2);
+    h.writeUInt32LE(0xffffffff, 4);
     ms.send(h);
     await sleep(50);
     expect(drain()).toBeGreaterThan(0);
@@ -100,37 +182,71 @@ describe('hostile clients', () => {
 });
 
 describe('faults', () => {
-  beforeAll(async () => { await idle(); baseline = fds(); });
+  beforeAll(async () => {
+    await idle();
+    baseline = fds();
+  });
 
   it("a client disconnecting after each step of QEMU's attach sequence leaks nothing", async () => {
     const steps = async (c: VfioUserClient, k: number) => {
       const all: (() => Promise<unknown>)[] = [
-        () => c.addRam(0, 1 << 20), () => c.dmaMap({ flags: 1, offset: 0, address: 0xfffc0000, size: 0x40000 }) /* BIOS, no fd, as QEMU maps it */, () => c.deviceInfo(),
-        () => c.regionInfo(0), () => c.regionInfo(2).then(r => r.fd?.close()), () => c.regionInfo(7), () => c.irqInfo(0),
-        () => c.regionRead(7, 0, 256), () => c.bindIrqs(0), () => c.bindIrqs(3), () => c.unmaskIntx(), () => c.config.write16(4, 6), () => c.reset(),
-        () => c.dmaUnmap(0, 0, { all: true }), () => c.addRam(0x100000, 1 << 20),
+        () => c.addRam(0, 1 << 20),
+        () =>
+          c.dmaMap({
+            flags: 1,
+            offset: 0,
+            address: 0xfffc0000,
+            size: 0x40000,
+          }) /* BIOS, no fd, as QEMU maps it */,
+        () => c.deviceInfo(),
+        () => c.regionInfo(0),
+        () => c.regionInfo(2).then(r => r.fd?.close()),
+        () => c.regionInfo(7),
+        () => c.irqInfo(0),
+        () => c.regionRead(7, 0, 256),
+        () => c.bindIrqs(0),
+        () => c.bindIrqs(3),
+        () => c.unmaskIntx(),
+        () => c.config.write16(4, 6),
+        () => c.reset(),
+        () => c.dmaUnmap(0, 0, { all: true }),
+        () => c.addRam(0x100000, 1 << 20),
       ];
       for (const s of all.slice(0, k)) await s();
       return all.length;
     };
     const c0 = await VfioUserClient.connect(server.socket);
     let n: number;
-    try { n = await steps(c0, 99); } finally { c0.close(); }
+    try {
+      n = await steps(c0, 99);
+    } finally {
+      c0.close();
+    }
     await idle();
     for (let k = 0; k <= n; k++) {
       const c = await VfioUserClient.connect(server.socket);
-      try { await steps(c, k); } finally { c.close(); }
+      try {
+        await steps(c, k);
+      } finally {
+        c.close();
+      }
       await idle();
       await until(() => fds() === baseline, `fds after step ${k}`);
     }
     await healthy();
   });
 
-  it('a driver vanishing at any step of a migration leaves the source running with its state (keep mode)', async () => {
+  it('a driver vanishing at any step leaves the source running, or migrated away once handed over', async () => {
     const plan = async (c: VfioUserClient, k: number) => {
       const all: (() => Promise<unknown>)[] = [
-        () => c.setState(S.PRE_COPY), () => c.migDataRead(1 << 16), () => c.precopyInfo(), () => c.dataSize(), () => c.setState(S.STOP_COPY),
-        () => c.migDataRead(1 << 20), () => c.migDataRead(1 << 20), () => c.setState(S.STOP),
+        () => c.setState(S.PRE_COPY),
+        () => c.migDataRead(1 << 16),
+        () => c.precopyInfo(),
+        () => c.dataSize(),
+        () => c.setState(S.STOP_COPY),
+        () => c.migDataRead(1 << 16),
+        () => readToEnd(c),
+        () => c.setState(S.STOP),
       ];
       for (const s of all.slice(0, k)) await s();
       return all.length;
@@ -142,8 +258,13 @@ describe('faults', () => {
       c.close();
       await idle();
       const d = await VfioUserClient.connect(server.socket);
-      expect(await d.getState()).toBe(S.RUNNING);
+      const handedOver = k === 8; // STOP_COPY read to its end, then STOP
+      expect(await d.getState()).toBe(handedOver ? S.STOP : S.RUNNING);
       expect(await d.read32(0, Edu.LIVENESS)).toBe(~(1000 + k) >>> 0);
+      if (handedOver) {
+        await expect(d.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EPERM });
+        await d.reset();
+      }
       d.close();
       await idle();
     }
@@ -154,7 +275,8 @@ describe('faults', () => {
     const a = await startServer(tmp.path('src-f.sock'), ['--device', 'edu', '--memory', '1M']);
     try {
       const src = await VfioUserClient.connect(a.socket);
-      await src.write32(0, Edu.LIVENESS, 5); await src.setState(S.STOP_COPY);
+      await src.write32(0, Edu.LIVENESS, 5);
+      await src.setState(S.STOP_COPY);
       const chunk = await src.migDataRead(200000);
       src.close();
       const d = await VfioUserClient.connect(server.socket);
@@ -168,28 +290,46 @@ describe('faults', () => {
       expect(await e.read32(0, Edu.LIVENESS)).toBe(~77 >>> 0);
       e.close();
       await healthy();
-    } finally { await a.stop(); }
+    } finally {
+      await a.stop();
+    }
   });
 
   it('running out of fds: fds the kernel could not install are reported (EFAULT), the server survives', async () => {
     let hasPrlimit = true;
-    try { execFileSync('prlimit', ['--version']); } catch { hasPrlimit = false; }
+    try {
+      execFileSync('prlimit', ['--version']);
+    } catch {
+      hasPrlimit = false;
+    }
     if (!hasPrlimit) return; // util-linux's prlimit is on Debian machines; without it there is nothing to lower the limit with
-    const [soft, hard] = execFileSync('prlimit', [`--pid=${server.proc.pid}`, '--nofile', '--raw', '--noheadings', '--output=SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
+    const [soft, hard] = execFileSync(
+      'prlimit',
+      [`--pid=${server.proc.pid}`, '--nofile', '--raw', '--noheadings', '--output=SOFT,HARD'],
+      { encoding: 'utf8' },
+    )
+      .trim()
+      .split(/\s+/);
     execFileSync('prlimit', [`--pid=${server.proc.pid}`, `--nofile=${fds() + 6}:${hard}`]);
     try {
       const c = await VfioUserClient.connect(server.socket);
       let refused = 0;
       for (let i = 0; i < 12; i++) {
         const m = memfdCreate('x', 4096);
-        await c.dmaMap({ flags: 3, offset: 0, address: 0x10000 * (i + 1), size: 4096 }, m.fd).catch(() => { refused++; });
+        await c
+          .dmaMap({ flags: 3, offset: 0, address: 0x10000 * (i + 1), size: 4096 }, m.fd)
+          .catch(() => {
+            refused++;
+          });
         m.close();
       }
       expect(refused).toBeGreaterThan(0);
       expect(server.output()).toMatch(/file descriptors were lost \(MSG_CTRUNC\)|EMFILE/);
       expect(await c.read32(0, Edu.ID)).toBe(0x010000ed);
       c.close();
-    } finally { execFileSync('prlimit', [`--pid=${server.proc.pid}`, `--nofile=${soft}:${hard}`]); }
+    } finally {
+      execFileSync('prlimit', [`--pid=${server.proc.pid}`, `--nofile=${soft}:${hard}`]);
+    }
     await healthy();
   });
 });

@@ -7,16 +7,31 @@ import { tempDir, control } from './helpers.ts';
 describe('a Linux guest with its own drivers', () => {
   it('gpio-pci-idio-16 binds, sets outputs, reads inputs changed on the device, handles their interrupt; uio_pci_generic drives edu (id, factorial, DMA, interrupt)', async () => {
     const tmp = tempDir();
-    const gpio = await startServer(tmp.path('gpio.sock'), ['--device', 'gpio-idio16', '--control', tmp.path('gpio.ctl')]);
+    const gpio = await startServer(tmp.path('gpio.sock'), [
+      '--device',
+      'gpio-idio16',
+      '--control',
+      tmp.path('gpio.ctl'),
+    ]);
     const edu = await startServer(tmp.path('edu.sock'), ['--device', 'edu']);
     let outputs = -1;
     try {
-      const run = await bootGuest([{ socket: gpio.socket, addr: '4.0' }, { socket: edu.socket, addr: '5.0' }], async what => {
-        if (what === 'outputs') outputs = (await control(tmp.path('gpio.ctl'), { get: 'state' })).state.outputs;
-        if (what === 'inputs') await control(tmp.path('gpio.ctl'), { set: 'inputs', value: 1 << 3 });
-      });
+      const run = await bootGuest(
+        [
+          { socket: gpio.socket, addr: '4.0' },
+          { socket: edu.socket, addr: '5.0' },
+        ],
+        async what => {
+          if (what === 'outputs')
+            outputs = (await control(tmp.path('gpio.ctl'), { get: 'state' })).state.outputs;
+          if (what === 'inputs')
+            await control(tmp.path('gpio.ctl'), { set: 'inputs', value: 1 << 3 });
+        },
+      );
       const v = (k: string) => run.lines.get(k);
-      console.log(`guest booted under ${run.accel}${run.notes.length ? ` (${run.notes.join('; ')})` : ''}`);
+      console.log(
+        `guest booted under ${run.accel}${run.notes.length ? ` (${run.notes.join('; ')})` : ''}`,
+      );
       if (process.env.VFU_SHOW_GUEST) console.log(run.console);
       try {
         expect(v('done'), 'the guest ran to the end').toBeDefined();
@@ -33,7 +48,14 @@ describe('a Linux guest with its own drivers', () => {
         expect(v('edu-dma')).toEqual(['0x1BADCAFE', '0x600DBEEF']);
         const [b2, a2] = v('edu-irqs')!.map(Number);
         expect(a2).toBeGreaterThan(b2);
-      } catch (e) { console.error(run.console.slice(-6000)); throw e; }
-    } finally { await gpio.stop(); await edu.stop(); tmp.cleanup(); }
+      } catch (e) {
+        console.error(run.console.slice(-6000));
+        throw e;
+      }
+    } finally {
+      await gpio.stop();
+      await edu.stop();
+      tmp.cleanup();
+    }
   }, 120_000);
 });

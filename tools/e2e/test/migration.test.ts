@@ -10,19 +10,38 @@ import { S } from '@vfu/fsm';
 import { Irq, Errno, Feature, FeatureFlag, featureData, setPages, encode } from '@vfu/protocol';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM, IRQ_DMA } from '@vfu/device-edu';
 import { Reg as Tpl } from '@vfu/device-template';
-import { tempDir, until, control } from './helpers.ts';
+import { tempDir, until, control, readToEnd } from './helpers.ts';
 
 const tmp = tempDir();
 const servers: ServerProcess[] = [];
 const clients: VfioUserClient[] = [];
-afterEach(async () => { clients.splice(0).forEach(c => c.close()); await Promise.all(servers.splice(0).map(s => s.stop())); });
+afterEach(async () => {
+  clients.splice(0).forEach(c => c.close());
+  await Promise.all(servers.splice(0).map(s => s.stop()));
+});
 
 let n = 0;
-async function pair(device: string, extra: string[] = []): Promise<[ServerProcess, ServerProcess, VfioUserClient, VfioUserClient]> {
-  const a = await startServer(tmp.path(`src${++n}.sock`), ['--device', device, '--on-disconnect', 'keep', ...extra]);
-  const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', device, '--on-disconnect', 'keep', ...extra]);
+async function pair(
+  device: string,
+  extra: string[] = [],
+): Promise<[ServerProcess, ServerProcess, VfioUserClient, VfioUserClient]> {
+  const a = await startServer(tmp.path(`src${++n}.sock`), [
+    '--device',
+    device,
+    '--on-disconnect',
+    'keep',
+    ...extra,
+  ]);
+  const b = await startServer(tmp.path(`dst${n}.sock`), [
+    '--device',
+    device,
+    '--on-disconnect',
+    'keep',
+    ...extra,
+  ]);
   servers.push(a, b);
-  const ca = await VfioUserClient.connect(a.socket), cb = await VfioUserClient.connect(b.socket);
+  const ca = await VfioUserClient.connect(a.socket),
+    cb = await VfioUserClient.connect(b.socket);
   clients.push(ca, cb);
   return [a, b, ca, cb];
 }
@@ -36,7 +55,9 @@ async function eduWorkload(c: VfioUserClient): Promise<Uint8Array> {
   await c.write32(0, Edu.FACTORIAL, 6);
   await c.write32(0, Edu.STATUS, 0x80);
   // DMA guest RAM -> device buffer: the buffer is device state.
-  await c.write32(0, Edu.DMA_SRC, 0x100000); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, 32);
+  await c.write32(0, Edu.DMA_SRC, 0x100000);
+  await c.write32(0, Edu.DMA_DST, DMA_BUFFER);
+  await c.write32(0, Edu.DMA_COUNT, 32);
   await c.write32(0, Edu.DMA_CMD, DMA_START);
   await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'edu DMA');
   const mem = await c.mapRegion(2);
@@ -46,7 +67,9 @@ async function eduWorkload(c: VfioUserClient): Promise<Uint8Array> {
 }
 
 async function eduView(c: VfioUserClient) {
-  const regs = await Promise.all([Edu.LIVENESS, Edu.FACTORIAL, Edu.STATUS, Edu.IRQ_STATUS].map(r => c.read32(0, r)));
+  const regs = await Promise.all(
+    [Edu.LIVENESS, Edu.FACTORIAL, Edu.STATUS, Edu.IRQ_STATUS].map(r => c.read32(0, r)),
+  );
   const mem = Buffer.from(await c.regionRead(2, 0, 1 << 20)); // region reads: the same bytes whatever the mapping
   const cfg = Buffer.from(await c.regionRead(7, 0, 64));
   return { regs, mem, cfg };
@@ -58,13 +81,23 @@ describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol =
     await eduWorkload(src);
     const wl = await memoryWorkload(src, 32);
     const progress: { bytes: number; pending: number; phase: string }[] = [];
-    const rep = await migrate(src, dst, { protocol, workload: wl.round, maxIterations: 3, downtimeLimitMs: 1, onProgress: p => progress.push({ ...p }) });
+    const rep = await migrate(src, dst, {
+      protocol,
+      workload: wl.round,
+      maxIterations: 3,
+      downtimeLimitMs: 1,
+      onProgress: p => progress.push({ ...p }),
+    });
     wl.close();
     expect(progress.length).toBeGreaterThan(2);
     expect(progress.every((p, i) => i === 0 || p.bytes >= progress[i - 1].bytes)).toBe(true);
     expect(progress.some(p => p.phase === 'precopy' && p.pending > 0)).toBe(true);
     expect(progress.at(-1)!.phase).toBe('resume');
-    expect(rep, rep.error).toMatchObject({ outcome: 'completed', source: { state: 'STOP' }, destination: { state: 'RUNNING' } });
+    expect(rep, rep.error).toMatchObject({
+      outcome: 'completed',
+      source: { state: 'STOP' },
+      destination: { state: 'RUNNING' },
+    });
     expect(rep.workloadWrites).toBeGreaterThan(0);
     const [a, b] = [await eduView(src), await eduView(dst)];
     expect(b.regs).toEqual(a.regs);
@@ -74,10 +107,14 @@ describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol =
     // The migrated DMA buffer leaves the destination by DMA into the destination's own RAM, with an interrupt.
     const ram = await dst.addRam(0x100000, 0x10000);
     const irq = await dst.bindIrqs(Irq.INTX);
-    await dst.write32(0, Edu.DMA_SRC, DMA_BUFFER); await dst.write32(0, Edu.DMA_DST, 0x100000 + 0x8000); await dst.write32(0, Edu.DMA_COUNT, 32);
+    await dst.write32(0, Edu.DMA_SRC, DMA_BUFFER);
+    await dst.write32(0, Edu.DMA_DST, 0x100000 + 0x8000);
+    await dst.write32(0, Edu.DMA_COUNT, 32);
     await dst.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM | 4);
     await irq.next();
-    expect(Buffer.from(ram.bytes.subarray(0x8000, 0x8020)).toString()).toBe('state that moves with the device');
+    expect(Buffer.from(ram.bytes.subarray(0x8000, 0x8020)).toString()).toBe(
+      'state that moves with the device',
+    );
     expect(await dst.read32(0, Edu.IRQ_STATUS)).toBe(IRQ_DMA);
   });
 });
@@ -87,16 +124,19 @@ describe.each(['v2', 'v1'] as const)('every device model migrates over %s', prot
     const [, , src, dst] = await pair('template');
     await src.write32(0, Tpl.SCRATCH, 0x5eed);
     const irq = await src.bindIrqs(Irq.INTX);
-    await src.write32(0, Tpl.DOORBELL, 1); await irq.next();
+    await src.write32(0, Tpl.DOORBELL, 1);
+    await irq.next();
     await src.write32(0, Tpl.DOORBELL, 1);
     const rep = await migrate(src, dst, { protocol });
     expect(rep.outcome, rep.error).toBe('completed');
-    for (const r of [Tpl.SCRATCH, Tpl.RINGS, Tpl.IRQ_STATUS]) expect(await dst.read32(0, r)).toBe(await src.read32(0, r));
+    for (const r of [Tpl.SCRATCH, Tpl.RINGS, Tpl.IRQ_STATUS])
+      expect(await dst.read32(0, r)).toBe(await src.read32(0, r));
     expect(await dst.read32(0, Tpl.RINGS)).toBe(2);
   });
   it('gpio-idio16: outputs and interrupt enable', async () => {
     const [, , src, dst] = await pair('gpio-idio16');
-    await src.write8(2, 0, 0xa5); await src.write8(2, 4, 0x3c);
+    await src.write8(2, 0, 0xa5);
+    await src.write8(2, 4, 0x3c);
     await src.read8(2, 2); // enables the input interrupt
     const rep = await migrate(src, dst, { protocol });
     expect(rep.outcome, rep.error).toBe('completed');
@@ -108,14 +148,29 @@ describe('dirty page logging during pre-copy', () => {
   it('reports the guest pages the device wrote by DMA (v2 DMA_LOGGING_REPORT over a range spanning a hole)', async () => {
     const [, , src] = await pair('edu');
     await src.config.write16(CFG_CMD, 0x6);
-    await src.addRam(0x100000, 0x10000); await src.addRam(0x200000, 0x10000);
-    await src.feature(FeatureFlag.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(4096, [{ iova: 0x100000, length: 0x110000 }]));
-    await src.write32(0, Edu.DMA_SRC, DMA_BUFFER); await src.write32(0, Edu.DMA_DST, 0x203c00); await src.write32(0, Edu.DMA_COUNT, 0x800); // spans two pages
+    await src.addRam(0x100000, 0x10000);
+    await src.addRam(0x200000, 0x10000);
+    await src.feature(
+      FeatureFlag.SET | Feature.DMA_LOGGING_START,
+      featureData.loggingStart(4096, [{ iova: 0x100000, length: 0x110000 }]),
+    );
+    await src.write32(0, Edu.DMA_SRC, DMA_BUFFER);
+    await src.write32(0, Edu.DMA_DST, 0x203c00);
+    await src.write32(0, Edu.DMA_COUNT, 0x800); // spans two pages
     await src.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM);
     await until(async () => ((await src.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'DMA');
-    const len = 0x110000, r = await src.feature(FeatureFlag.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0x100000, len, 4096), 8 + 24 + 64);
+    const len = 0x110000,
+      r = await src.feature(
+        FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0x100000, len, 4096),
+        8 + 24 + 64,
+      );
     expect(setPages(r.data.subarray(24), len / 4096)).toEqual([0x103, 0x104]);
-    const again = await src.feature(FeatureFlag.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0x100000, len, 4096), 8 + 24 + 64);
+    const again = await src.feature(
+      FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+      featureData.loggingReport(0x100000, len, 4096),
+      8 + 24 + 64,
+    );
     expect(setPages(again.data.subarray(24), len / 4096)).toEqual([]); // read-and-clear
   });
 });
@@ -123,9 +178,7 @@ describe('dirty page logging during pre-copy', () => {
 describe('failures leave both devices usable', () => {
   async function readAll(c: VfioUserClient): Promise<Buffer> {
     await c.setState(S.STOP_COPY);
-    const parts: Uint8Array[] = [];
-    for (let d; (d = await c.migDataRead(1 << 20)).length;) parts.push(d);
-    return Buffer.concat(parts);
+    return readToEnd(c);
   }
 
   it('a bit-flipped stream is refused with EINVAL; the destination needs a reset, the source resumes untouched', async () => {
@@ -137,7 +190,11 @@ describe('failures leave both devices usable', () => {
     await dst.setState(S.RESUMING);
     // In legal chunks, so that the corruption (not the size check) is what gets caught.
     let refused: unknown = null;
-    for (let off = 0; off < stream.length && !refused; off += 65536) refused = await dst.migDataWrite(stream.subarray(off, off + 65536)).then(() => null, e => e);
+    for (let off = 0; off < stream.length && !refused; off += 65536)
+      refused = await dst.migDataWrite(stream.subarray(off, off + 65536)).then(
+        () => null,
+        e => e,
+      );
     expect(refused).toMatchObject({ errno: Errno.EINVAL });
     expect(b.output()).toMatch(/checksum mismatch/);
     expect(await dst.getState()).toBe(S.RESUMING);
@@ -151,15 +208,18 @@ describe('failures leave both devices usable', () => {
     expect(await src.read32(0, Edu.LIVENESS)).toBe(~77 >>> 0);
   });
 
-  it("a stream of another device model is refused at its header", async () => {
+  it('a stream of another device model is refused at its header', async () => {
     const a = await startServer(tmp.path('edu-x.sock'), ['--device', 'edu']);
     const b = await startServer(tmp.path('tpl-x.sock'), ['--device', 'template']);
     servers.push(a, b);
-    const src = await VfioUserClient.connect(a.socket), dst = await VfioUserClient.connect(b.socket);
+    const src = await VfioUserClient.connect(a.socket),
+      dst = await VfioUserClient.connect(b.socket);
     clients.push(src, dst);
     const stream = await readAll(src);
     await dst.setState(S.RESUMING);
-    await expect(dst.migDataWrite(stream.subarray(0, 4096))).rejects.toMatchObject({ errno: Errno.EINVAL });
+    await expect(dst.migDataWrite(stream.subarray(0, 4096))).rejects.toMatchObject({
+      errno: Errno.EINVAL,
+    });
     expect(b.output()).toMatch(/device model "edu" cannot be loaded into "template"/);
     await dst.reset();
     expect(await dst.read32(0, Tpl.ID)).toBe(0x7e3a0001);
@@ -169,7 +229,11 @@ describe('failures leave both devices usable', () => {
     const [, , src, dst] = await pair('edu');
     await src.write32(0, Edu.LIVENESS, 99);
     const rep = await migrate(src, dst, { cancelAfterIterations: 1 });
-    expect(rep).toMatchObject({ outcome: 'cancelled', source: { state: 'RUNNING' }, destination: { state: 'RUNNING' } });
+    expect(rep).toMatchObject({
+      outcome: 'cancelled',
+      source: { state: 'RUNNING' },
+      destination: { state: 'RUNNING' },
+    });
     expect(await src.read32(0, Edu.LIVENESS)).toBe(~99 >>> 0);
     await src.write32(0, Edu.FACTORIAL, 4);
     await until(async () => (await src.read32(0, Edu.FACTORIAL)) === 24, 'source runs');
@@ -179,7 +243,17 @@ describe('failures leave both devices usable', () => {
     const [, b, src, dst] = await pair('edu', ['--memory', '8M']);
     await src.write32(0, Edu.LIVENESS, 1234);
     let rounds = 0;
-    const rep = await migrate(src, dst, { maxIterations: 5, downtimeLimitMs: 0, workload: async () => { if (++rounds === 1) { b.proc.kill('SIGKILL'); await until(() => b.proc.exitCode !== null || b.proc.signalCode !== null, 'kill'); } return 0; } });
+    const rep = await migrate(src, dst, {
+      maxIterations: 5,
+      downtimeLimitMs: 0,
+      workload: async () => {
+        if (++rounds === 1) {
+          b.proc.kill('SIGKILL');
+          await until(() => b.proc.exitCode !== null || b.proc.signalCode !== null, 'kill');
+        }
+        return 0;
+      },
+    });
     expect(rep.outcome).toBe('failed');
     expect(rep.source.state).toBe('RUNNING');
     expect(await src.getState()).toBe(S.RUNNING);
@@ -189,7 +263,17 @@ describe('failures leave both devices usable', () => {
   it('the source dying mid-migration leaves the destination usable (reset, RUNNING)', async () => {
     const [a, , src, dst] = await pair('edu', ['--memory', '8M']);
     let rounds = 0;
-    const rep = await migrate(src, dst, { maxIterations: 5, downtimeLimitMs: 0, workload: async () => { if (++rounds === 1) { a.proc.kill('SIGKILL'); await until(() => a.proc.exitCode !== null || a.proc.signalCode !== null, 'kill'); } return 0; } });
+    const rep = await migrate(src, dst, {
+      maxIterations: 5,
+      downtimeLimitMs: 0,
+      workload: async () => {
+        if (++rounds === 1) {
+          a.proc.kill('SIGKILL');
+          await until(() => a.proc.exitCode !== null || a.proc.signalCode !== null, 'kill');
+        }
+        return 0;
+      },
+    });
     expect(rep.outcome).toBe('failed');
     expect(await dst.getState()).toBe(S.RUNNING);
     expect(await dst.read32(0, Edu.ID)).toBe(0x010000ed);
@@ -200,7 +284,8 @@ describe('failures leave both devices usable', () => {
     await src.write32(0, Edu.LIVENESS, 42);
     await src.setState(S.PRE_COPY);
     await src.migDataRead(4096);
-    src.close(); clients.splice(clients.indexOf(src), 1);
+    src.close();
+    clients.splice(clients.indexOf(src), 1);
     await until(() => /cancelled from PRE_COPY/.test(a.output()), 'cancel on disconnect');
     const again = await VfioUserClient.connect(a.socket);
     clients.push(again);
@@ -212,8 +297,20 @@ describe('failures leave both devices usable', () => {
 describe.each(['v2', 'v1'] as const)('after a completed migration over %s', protocol => {
   it('the source stays stopped when the driver goes (migrated away) until a resume or DEVICE_RESET', async () => {
     const ctl = tmp.path(`src${++n}.ctl`);
-    const a = await startServer(tmp.path(`src${n}.sock`), ['--device', 'edu', '--on-disconnect', 'keep', '--control', ctl]);
-    const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', 'edu', '--on-disconnect', 'keep']);
+    const a = await startServer(tmp.path(`src${n}.sock`), [
+      '--device',
+      'edu',
+      '--on-disconnect',
+      'keep',
+      '--control',
+      ctl,
+    ]);
+    const b = await startServer(tmp.path(`dst${n}.sock`), [
+      '--device',
+      'edu',
+      '--on-disconnect',
+      'keep',
+    ]);
     servers.push(a, b);
     const src = await VfioUserClient.connect(a.socket);
     const dst = await VfioUserClient.connect(b.socket);
@@ -226,12 +323,13 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
       const r = await control(ctl, { get: 'migration' });
       return r.migration.migratedAway ? r : null;
     }, 'the source to notice the driver left');
-    expect(away.migration).toEqual({ state: 'STOP', migratedAway: true });
+    expect(away?.migration).toEqual({ state: 'STOP', migratedAway: true });
     // The next client finds it stopped, and cannot run it.
     const next = await VfioUserClient.connect(a.socket);
     clients.push(next);
     expect(await next.getState()).toBe(S.STOP);
     await expect(next.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EPERM });
+    await expect(next.setState(S.STOP_COPY)).rejects.toMatchObject({ errno: Errno.EPERM });
     expect(await next.getState()).toBe(S.STOP);
     // The destination is the one running copy.
     expect(await dst.getState()).toBe(S.RUNNING);
@@ -239,21 +337,38 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
     // An explicit resume through the control socket runs this copy again.
     expect(await control(ctl, { do: 'resume' })).toEqual({ ok: true });
     expect(await next.getState()).toBe(S.RUNNING);
-    expect(await control(ctl, { get: 'migration' })).toMatchObject({ migration: { migratedAway: false } });
+    expect(await control(ctl, { get: 'migration' })).toMatchObject({
+      migration: { migratedAway: false },
+    });
     expect(await control(ctl, { do: 'resume' })).toMatchObject({ ok: false });
   });
 
   it('DEVICE_RESET also releases a migrated-away device', async () => {
     const ctl = tmp.path(`src${++n}.ctl`);
-    const a = await startServer(tmp.path(`src${n}.sock`), ['--device', 'template', '--on-disconnect', 'keep', '--control', ctl]);
-    const b = await startServer(tmp.path(`dst${n}.sock`), ['--device', 'template', '--on-disconnect', 'keep']);
+    const a = await startServer(tmp.path(`src${n}.sock`), [
+      '--device',
+      'template',
+      '--on-disconnect',
+      'keep',
+      '--control',
+      ctl,
+    ]);
+    const b = await startServer(tmp.path(`dst${n}.sock`), [
+      '--device',
+      'template',
+      '--on-disconnect',
+      'keep',
+    ]);
     servers.push(a, b);
     const src = await VfioUserClient.connect(a.socket);
     const dst = await VfioUserClient.connect(b.socket);
     clients.push(dst);
     expect((await migrate(src, dst, { protocol })).outcome).toBe('completed');
     src.close();
-    await until(async () => (await control(ctl, { get: 'migration' })).migration.migratedAway, 'migrated away');
+    await until(
+      async () => (await control(ctl, { get: 'migration' })).migration.migratedAway,
+      'migrated away',
+    );
     const next = await VfioUserClient.connect(a.socket);
     clients.push(next);
     await next.reset();
@@ -267,18 +382,27 @@ describe('v1 dirty page tracking', () => {
     const [, , src] = await pair('edu');
     await src.config.write16(CFG_CMD, 0x6);
     await src.addRam(0x100000, 0x40000);
-    const dp = (flags: number, range?: { iova: number; size: number; pgsize: number; bitmapSize: number }) =>
-      src.raw(encode.dirtyPages(src.nextId(), { argsz: range ? 40 + range.bitmapSize : 8, flags, range }));
+    const dp = (
+      flags: number,
+      range?: { iova: number; size: number; pgsize: number; bitmapSize: number },
+    ) =>
+      src.raw(
+        encode.dirtyPages(src.nextId(), { argsz: range ? 40 + range.bitmapSize : 8, flags, range }),
+      );
     await dp(1); // START
     const dma = async (dst: number) => {
-      await src.write32(0, Edu.DMA_SRC, DMA_BUFFER); await src.write32(0, Edu.DMA_DST, dst); await src.write32(0, Edu.DMA_COUNT, 16);
+      await src.write32(0, Edu.DMA_SRC, DMA_BUFFER);
+      await src.write32(0, Edu.DMA_DST, dst);
+      await src.write32(0, Edu.DMA_COUNT, 16);
       await src.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM);
       await until(async () => ((await src.read32(0, Edu.DMA_CMD)) & DMA_START) === 0, 'DMA');
     };
     await dma(0x105000);
     const got = await dp(4, { iova: 0x100000, size: 0x40000, pgsize: 4096, bitmapSize: 8 });
     expect(setPages(got.payload.subarray(40), 64)).toEqual([5]);
-    await expect(dp(4, { iova: 0x100000, size: 0x40000, pgsize: 8192, bitmapSize: 8 })).rejects.toMatchObject({ errno: Errno.EINVAL }); // page size != logging
+    await expect(
+      dp(4, { iova: 0x100000, size: 0x40000, pgsize: 8192, bitmapSize: 8 }),
+    ).rejects.toMatchObject({ errno: Errno.EINVAL }); // page size != logging
     await dma(0x13f000);
     const bm = await src.dmaUnmap(0x100000, 0x40000, { bitmapPage: 4096 });
     expect(setPages(bm!, 64)).toEqual([63]);

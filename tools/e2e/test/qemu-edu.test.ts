@@ -7,20 +7,33 @@ import { writeFileSync } from 'node:fs';
 import { tempDir, until } from './helpers.ts';
 
 const DEV = 4; // PCI slot 00:04.0
-const BAR0 = 0xfd000000, BAR2 = 0xe0000000;
+const BAR0 = 0xfd000000,
+  BAR2 = 0xe0000000;
 
 async function program(q: Qemu): Promise<void> {
   const t = q.qtest;
   await t.cfgWrite32(DEV, 0x10, BAR0);
-  await t.cfgWrite32(DEV, 0x18, BAR2); await t.cfgWrite32(DEV, 0x1c, 0);
+  await t.cfgWrite32(DEV, 0x18, BAR2);
+  await t.cfgWrite32(DEV, 0x1c, 0);
   await t.cfgWrite16(DEV, 0x04, 0x0006); // memory decoding + bus master
 }
 
 describe('QEMU attaches to the edu device', () => {
   const tmp = tempDir();
   let server: ServerProcess;
-  beforeAll(async () => { server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M', '--trace']); });
-  afterAll(async () => { await server?.stop(); tmp.cleanup(); });
+  beforeAll(async () => {
+    server = await startServer(tmp.path('edu.sock'), [
+      '--device',
+      'edu',
+      '--memory',
+      '1M',
+      '--trace',
+    ]);
+  });
+  afterAll(async () => {
+    await server?.stop();
+    tmp.cleanup();
+  });
 
   it('reads the ids, reaches the registers, raises INTx, moves data by DMA both ways, and writes mapped BAR pages without messages', async () => {
     const q = await Qemu.start({ devices: [{ socket: server.socket, addr: `${DEV}.0` }] });
@@ -37,7 +50,8 @@ describe('QEMU attaches to the edu device', () => {
       expect(await t.readl(BAR0 + Reg.ID)).toBe(EDU_ID);
       // BAR 2 is mapped by QEMU: these accesses must not become messages. (Done before any INTx:
       // QEMU's vfio-pci turns BAR mmaps off while INTx is pending and for ~1 s after.)
-      const count = () => (server.output().match(/REGION_(READ|WRITE) cmd.*region=2 /g) ?? []).length;
+      const count = () =>
+        (server.output().match(/REGION_(READ|WRITE) cmd.*region=2 /g) ?? []).length;
       const before = count();
       await t.writel(BAR2 + 0x1000, 0xcafef00d);
       expect(await t.readl(BAR2 + 0x1000)).toBe(0xcafef00d);
@@ -45,7 +59,9 @@ describe('QEMU attaches to the edu device', () => {
       await t.writel(BAR0 + Reg.LIVENESS, 0x12345678);
       expect(await t.readl(BAR0 + Reg.LIVENESS)).toBe(~0x12345678 >>> 0);
       await t.writel(BAR0 + Reg.FACTORIAL, 10);
-      expect(await until(async () => ((await t.readl(BAR0 + Reg.STATUS)) & 1) === 0, 'factorial')).toBe(true);
+      expect(
+        await until(async () => ((await t.readl(BAR0 + Reg.STATUS)) & 1) === 0, 'factorial'),
+      ).toBe(true);
       expect(await t.readl(BAR0 + Reg.FACTORIAL)).toBe(3628800);
 
       // Interrupts reach QEMU: the INTx line of the device rises at the IOAPIC.
@@ -59,16 +75,30 @@ describe('QEMU attaches to the edu device', () => {
       // DMA guest RAM -> device buffer -> other guest RAM.
       const data = Buffer.from('vfio-user DMA through guest RAM!');
       await t.memWrite(0x100000, data);
-      await t.writeq(BAR0 + Reg.DMA_SRC, 0x100000); await t.writeq(BAR0 + Reg.DMA_DST, DMA_BUFFER + 64); await t.writeq(BAR0 + Reg.DMA_COUNT, data.length);
+      await t.writeq(BAR0 + Reg.DMA_SRC, 0x100000);
+      await t.writeq(BAR0 + Reg.DMA_DST, DMA_BUFFER + 64);
+      await t.writeq(BAR0 + Reg.DMA_COUNT, data.length);
       await t.writel(BAR0 + Reg.DMA_CMD, DMA_START);
-      await until(async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0, 'DMA to device');
-      await t.writeq(BAR0 + Reg.DMA_SRC, DMA_BUFFER + 64); await t.writeq(BAR0 + Reg.DMA_DST, 0x200000);
+      await until(
+        async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0,
+        'DMA to device',
+      );
+      await t.writeq(BAR0 + Reg.DMA_SRC, DMA_BUFFER + 64);
+      await t.writeq(BAR0 + Reg.DMA_DST, 0x200000);
       await t.writel(BAR0 + Reg.DMA_CMD, DMA_START | DMA_TO_RAM | DMA_IRQ);
-      await until(async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0, 'DMA to RAM');
+      await until(
+        async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0,
+        'DMA to RAM',
+      );
       expect((await t.memRead(0x200000, data.length)).toString()).toBe(data.toString());
       expect(await t.readl(BAR0 + Reg.IRQ_STATUS)).toBe(IRQ_DMA);
-
-    } catch (e) { console.error(q.stderr(), server.output().slice(-3000)); writeFileSync(tmp.path('../vfu-e2e-edu-server.log'), server.output()); throw e; } finally { await q.quit(); }
+    } catch (e) {
+      console.error(q.stderr(), server.output().slice(-3000));
+      writeFileSync(tmp.path('../vfu-e2e-edu-server.log'), server.output());
+      throw e;
+    } finally {
+      await q.quit();
+    }
 
     // The device memory the mapped write changed is the server's own: a client reads it by message.
     await until(() => /client disconnected/.test(server.output()), 'QEMU to disconnect');
@@ -86,7 +116,9 @@ describe('QEMU attaches to the edu device', () => {
       // the device reaches them only by asking QEMU.
       const BIOS = 0xfffffff0;
       const go = async (src: number, dst: number, cmd: number) => {
-        await t.writeq(BAR0 + Reg.DMA_SRC, src); await t.writeq(BAR0 + Reg.DMA_DST, dst); await t.writeq(BAR0 + Reg.DMA_COUNT, 16);
+        await t.writeq(BAR0 + Reg.DMA_SRC, src);
+        await t.writeq(BAR0 + Reg.DMA_DST, dst);
+        await t.writeq(BAR0 + Reg.DMA_COUNT, 16);
         await t.writel(BAR0 + Reg.DMA_CMD, cmd);
         await until(async () => ((await t.readl(BAR0 + Reg.DMA_CMD)) & DMA_START) === 0, 'DMA');
       };
@@ -100,8 +132,16 @@ describe('QEMU attaches to the edu device', () => {
       expect(trace).toMatch(/<- #\d+ DMA_READ reply size=32/); // 16 bytes of data after a 16-byte echo
       expect(trace).toMatch(/<- #\d+ DMA_WRITE reply size=16/);
       expect(trace).not.toMatch(/error=/);
-    } catch (e) { console.error(q.stderr()); throw e; } finally { await q.quit(); }
-    await until(() => (server.output().match(/client disconnected/g) ?? []).length >= 3, 'disconnect');
+    } catch (e) {
+      console.error(q.stderr());
+      throw e;
+    } finally {
+      await q.quit();
+    }
+    await until(
+      () => (server.output().match(/client disconnected/g) ?? []).length >= 3,
+      'disconnect',
+    );
   });
 
   it('serves the next QEMU after one quits', async () => {
@@ -111,8 +151,13 @@ describe('QEMU attaches to the edu device', () => {
         expect(await q.qtest.cfgRead32(DEV, 0x00)).toBe(0x11e81234);
         await program(q);
         expect(await q.qtest.readl(BAR0)).toBe(EDU_ID);
-      } finally { await q.quit(); }
-      await until(() => (server.output().match(/client disconnected/g) ?? []).length >= 4 + i, 'disconnect');
+      } finally {
+        await q.quit();
+      }
+      await until(
+        () => (server.output().match(/client disconnected/g) ?? []).length >= 4 + i,
+        'disconnect',
+      );
     }
   });
 });

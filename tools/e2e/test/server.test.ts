@@ -6,7 +6,22 @@ import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
 import { eventfdCreate, eventfdRead, MessageSocket, connectUnix } from '@vfu/native';
-import { encode, Command, Errno, Feature, FeatureFlag as F, featureData, Irq, IrqSetFlag as I, RegionCapId, decodeReply, Bytes, encodeVersion, decodeHeader, HEADER_SIZE } from '@vfu/protocol';
+import {
+  encode,
+  Command,
+  Errno,
+  Feature,
+  FeatureFlag as F,
+  featureData,
+  Irq,
+  IrqSetFlag as I,
+  RegionCapId,
+  decodeReply,
+  Bytes,
+  encodeVersion,
+  decodeHeader,
+  HEADER_SIZE,
+} from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM } from '@vfu/device-edu';
 import { tempDir, until, sleep } from './helpers.ts';
@@ -14,12 +29,33 @@ import { tempDir, until, sleep } from './helpers.ts';
 const tmp = tempDir();
 let server: ServerProcess;
 let c: VfioUserClient;
-beforeAll(async () => { server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M']); });
-afterAll(async () => { c?.close(); await server.stop(); tmp.cleanup(); });
-const fresh = async (opts = {}) => { c?.close(); await until(() => !/client connected(?![\s\S]*client disconnected)/.test(server.output().split('ready for the next').at(-1)!), 'previous client gone'); c = await VfioUserClient.connect(server.socket, opts); return c; };
-const fail = async (p: Promise<unknown>, errno: number = Errno.EINVAL) => { await expect(p).rejects.toBeInstanceOf(RemoteError); await p.catch((e: RemoteError) => expect(e.errno).toBe(errno)); };
+beforeAll(async () => {
+  server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M']);
+});
+afterAll(async () => {
+  c?.close();
+  await server.stop();
+  tmp.cleanup();
+});
+const fresh = async (opts = {}) => {
+  c?.close();
+  await until(
+    () =>
+      !/client connected(?![\s\S]*client disconnected)/.test(
+        server.output().split('ready for the next').at(-1)!,
+      ),
+    'previous client gone',
+  );
+  c = await VfioUserClient.connect(server.socket, opts);
+  return c;
+};
+const fail = async (p: Promise<unknown>, errno: number = Errno.EINVAL) => {
+  await expect(p).rejects.toBeInstanceOf(RemoteError);
+  await p.catch((e: RemoteError) => expect(e.errno).toBe(errno));
+};
 const serverFds = () => readdirSync(`/proc/${server.proc.pid}/fd`).length;
-const feature = (flags: number, data: Uint8Array = new Uint8Array(0), argsz?: number) => c.feature(flags, data, argsz);
+const feature = (flags: number, data: Uint8Array = new Uint8Array(0), argsz?: number) =>
+  c.feature(flags, data, argsz);
 
 describe('one client at a time, and nothing leaks', () => {
   it('refuses a second client with EBUSY while the first is served; the first goes on', async () => {
@@ -35,8 +71,10 @@ describe('one client at a time, and nothing leaks', () => {
     await sleep(100);
     const before = serverFds();
     await fresh();
-    await c.addRam(0, 1 << 20); await c.addRam(1 << 20, 1 << 20);
-    await c.bindIrqs(Irq.INTX); await c.bindIrqs(Irq.ERR);
+    await c.addRam(0, 1 << 20);
+    await c.addRam(1 << 20, 1 << 20);
+    await c.bindIrqs(Irq.INTX);
+    await c.bindIrqs(Irq.ERR);
     (await c.regionInfo(2)).fd?.close();
     expect(serverFds()).toBeGreaterThan(before + 3);
     c.close();
@@ -46,12 +84,17 @@ describe('one client at a time, and nothing leaks', () => {
 
 describe('§11.1 framing and negotiation at a live server', () => {
   it('refuses a first message that is not VERSION, and a VERSION with a bad capability, then serves a good one', async () => {
-    c?.close(); await sleep(50);
-    for (const bad of [encode.getInfo(1), encodeVersion(1, false, 0, 0, '{"capabilities":{"max_msg_fds":-1}}')]) {
-      const fd = connectUnix(server.socket), ms = new MessageSocket(fd.fd);
+    c?.close();
+    await sleep(50);
+    for (const bad of [
+      encode.getInfo(1),
+      encodeVersion(1, false, 0, 0, '{"capabilities":{"max_msg_fds":-1}}'),
+    ]) {
+      const fd = connectUnix(server.socket),
+        ms = new MessageSocket(fd.fd);
       ms.send(bad);
       const buf = Buffer.alloc(64);
-      const r = await until(() => ms.recv(buf), 'error reply');
+      const _r = await until(() => ms.recv(buf), 'error reply');
       expect(decodeHeader(buf)).toMatchObject({ flags: 0x21, error: Errno.EINVAL });
       fd.close();
       await sleep(50);
@@ -62,7 +105,14 @@ describe('§11.1 framing and negotiation at a live server', () => {
 
   it('answers unknown commands, unsolicited replies and short headers with EINVAL and keeps serving', async () => {
     await fresh();
-    const h = (cmd: number, flags = 0, size = 24) => { const b = Bytes.alloc(size); b.setU16(0, c.nextId()); b.setU16(2, cmd); b.setU32(4, size); b.setU32(8, flags); return b.u8; };
+    const h = (cmd: number, flags = 0, size = 24) => {
+      const b = Bytes.alloc(size);
+      b.setU16(0, c.nextId());
+      b.setU16(2, cmd);
+      b.setU32(4, size);
+      b.setU32(8, flags);
+      return b.u8;
+    };
     await fail(c.raw(h(19)));
     await fail(c.raw(h(999)));
     await fail(c.raw(h(Command.DMA_READ)));
@@ -74,12 +124,26 @@ describe('§11.1 framing and negotiation at a live server', () => {
   });
 
   it('serves a client that sends its messages one byte at a time', async () => {
-    c?.close(); await sleep(50);
-    const fd = connectUnix(server.socket), ms = new MessageSocket(fd.fd);
-    const msgs = [encodeVersion(0, false, 0, 0, '{}'), encode.regionRead(1, { region: 0, offset: 0, count: 4 })];
-    for (const m of msgs) for (let i = 0; i < m.length; i++) { ms.send(m.subarray(i, i + 1)); await sleep(1); }
-    const buf = Buffer.alloc(256); let have = 0;
-    await until(() => { const r = ms.recv(buf.subarray(have)); if (r) have += r.bytes; return have >= decodeHeader(buf).size + 20; }, 'both replies');
+    c?.close();
+    await sleep(50);
+    const fd = connectUnix(server.socket),
+      ms = new MessageSocket(fd.fd);
+    const msgs = [
+      encodeVersion(0, false, 0, 0, '{}'),
+      encode.regionRead(1, { region: 0, offset: 0, count: 4 }),
+    ];
+    for (const m of msgs)
+      for (let i = 0; i < m.length; i++) {
+        ms.send(m.subarray(i, i + 1));
+        await sleep(1);
+      }
+    const buf = Buffer.alloc(256);
+    let have = 0;
+    await until(() => {
+      const r = ms.recv(buf.subarray(have));
+      if (r) have += r.bytes;
+      return have >= decodeHeader(buf).size + 20;
+    }, 'both replies');
     const second = buf.subarray(decodeHeader(buf).size);
     expect(second.readUInt32LE(HEADER_SIZE + 16)).toBe(0x010000ed);
     fd.close();
@@ -89,7 +153,12 @@ describe('§11.1 framing and negotiation at a live server', () => {
 describe('§11.2 device, region and IRQ queries', () => {
   it('GET_INFO and GET_IRQ_INFO reply exactly 16 bytes even with a larger argsz', async () => {
     await fresh();
-    expect(decodeReply.deviceInfo((await c.raw(encode.getInfo(c.nextId(), 64))).payload)).toEqual({ argsz: 16, flags: 3, numRegions: 10, numIrqs: 5 });
+    expect(decodeReply.deviceInfo((await c.raw(encode.getInfo(c.nextId(), 64))).payload)).toEqual({
+      argsz: 16,
+      flags: 3,
+      numRegions: 10,
+      numIrqs: 5,
+    });
     const r = await c.raw(encode.getIrqInfo(c.nextId(), Irq.MSI, 64));
     expect(r.payload.length).toBe(16);
     expect(decodeReply.irqInfo(r.payload)).toMatchObject({ index: 1, count: 1 });
@@ -101,14 +170,22 @@ describe('§11.2 device, region and IRQ queries', () => {
     await fresh();
     await fail(c.raw(encode.getRegionInfo(c.nextId(), 10)));
     const small = await c.raw(encode.getRegionInfo(c.nextId(), 2, 32));
-    expect(small.payload.length).toBe(32); expect(small.fds).toHaveLength(0);
-    expect(decodeReply.regionInfo(small.payload)).toMatchObject({ argsz: 64, flags: 7, size: 1 << 20 });
+    expect(small.payload.length).toBe(32);
+    expect(small.fds).toHaveLength(0);
+    expect(decodeReply.regionInfo(small.payload)).toMatchObject({
+      argsz: 64,
+      flags: 7,
+      size: 1 << 20,
+    });
     const full = await c.regionInfo(2);
-    expect(full.caps).toEqual([{ id: RegionCapId.SPARSE_MMAP, areas: [{ offset: 0, size: 1 << 20 }] }]);
-    expect(full.fd).toBeDefined(); full.fd!.close();
+    expect(full.caps).toEqual([
+      { id: RegionCapId.SPARSE_MMAP, areas: [{ offset: 0, size: 1 << 20 }] },
+    ]);
+    expect(full.fd).toBeDefined();
+    full.fd!.close();
     const mig = await c.regionInfo(9);
     expect(mig.caps).toContainEqual({ id: RegionCapId.TYPE, type: 3, subtype: 1 });
-    expect((await c.regionInfo(1))).toMatchObject({ size: 0, flags: 0 }); // upper half of the 64-bit BAR 0? no: BAR 1 unimplemented
+    expect(await c.regionInfo(1)).toMatchObject({ size: 0, flags: 0 }); // upper half of the 64-bit BAR 0? no: BAR 1 unimplemented
   });
 
   it('SET_IRQS: ranges past the index, a second interrupt type, and the loop-back trigger', async () => {
@@ -133,7 +210,10 @@ describe('§11.3 region access and config space', () => {
     await fail(c.regionRead(1, 0, 4));
     await fail(c.regionRead(0, (1 << 20) - 2, 4));
     await fail(c.regionRead(7, 254, 4));
-    expect((await c.raw(encode.regionRead(c.nextId(), { region: 0, offset: 0, count: 0 }))).payload.length).toBe(16);
+    expect(
+      (await c.raw(encode.regionRead(c.nextId(), { region: 0, offset: 0, count: 0 }))).payload
+        .length,
+    ).toBe(16);
   });
 
   it('ignores writes to read-only fields, sizes BARs, keeps type bits and clears W1C status bits', async () => {
@@ -141,21 +221,31 @@ describe('§11.3 region access and config space', () => {
     await c.config.write32(0, 0xffffffff);
     expect(await c.config.read32(0)).toBe(0x11e81234);
     await c.config.write32(0x10, 0xffffffff);
-    expect(await c.config.read32(0x10) >>> 0).toBe((~((1 << 20) - 1)) >>> 0);
+    expect((await c.config.read32(0x10)) >>> 0).toBe(~((1 << 20) - 1) >>> 0);
     await c.config.write32(0x18, 0xffffffff);
-    expect(await c.config.read32(0x18) >>> 0).toBe(((~((1 << 20) - 1)) | 0b1100) >>> 0);
+    expect((await c.config.read32(0x18)) >>> 0).toBe((~((1 << 20) - 1) | 0b1100) >>> 0);
     await c.config.write8(0x3d, 4);
     expect(await c.config.read8(0x3d)).toBe(1);
     await c.config.write16(0x06, 0xffff);
-    expect(await c.config.read16(0x06) & 0xf900).toBe(0);
+    expect((await c.config.read16(0x06)) & 0xf900).toBe(0);
     await c.regionWrite(7, 0x45, Uint8Array.of(1, 2)); // unaligned 2-byte write inside the MSI capability: accepted
   });
 
   it('REGION_WRITE_MULTI only when negotiated; applied in order', async () => {
     await fresh();
-    await fail(c.writeMulti([{ region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(1, 0, 0, 0) }], false));
+    await fail(
+      c.writeMulti([{ region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(1, 0, 0, 0) }], false),
+    );
     await fresh({ writeMultiple: true });
-    expect(await c.writeMulti([{ region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(1, 0, 0, 0) }, { region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(2, 0, 0, 0) }], false)).toBe(2);
+    expect(
+      await c.writeMulti(
+        [
+          { region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(1, 0, 0, 0) },
+          { region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(2, 0, 0, 0) },
+        ],
+        false,
+      ),
+    ).toBe(2);
     expect(await c.read32(0, Edu.LIVENESS)).toBe(~2 >>> 0);
   });
 });
@@ -180,10 +270,13 @@ describe('§11.4 DMA', () => {
     await c.config.write16(4, 6);
     const ram = await c.addRam(0x100000, 0x10000, { viaMessages: true });
     ram.bytes.set(Buffer.from('through messages'), 0x100);
-    await c.write32(0, Edu.DMA_SRC, 0x100100); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, 16);
+    await c.write32(0, Edu.DMA_SRC, 0x100100);
+    await c.write32(0, Edu.DMA_DST, DMA_BUFFER);
+    await c.write32(0, Edu.DMA_COUNT, 16);
     await c.write32(0, Edu.DMA_CMD, DMA_START);
     await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'DMA in');
-    await c.write32(0, Edu.DMA_SRC, DMA_BUFFER); await c.write32(0, Edu.DMA_DST, 0x100800);
+    await c.write32(0, Edu.DMA_SRC, DMA_BUFFER);
+    await c.write32(0, Edu.DMA_DST, 0x100800);
     await c.write32(0, Edu.DMA_CMD, DMA_START | DMA_TO_RAM);
     await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'DMA out');
     expect(Buffer.from(ram.bytes.subarray(0x800, 0x810)).toString()).toBe('through messages');
@@ -193,7 +286,9 @@ describe('§11.4 DMA', () => {
     await fresh();
     const ram = await c.addRam(0x100000, 0x10000);
     ram.bytes.fill(7, 0, 16);
-    await c.write32(0, Edu.DMA_SRC, 0x100000); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, 16);
+    await c.write32(0, Edu.DMA_SRC, 0x100000);
+    await c.write32(0, Edu.DMA_DST, DMA_BUFFER);
+    await c.write32(0, Edu.DMA_COUNT, 16);
     await c.write32(0, Edu.DMA_CMD, DMA_START);
     await until(() => /DMA while bus mastering is disabled/.test(server.output()), 'refusal');
   });
@@ -204,7 +299,9 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await fresh();
     await fail(feature(F.SET | Feature.MIGRATION, featureData.u64(0)));
     await fail(feature(F.PROBE | F.SET | F.GET | Feature.MIGRATION));
-    expect((await feature(F.PROBE | F.GET | Feature.MIGRATION, new Uint8Array(0), 8)).flags).toBe(F.PROBE | F.GET | Feature.MIGRATION);
+    expect((await feature(F.PROBE | F.GET | Feature.MIGRATION, new Uint8Array(0), 8)).flags).toBe(
+      F.PROBE | F.GET | Feature.MIGRATION,
+    );
     await fail(feature(F.GET | Feature.MIGRATION, new Uint8Array(0), 8));
     await fail(feature(F.SET | Feature.MIG_DEVICE_STATE, featureData.migDeviceState(S.STOP), 8));
     await fail(feature(F.GET | 0x7777));
@@ -224,7 +321,10 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
 
   it('MIG_DATA_READ only while saving, MIG_DATA_WRITE only while resuming, sizes bounded by max_data_xfer_size', async () => {
     await fresh({ maxDataXferSize: 4096 });
-    for (const s of [S.RUNNING, S.STOP, S.RESUMING]) { await c.setState(s); await fail(c.migDataRead(16)); }
+    for (const s of [S.RUNNING, S.STOP, S.RESUMING]) {
+      await c.setState(s);
+      await fail(c.migDataRead(16));
+    }
     await c.setState(S.STOP);
     await fail(c.migDataWrite(Uint8Array.of(1)));
     await c.setState(S.PRE_COPY);
@@ -241,12 +341,34 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await c.addRam(0, 0x100000);
     await c.feature(F.SET | Feature.DMA_LOGGING_STOP);
     await fail(feature(F.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(0, [])));
-    await feature(F.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(4096, [{ iova: 0, length: 0x100000 }]));
-    await feature(F.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(4096, [{ iova: 0, length: 0x100000 }]));
+    await feature(
+      F.SET | Feature.DMA_LOGGING_START,
+      featureData.loggingStart(4096, [{ iova: 0, length: 0x100000 }]),
+    );
+    await feature(
+      F.SET | Feature.DMA_LOGGING_START,
+      featureData.loggingStart(4096, [{ iova: 0, length: 0x100000 }]),
+    );
     await fail(feature(F.SET | Feature.DMA_LOGGING_START, featureData.loggingStart(8192, [])));
-    await fail(feature(F.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0, 0x40000, 4096), 8 + 24 + 8 - 1));
-    await fail(feature(F.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0, 0x40000, 1000), 8 + 24 + 64));
-    const r = await feature(F.GET | Feature.DMA_LOGGING_REPORT, featureData.loggingReport(0x80000, 0x100000, 4096), 8 + 24 + 32); // past the mapping: zeros
+    await fail(
+      feature(
+        F.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0, 0x40000, 4096),
+        8 + 24 + 8 - 1,
+      ),
+    );
+    await fail(
+      feature(
+        F.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0, 0x40000, 1000),
+        8 + 24 + 64,
+      ),
+    );
+    const r = await feature(
+      F.GET | Feature.DMA_LOGGING_REPORT,
+      featureData.loggingReport(0x80000, 0x100000, 4096),
+      8 + 24 + 32,
+    ); // past the mapping: zeros
     expect(r.data.subarray(24).every(b => b === 0)).toBe(true);
   });
 
@@ -258,8 +380,10 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     for (const v of [5, 6, 7, 9, 0x80000001]) await fail(w32(0, v));
     await fail(c.regionRead(9, 40, 4));
     await fail(c.regionWrite(9, 8, new Uint8Array(8)));
-    expect(await c.read32(9, 4)).toBe(0); await w32(4, 0xffffffff); // reserved: reads 0, writes ignored
-    await w32(0, 2); await fail(w32(0, 3)); // 010b -> 011b
+    expect(await c.read32(9, 4)).toBe(0);
+    await w32(4, 0xffffffff); // reserved: reads 0, writes ignored
+    await w32(0, 2);
+    await fail(w32(0, 3)); // 010b -> 011b
     await w32(0, 2); // same state: no-op
     await fail(c.regionRead(9, 24, 8)); // data_size before data_offset
     expect(await c.getState()).toBe(S.STOP_COPY); // one machine for both protocols
@@ -276,7 +400,7 @@ describe('interrupts reach the client', () => {
     await c.write32(0, Edu.IRQ_RAISE, 1);
     await sleep(50);
     expect(intx.counts[0]).toBe(0);
-    expect(await c.config.read16(6) & 8).toBe(8); // STATUS.INTERRUPT set while pending
+    expect((await c.config.read16(6)) & 8).toBe(8); // STATUS.INTERRUPT set while pending
     await c.config.write16(4, 0x0002);
     await intx.next();
     await c.write32(0, Edu.IRQ_ACK, 1);
@@ -292,26 +416,78 @@ describe('interrupts reach the client', () => {
 describe('every migration message in every state (§8.10, §7.5, §11.5)', () => {
   it('is accepted exactly where the protocol allows it, and refused with EINVAL elsewhere', async () => {
     await fresh({ maxDataXferSize: 1 << 20 });
-    const ok = (p: Promise<unknown>) => p.then(() => true, e => { if (!(e instanceof RemoteError) || e.errno !== Errno.EINVAL) throw e; return false; });
+    const ok = (p: Promise<unknown>) =>
+      p.then(
+        () => true,
+        e => {
+          if (!(e instanceof RemoteError) || e.errno !== Errno.EINVAL) throw e;
+          return false;
+        },
+      );
     const messages: Record<string, () => Promise<boolean>> = {
-      'MIG_DATA_READ': () => ok(c.migDataRead(64)),
+      MIG_DATA_READ: () => ok(c.migDataRead(64)),
       'MIG_DATA_WRITE (empty)': () => ok(c.migDataWrite(new Uint8Array(0))),
-      'PRECOPY_INFO': () => ok(c.precopyInfo()),
-      'MIG_DATA_SIZE': () => ok(c.dataSize()),
+      PRECOPY_INFO: () => ok(c.precopyInfo()),
+      MIG_DATA_SIZE: () => ok(c.dataSize()),
       'GET MIG_DEVICE_STATE': () => ok(c.getState()),
       'v1 data_offset read': () => ok(c.regionRead(9, 16, 8)),
       'v1 data_size write': () => ok(c.regionWrite(9, 24, new Uint8Array(8))),
       'config read': () => ok(c.regionRead(7, 0, 4)),
       'BAR read': () => ok(c.read32(0, Edu.ID)),
-      'SET_IRQS': () => ok(c.setIrqs(Irq.INTX, I.DATA_NONE | I.ACTION_UNMASK, 0, 1)),
-      'DMA_MAP/UNMAP': () => ok(c.dmaMap({ flags: 3, offset: 0, address: 0x7000000, size: 0x1000 }).then(() => c.dmaUnmap(0x7000000, 0x1000))),
+      SET_IRQS: () => ok(c.setIrqs(Irq.INTX, I.DATA_NONE | I.ACTION_UNMASK, 0, 1)),
+      'DMA_MAP/UNMAP': () =>
+        ok(
+          c
+            .dmaMap({ flags: 3, offset: 0, address: 0x7000000, size: 0x1000 })
+            .then(() => c.dmaUnmap(0x7000000, 0x1000)),
+        ),
     };
     const allowed: Record<number, string[]> = {
-      [S.RUNNING]: ['MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
-      [S.STOP]: ['MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
-      [S.PRE_COPY]: ['MIG_DATA_READ', 'PRECOPY_INFO', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
-      [S.STOP_COPY]: ['MIG_DATA_READ', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
-      [S.RESUMING]: ['MIG_DATA_WRITE (empty)', 'MIG_DATA_SIZE', 'GET MIG_DEVICE_STATE', 'v1 data_offset read', 'config read', 'BAR read', 'SET_IRQS', 'DMA_MAP/UNMAP'],
+      [S.RUNNING]: [
+        'MIG_DATA_SIZE',
+        'GET MIG_DEVICE_STATE',
+        'config read',
+        'BAR read',
+        'SET_IRQS',
+        'DMA_MAP/UNMAP',
+      ],
+      [S.STOP]: [
+        'MIG_DATA_SIZE',
+        'GET MIG_DEVICE_STATE',
+        'config read',
+        'BAR read',
+        'SET_IRQS',
+        'DMA_MAP/UNMAP',
+      ],
+      [S.PRE_COPY]: [
+        'MIG_DATA_READ',
+        'PRECOPY_INFO',
+        'MIG_DATA_SIZE',
+        'GET MIG_DEVICE_STATE',
+        'config read',
+        'BAR read',
+        'SET_IRQS',
+        'DMA_MAP/UNMAP',
+      ],
+      [S.STOP_COPY]: [
+        'MIG_DATA_READ',
+        'MIG_DATA_SIZE',
+        'GET MIG_DEVICE_STATE',
+        'config read',
+        'BAR read',
+        'SET_IRQS',
+        'DMA_MAP/UNMAP',
+      ],
+      [S.RESUMING]: [
+        'MIG_DATA_WRITE (empty)',
+        'MIG_DATA_SIZE',
+        'GET MIG_DEVICE_STATE',
+        'v1 data_offset read',
+        'config read',
+        'BAR read',
+        'SET_IRQS',
+        'DMA_MAP/UNMAP',
+      ],
     };
     for (const [state, yes] of Object.entries(allowed)) {
       await c.reset();
@@ -323,10 +499,12 @@ describe('every migration message in every state (§8.10, §7.5, §11.5)', () =>
       }
     }
     // One session, two transports: once v2 has read, the v1 window is refused, and vice versa.
-    await c.reset(); await c.setState(S.PRE_COPY);
+    await c.reset();
+    await c.setState(S.PRE_COPY);
     await c.migDataRead(64);
     await fail(c.regionRead(9, 16, 8));
-    await c.reset(); await c.setState(S.PRE_COPY);
+    await c.reset();
+    await c.setState(S.PRE_COPY);
     await c.regionRead(9, 16, 8);
     await fail(c.migDataRead(64));
     await c.reset();
@@ -338,7 +516,9 @@ describe('every migration message in every state (§8.10, §7.5, §11.5)', () =>
     const ram = await c.addRam(0x200000, 0x1000);
     ram.bytes.set([1, 2, 3, 4], 0x1000 - 4);
     const dma = async (src: number, n: number) => {
-      await c.write32(0, Edu.DMA_SRC, src); await c.write32(0, Edu.DMA_DST, DMA_BUFFER); await c.write32(0, Edu.DMA_COUNT, n);
+      await c.write32(0, Edu.DMA_SRC, src);
+      await c.write32(0, Edu.DMA_DST, DMA_BUFFER);
+      await c.write32(0, Edu.DMA_COUNT, n);
       await c.write32(0, Edu.DMA_CMD, DMA_START);
       await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'DMA');
     };
@@ -346,6 +526,8 @@ describe('every migration message in every state (§8.10, §7.5, §11.5)', () =>
     await dma(0x200000 + 0x1000 - 4, 4);
     expect(server.output().slice(log)).not.toMatch(/DMA failed/);
     await dma(0x200000 + 0x1000 - 4, 5);
-    expect(server.output().slice(log)).toMatch(/edu DMA failed: DMA read of \[0x200ffc, \+5\) outside mapped memory/);
+    expect(server.output().slice(log)).toMatch(
+      /edu DMA failed: DMA read of \[0x200ffc, \+5\) outside mapped memory/,
+    );
   });
 });

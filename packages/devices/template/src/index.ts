@@ -4,7 +4,13 @@ import { defineDevice, registers, bar, msi } from '@vfu/pci';
 import { u32 } from '@vfu/stream';
 
 /** Register offsets in BAR 0. */
-export const Reg = { ID: 0x00, SCRATCH: 0x04, DOORBELL: 0x08, IRQ_STATUS: 0x0c, RINGS: 0x10 } as const;
+export const Reg = {
+  ID: 0x00,
+  SCRATCH: 0x04,
+  DOORBELL: 0x08,
+  IRQ_STATUS: 0x0c,
+  RINGS: 0x10,
+} as const;
 export const TEMPLATE_ID = 0x7e3a0001;
 
 export default defineDevice({
@@ -16,14 +22,41 @@ export default defineDevice({
   // Everything that must survive a migration lives here; the kit saves and loads it.
   state: { scratch: u32, irqStatus: u32, rings: u32 },
   bars: dev => ({
-    0: bar('mem32', registers(4096, dev.state, [
-      { offset: Reg.ID, width: 4, read: () => TEMPLATE_ID },
-      { offset: Reg.SCRATCH, width: 4, read: s => s.scratch, write: (s, v) => { s.scratch = Number(v); } },
-      // Ringing the doorbell is device work: it waits while the device is stopped.
-      { offset: Reg.DOORBELL, width: 4, write: s => dev.whenRunning(() => { s.rings++; s.irqStatus |= 1; dev.irq.raise(); }) },
-      // Write 1 to clear; the line drops when nothing is pending.
-      { offset: Reg.IRQ_STATUS, width: 4, read: s => s.irqStatus, write: (s, v) => { s.irqStatus &= ~Number(v); if (!s.irqStatus) dev.irq.lower(); } },
-      { offset: Reg.RINGS, width: 4, read: s => s.rings },
-    ])),
+    0: bar(
+      'mem32',
+      registers(4096, dev.state, [
+        { offset: Reg.ID, width: 4, read: () => TEMPLATE_ID },
+        {
+          offset: Reg.SCRATCH,
+          width: 4,
+          read: s => s.scratch,
+          write: (s, v) => {
+            s.scratch = Number(v);
+          },
+        },
+        // Ringing the doorbell is device work: it waits while the device is stopped.
+        {
+          offset: Reg.DOORBELL,
+          width: 4,
+          write: s =>
+            dev.whenRunning(() => {
+              s.rings++;
+              s.irqStatus |= 1;
+              dev.irq.raise();
+            }),
+        },
+        // Write 1 to clear; the line drops when nothing is pending.
+        {
+          offset: Reg.IRQ_STATUS,
+          width: 4,
+          read: s => s.irqStatus,
+          write: (s, v) => {
+            s.irqStatus &= ~Number(v);
+            if (!s.irqStatus) dev.irq.lower();
+          },
+        },
+        { offset: Reg.RINGS, width: 4, read: s => s.rings },
+      ]),
+    ),
   }),
 });

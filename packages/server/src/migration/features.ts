@@ -1,19 +1,35 @@
 // DEVICE_FEATURE (§8.5), MIG_DATA_READ/WRITE (§8.6) and v1 DIRTY_PAGES (§6.2) handlers.
 import {
-  Command, Errno, Feature, FeatureFlag, DirtyPagesFlag, encode, featureData, decodeFeatureData, bitmapBytes, ProtocolError,
+  Command,
+  Errno,
+  Feature,
+  FeatureFlag,
+  DirtyPagesFlag,
+  encode,
+  featureData,
+  decodeFeatureData,
+  bitmapBytes,
+  ProtocolError,
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import type { Handler } from '../handlers.js';
-import { MigrationError, type Migration } from './index.js';
+import { MigrationError } from './errors.js';
+import type { Migration } from './index.js';
 
 const { GET, SET, PROBE } = FeatureFlag;
 /** Which operations each feature supports. */
 const OPS: Record<number, number> = {
-  [Feature.MIGRATION]: GET, [Feature.MIG_DEVICE_STATE]: GET | SET, [Feature.DMA_LOGGING_START]: SET,
-  [Feature.DMA_LOGGING_STOP]: SET, [Feature.DMA_LOGGING_REPORT]: GET, [Feature.MIG_DATA_SIZE]: GET, [Feature.VFU_PRECOPY_INFO]: GET,
+  [Feature.MIGRATION]: GET,
+  [Feature.MIG_DEVICE_STATE]: GET | SET,
+  [Feature.DMA_LOGGING_START]: SET,
+  [Feature.DMA_LOGGING_STOP]: SET,
+  [Feature.DMA_LOGGING_REPORT]: GET,
+  [Feature.MIG_DATA_SIZE]: GET,
+  [Feature.VFU_PRECOPY_INFO]: GET,
 };
 
-const errnoOf = (e: unknown): number => (e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO);
+const errnoOf = (e: unknown): number =>
+  e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO;
 
 export function featureHandlers(m: Migration): Partial<Record<Command, Handler>> {
   const log = (msg: string) => m.opts.log(msg);
@@ -21,16 +37,21 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
     [Command.DEVICE_FEATURE]: (_s, id, req) => {
       if (req.cmd !== Command.DEVICE_FEATURE) return Errno.EINVAL;
       const { flags, argsz, data } = req.body;
-      const feature = flags & FeatureFlag.MASK, ops = flags & (GET | SET | PROBE);
+      const feature = flags & FeatureFlag.MASK,
+        ops = flags & (GET | SET | PROBE);
       const supported = OPS[feature];
       if (supported === undefined) return Errno.EINVAL;
-      if (ops & PROBE) return (ops & ~PROBE & ~supported) === 0 ? { msg: encode.featureReply(id, flags, data) } : Errno.EINVAL;
+      if (ops & PROBE)
+        return (ops & ~PROBE & ~supported) === 0
+          ? { msg: encode.featureReply(id, flags, data) }
+          : Errno.EINVAL;
       if (!(ops & supported)) return Errno.EINVAL;
       const reply = (d: Uint8Array) => ({ msg: encode.featureReply(id, flags, d) });
       const room = argsz - 8; // what the client can take after the feature header
       try {
         switch (feature) {
-          case Feature.MIGRATION: return room < 8 ? Errno.EINVAL : reply(featureData.u64(m.flags));
+          case Feature.MIGRATION:
+            return room < 8 ? Errno.EINVAL : reply(featureData.u64(m.flags));
           case Feature.MIG_DEVICE_STATE: {
             if (room < 8) return Errno.EINVAL;
             if (ops & GET) return reply(featureData.migDeviceState(m.state));
@@ -39,9 +60,11 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
             m.set(d.state);
             return reply(data.subarray(0, 8));
           }
-          case Feature.MIG_DATA_SIZE: return room < 8 ? Errno.EINVAL : reply(featureData.u64(m.stopCopyEstimate()));
+          case Feature.MIG_DATA_SIZE:
+            return room < 8 ? Errno.EINVAL : reply(featureData.u64(m.stopCopyEstimate()));
           case Feature.VFU_PRECOPY_INFO: {
-            if (room < 16 || !m.save || (m.state !== S.PRE_COPY && m.state !== S.PRE_COPY_P2P)) return Errno.EINVAL;
+            if (room < 16 || !m.save || (m.state !== S.PRE_COPY && m.state !== S.PRE_COPY_P2P))
+              return Errno.EINVAL;
             m.save.refresh();
             const p = m.save.precopyInfo();
             return reply(featureData.precopyInfo(p.initialBytes, p.dirtyBytes));
@@ -55,17 +78,24 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
             log(`dirty logging started (page ${d.pageSize}, ${d.ranges.length} ranges)`);
             return reply(data);
           }
-          case Feature.DMA_LOGGING_STOP: m.device.guest.stopLogging(); return reply(data);
+          case Feature.DMA_LOGGING_STOP:
+            m.device.guest.stopLogging();
+            return reply(data);
           case Feature.DMA_LOGGING_REPORT: {
             const d = decodeFeatureData.loggingReport(data);
             if (d instanceof ProtocolError) return d.errno;
             if (d.pageSize === 0 || d.length === 0) return Errno.EINVAL;
             if (room < 24 + bitmapBytes(d.length, d.pageSize)) return Errno.EINVAL;
             const bm = m.device.guest.report(d.iova, d.length, d.pageSize);
-            return typeof bm === 'number' ? bm : reply(featureData.loggingReport(d.iova, d.length, d.pageSize, bm));
+            return typeof bm === 'number'
+              ? bm
+              : reply(featureData.loggingReport(d.iova, d.length, d.pageSize, bm));
           }
         }
-      } catch (e) { log(`DEVICE_FEATURE ${feature}: ${(e as Error).message}`); return errnoOf(e); }
+      } catch (e) {
+        log(`DEVICE_FEATURE ${feature}: ${(e as Error).message}`);
+        return errnoOf(e);
+      }
       return Errno.EINVAL;
     },
 
@@ -79,21 +109,38 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
     [Command.MIG_DATA_WRITE]: (_s, id, req) => {
       if (req.cmd !== Command.MIG_DATA_WRITE) return Errno.EINVAL;
       if (!m.load || m.state !== S.RESUMING || !m.claim('v2')) return Errno.EINVAL;
-      try { m.loadWrite(req.body.data!); } catch (e) { log(`MIG_DATA_WRITE: ${(e as Error).message}`); return errnoOf(e); }
+      try {
+        m.loadWrite(req.body.data!);
+      } catch (e) {
+        log(`MIG_DATA_WRITE: ${(e as Error).message}`);
+        return errnoOf(e);
+      }
       return { msg: encode.empty(id, Command.MIG_DATA_WRITE) };
     },
 
     [Command.DIRTY_PAGES]: (s, id, req) => {
       if (req.cmd !== Command.DIRTY_PAGES) return Errno.EINVAL;
-      const g = m.device.guest, b = req.body;
+      const g = m.device.guest,
+        b = req.body;
       if (!s.caps?.migration) return Errno.ENOTSUP;
       switch (b.flags) {
-        case DirtyPagesFlag.START: { const e = g.startLogging(s.caps.migration.pgsize); return e || { msg: encode.empty(id, Command.DIRTY_PAGES) }; }
-        case DirtyPagesFlag.STOP: g.stopLogging(); return { msg: encode.empty(id, Command.DIRTY_PAGES) };
+        case DirtyPagesFlag.START: {
+          const e = g.startLogging(s.caps.migration.pgsize);
+          return e || { msg: encode.empty(id, Command.DIRTY_PAGES) };
+        }
+        case DirtyPagesFlag.STOP:
+          g.stopLogging();
+          return { msg: encode.empty(id, Command.DIRTY_PAGES) };
         default: {
           const r = b.range!;
-          if (!g.logging || r.pgsize !== g.logPageSize || r.bitmapSize !== bitmapBytes(r.size, r.pgsize)) return Errno.EINVAL;
-          if (b.argsz < 40 + r.bitmapSize) return { msg: encode.dirtyPagesReply(id, b.argsz, r, new Uint8Array(r.bitmapSize)) };
+          if (
+            !g.logging ||
+            r.pgsize !== g.logPageSize ||
+            r.bitmapSize !== bitmapBytes(r.size, r.pgsize)
+          )
+            return Errno.EINVAL;
+          if (b.argsz < 40 + r.bitmapSize)
+            return { msg: encode.dirtyPagesReply(id, b.argsz, r, new Uint8Array(r.bitmapSize)) };
           const bm = g.report(r.iova, r.size, r.pgsize);
           return typeof bm === 'number' ? bm : { msg: encode.dirtyPagesReply(id, b.argsz, r, bm) };
         }

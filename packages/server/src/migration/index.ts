@@ -1,7 +1,15 @@
 // Migration of a device: one state machine (v2 states, §8) driven through DEVICE_FEATURE or the
 // v1 migration region (§7, §9); each arc is executed against the device, and the data flows
 // through one save or load session of the stream package.
-import { Command, Errno, encode, MIGRATION_REGION_TYPE, MIGRATION_REGION_SUBTYPE, RegionCapId, type RegionCap } from '@vfu/protocol';
+import {
+  type Command,
+  Errno,
+  encode,
+  MIGRATION_REGION_TYPE,
+  MIGRATION_REGION_SUBTYPE,
+  RegionCapId,
+  type RegionCap,
+} from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
 import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
@@ -10,11 +18,9 @@ import type { Session } from '../session.js';
 import { deviceImage } from './image.js';
 import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
+import { MigrationError } from './errors.js';
 
-export class MigrationError extends Error {
-  override readonly name = 'MigrationError';
-  constructor(readonly errno: number, message: string) { super(message); }
-}
+export { MigrationError };
 
 export type Transport = 'v1' | 'v2';
 
@@ -32,21 +38,34 @@ export class Migration {
   via: Transport | null = null;
   session: Session | null = null;
 
-  constructor(readonly device: PciDevice, readonly opts: { v1Region: boolean; log: (m: string) => void }) {
+  constructor(
+    readonly device: PciDevice,
+    readonly opts: { v1Region: boolean; log: (m: string) => void },
+  ) {
     this.handlers = featureHandlers(this);
     if (opts.v1Region) {
       this.v1 = new V1Region(this);
       this.extraRegions.push(this.v1);
-      this.regionCaps.set(9, [{ id: RegionCapId.TYPE, type: MIGRATION_REGION_TYPE, subtype: MIGRATION_REGION_SUBTYPE }]);
+      this.regionCaps.set(9, [
+        { id: RegionCapId.TYPE, type: MIGRATION_REGION_TYPE, subtype: MIGRATION_REGION_SUBTYPE },
+      ]);
     } else this.v1 = null;
   }
 
-  get state(): State { return this.fsm.state; }
-  attach(s: Session): void { this.session = s; }
-  detach(): void { this.session = null; }
+  get state(): State {
+    return this.fsm.state;
+  }
+  attach(s: Session): void {
+    this.session = s;
+  }
+  detach(): void {
+    this.session = null;
+  }
 
   /** Largest chunk a client may ask for: its max_data_xfer_size. */
-  get maxChunk(): number { return this.session?.caps?.maxDataXferSize ?? 1 << 20; }
+  get maxChunk(): number {
+    return this.session?.caps?.maxDataXferSize ?? 1 << 20;
+  }
 
   /**
    * A v2 SET: walks the path arc by arc; stops at the first failure, leaving the device in the
@@ -54,19 +73,33 @@ export class Migration {
    */
   set(target: number): void {
     const arcs = this.fsm.plan(target);
-    if (!arcs) throw new MigrationError(Errno.EINVAL, `no transition from ${stateName(this.state)} to ${stateName(target)} for this device`);
+    if (!arcs)
+      throw new MigrationError(
+        Errno.EINVAL,
+        `no transition from ${stateName(this.state)} to ${stateName(target)} for this device`,
+      );
     for (const next of arcs) this.#arc(next);
   }
 
   /** A v1 device_state write: the same walk, but atomic: back to the start on failure, else ERROR (§9). */
   setV1(bits: number): void {
     const arcs = this.fsm.planV1(bits);
-    if (!arcs) throw new MigrationError(Errno.EINVAL, `device_state ${bits.toString(2).padStart(3, '0')}b is not reachable from ${stateName(this.state)}`);
+    if (!arcs)
+      throw new MigrationError(
+        Errno.EINVAL,
+        `device_state ${bits.toString(2).padStart(3, '0')}b is not reachable from ${stateName(this.state)}`,
+      );
     const start = this.state;
-    try { for (const next of arcs) this.#arc(next); } catch (e) {
+    try {
+      for (const next of arcs) this.#arc(next);
+    } catch (e) {
       if (this.state !== S.ERROR && this.state !== start) {
         const back = this.fsm.plan(start);
-        try { for (const n of back ?? []) this.#arc(n); } catch { this.fsm.fail(); }
+        try {
+          for (const n of back ?? []) this.#arc(n);
+        } catch {
+          this.fsm.fail();
+        }
         if (!back) this.fsm.fail();
       }
       throw e;
@@ -74,35 +107,75 @@ export class Migration {
   }
 
   #arc(next: State): void {
-    const from = this.state, dev = this.device;
+    const from = this.state,
+      dev = this.device;
     try {
       switch (`${stateName(from)}>${stateName(next)}`) {
-        case 'RUNNING>STOP': dev.setRunning(false); break;
-        case 'STOP>RUNNING': this.#refuseIfMigratedAway(); dev.setRunning(true); break;
-        case 'RUNNING>PRE_COPY': this.#startSave(); break;
-        case 'PRE_COPY>RUNNING': this.#endSessions(); break;
-        case 'PRE_COPY>STOP_COPY': dev.setRunning(false); this.save!.stop(); break;
-        case 'STOP>STOP_COPY': this.#startSave(); this.save!.stop(); break;
-        case 'STOP_COPY>STOP': this.#handedOver = this.save?.finished ?? false; this.#endSessions(); break;
-        case 'STOP>RESUMING': this.#endSessions(); this.load = new LoadSession(deviceImage(dev)); for (const mem of dev.memories.values()) mem.prefault(); break;
+        case 'RUNNING>STOP':
+          dev.setRunning(false);
+          break;
+        case 'STOP>RUNNING':
+          this.#refuseIfMigratedAway();
+          dev.setRunning(true);
+          break;
+        case 'RUNNING>PRE_COPY':
+          this.#startSave();
+          break;
+        case 'PRE_COPY>RUNNING':
+          this.#endSessions();
+          break;
+        case 'PRE_COPY>STOP_COPY':
+          dev.setRunning(false);
+          this.save!.stop();
+          break;
+        case 'STOP>STOP_COPY':
+          this.#refuseIfMigratedAway(); // a stale copy of the state must not be handed out again
+          this.#startSave();
+          this.save!.stop();
+          break;
+        case 'STOP_COPY>STOP':
+          this.#handedOver = this.save?.finished ?? false;
+          this.#endSessions();
+          break;
+        case 'STOP>RESUMING':
+          this.#endSessions();
+          this.load = new LoadSession(deviceImage(dev));
+          for (const mem of dev.memories.values()) mem.prefault();
+          break;
         case 'RESUMING>STOP': {
           const load = this.load;
           this.#endSessions();
-          if (!load || load.bytesIn === 0) { this.opts.log('migration: resume ended with no data; device unchanged'); break; }
-          try { load.commit(); this.#clearMigratedAway('a new state was loaded'); } catch (e) {
+          if (!load || load.bytesIn === 0) {
+            this.opts.log('migration: resume ended with no data; device unchanged');
+            break;
+          }
+          try {
+            load.commit();
+            this.#clearMigratedAway('a new state was loaded');
+          } catch (e) {
             // The device's own state was never touched, but the resume session cannot complete:
             // only a reset leaves this (§8.2).
             this.fsm.fail();
-            throw new MigrationError(Errno.EINVAL, `migration data rejected: ${(e as Error).message}`);
+            throw new MigrationError(
+              Errno.EINVAL,
+              `migration data rejected: ${(e as Error).message}`,
+            );
           }
           break;
         }
-        default: throw new MigrationError(Errno.EINVAL, `unsupported arc ${stateName(from)} -> ${stateName(next)}`);
+        default:
+          throw new MigrationError(
+            Errno.EINVAL,
+            `unsupported arc ${stateName(from)} -> ${stateName(next)}`,
+          );
       }
     } catch (e) {
       if (e instanceof MigrationError) throw e;
       this.fsm.fail();
-      throw new MigrationError(Errno.EIO, `arc ${stateName(from)} -> ${stateName(next)} failed: ${(e as Error).message}`);
+      throw new MigrationError(
+        Errno.EIO,
+        `arc ${stateName(from)} -> ${stateName(next)} failed: ${(e as Error).message}`,
+      );
     }
     this.fsm.enter(next);
     if (next === S.RUNNING) this.#handedOver = false;
@@ -122,7 +195,9 @@ export class Migration {
    * stopped so that there is never a second running copy. Only DEVICE_RESET, loading a new state
    * or an explicit resume() runs it again.
    */
-  get migratedAway(): boolean { return this.#migratedAway; }
+  get migratedAway(): boolean {
+    return this.#migratedAway;
+  }
 
   /** What the control socket reports. */
   status(): { state: string; migratedAway: boolean } {
@@ -131,8 +206,11 @@ export class Migration {
 
   #refuseIfMigratedAway(): void {
     if (!this.#migratedAway) return;
-    throw new MigrationError(Errno.EPERM, 'the device was migrated away (its state was handed over); '
-      + 'it runs again only after DEVICE_RESET or a resume through the control socket');
+    throw new MigrationError(
+      Errno.EPERM,
+      'the device was migrated away (its state was handed over); ' +
+        'it runs again only after DEVICE_RESET or a resume through the control socket',
+    );
   }
 
   #clearMigratedAway(why: string): void {
@@ -143,7 +221,8 @@ export class Migration {
 
   /** An operator's explicit resume of a migrated-away device (the control socket's `resume`). */
   resume(): void {
-    if (!this.#migratedAway) throw new MigrationError(Errno.EINVAL, 'the device was not migrated away; nothing to resume');
+    if (!this.#migratedAway)
+      throw new MigrationError(Errno.EINVAL, 'the device was not migrated away; nothing to resume');
     this.#clearMigratedAway('resumed by the operator: this copy of the device runs again');
     this.set(S.RUNNING);
   }
@@ -160,13 +239,27 @@ export class Migration {
   #reply = new Uint8Array(0);
   /** MIG_DATA_READ reply built in a reused buffer (send() copies or transmits it at once). */
   readReply(id: number, size: number): Uint8Array {
-    if (this.#reply.length < 24 + size) this.#reply = Buffer.allocUnsafeSlow(24 + Math.max(size, 64 * 1024));
-    return encode.migDataReadReplyIn(this.#reply, id, this.save!.readInto(this.#reply.subarray(24, 24 + size)));
+    if (this.#reply.length < 24 + size)
+      this.#reply = Buffer.allocUnsafeSlow(24 + Math.max(size, 64 * 1024));
+    return encode.migDataReadReplyIn(
+      this.#reply,
+      id,
+      this.save!.readInto(this.#reply.subarray(24, 24 + size)),
+    );
   }
-  #endSessions(): void { this.save = null; this.load = null; this.via = null; this.v1?.resetIteration(); }
+  #endSessions(): void {
+    this.save = null;
+    this.load = null;
+    this.via = null;
+    this.v1?.resetIteration();
+  }
 
   /** Claims the current session for a transport; false if the other one already uses it. */
-  claim(t: Transport): boolean { if (this.via && this.via !== t) return false; this.via = t; return true; }
+  claim(t: Transport): boolean {
+    if (this.via && this.via !== t) return false;
+    this.via = t;
+    return true;
+  }
 
   /** Bytes a full stop-copy would move now (MIG_DATA_SIZE). */
   stopCopyEstimate(): number {
@@ -197,20 +290,31 @@ export class Migration {
     if (this.state === S.STOP && this.#handedOver) {
       this.#handedOver = false;
       this.#migratedAway = true;
-      this.opts.log('migration: migrated away: the state was handed over and the client went away; '
-        + 'the device stays stopped until DEVICE_RESET or a resume through the control socket');
+      this.opts.log(
+        'migration: migrated away: the state was handed over and the client went away; ' +
+          'the device stays stopped until DEVICE_RESET or a resume through the control socket',
+      );
       return;
     }
     this.#handedOver = false;
     if (this.state === S.RUNNING || this.state === S.ERROR) return;
     const was = this.state;
-    if (this.state === S.RESUMING) { this.#endSessions(); this.fsm.enter(S.STOP); }
-    try { this.set(S.RUNNING); } catch { this.onDeviceReset('cancel failed'); }
+    if (this.state === S.RESUMING) {
+      this.#endSessions();
+      this.fsm.enter(S.STOP);
+    }
+    try {
+      this.set(S.RUNNING);
+    } catch {
+      this.onDeviceReset('cancel failed');
+    }
     this.opts.log(`migration: cancelled from ${stateName(was)} when the client went away`);
   }
 
   loadWrite(data: Uint8Array): void {
-    try { this.load!.write(data); } catch (e) {
+    try {
+      this.load!.write(data);
+    } catch (e) {
       if (e instanceof StreamError) throw new MigrationError(Errno.EINVAL, e.message);
       throw e;
     }

@@ -5,9 +5,16 @@ import { Errno } from '@vfu/protocol';
 import { S, toV1 } from '@vfu/fsm';
 import { V1SaveIteration } from '@vfu/stream';
 import { RegionAccessError, type RegionHandler } from '@vfu/pci';
-import { MigrationError, type Migration } from './index.js';
+import { MigrationError } from './errors.js';
+import type { Migration } from './index.js';
 
-export const V1Reg = { DEVICE_STATE: 0, RESERVED: 4, PENDING_BYTES: 8, DATA_OFFSET: 16, DATA_SIZE: 24 } as const;
+export const V1Reg = {
+  DEVICE_STATE: 0,
+  RESERVED: 4,
+  PENDING_BYTES: 8,
+  DATA_OFFSET: 16,
+  DATA_SIZE: 24,
+} as const;
 export const DATA_OFFSET = 4096;
 export const WINDOW = 1 << 20;
 
@@ -20,18 +27,25 @@ export class V1Region implements RegionHandler {
 
   constructor(private readonly m: Migration) {}
 
-  resetIteration(): void { this.#iteration = null; }
+  resetIteration(): void {
+    this.#iteration = null;
+  }
 
   /** PRE_COPY -> STOP_COPY keeps the stream; a chunk not wholly read is offered again (§9). */
-  onStopCopy(): void { this.#iteration?.onStopCopy(); }
+  onStopCopy(): void {
+    this.#iteration?.onStopCopy();
+  }
 
-  get #saving(): boolean { return this.m.state === S.PRE_COPY || this.m.state === S.STOP_COPY; }
+  get #saving(): boolean {
+    return this.m.state === S.PRE_COPY || this.m.state === S.STOP_COPY;
+  }
 
   /** The iteration over the current save session, once this transport has claimed it. */
   #iter(): V1SaveIteration | null {
     const m = this.m;
     if (!this.#saving || !m.save || !m.claim('v1')) return null;
-    return (this.#iteration ??= new V1SaveIteration(m.save, WINDOW));
+    this.#iteration ??= new V1SaveIteration(m.save, WINDOW);
+    return this.#iteration;
   }
 
   read(offset: number, out: Uint8Array): void {
@@ -43,14 +57,19 @@ export class V1Region implements RegionHandler {
     }
     const v = this.#register(offset, out.length);
     const dv = new DataView(out.buffer, out.byteOffset, out.length);
-    if (out.length === 4) dv.setUint32(0, v, true); else dv.setBigUint64(0, BigInt(v), true);
+    if (out.length === 4) dv.setUint32(0, v, true);
+    else dv.setBigUint64(0, BigInt(v), true);
   }
 
   #register(offset: number, len: number): number {
     const m = this.m;
     switch (offset) {
-      case V1Reg.DEVICE_STATE: this.#width(len, 4); return toV1(m.state) ?? 6;
-      case V1Reg.RESERVED: this.#width(len, 4); return 0;
+      case V1Reg.DEVICE_STATE:
+        this.#width(len, 4);
+        return toV1(m.state) ?? 6;
+      case V1Reg.RESERVED:
+        this.#width(len, 4);
+        return 0;
       case V1Reg.PENDING_BYTES: {
         this.#width(len, 8);
         return this.#iter()?.pendingBytes() ?? 0;
@@ -70,11 +89,14 @@ export class V1Region implements RegionHandler {
         if (size === null || size === undefined) throw bad('data_size read before data_offset');
         return size;
       }
-      default: throw bad(`no v1 migration register at offset ${offset}`);
+      default:
+        throw bad(`no v1 migration register at offset ${offset}`);
     }
   }
 
-  #width(len: number, want: number): void { if (len !== want) throw bad(`v1 migration registers take ${want}-byte accesses, not ${len}`); }
+  #width(len: number, want: number): void {
+    if (len !== want) throw bad(`v1 migration registers take ${want}-byte accesses, not ${len}`);
+  }
 
   write(offset: number, data: Uint8Array): void {
     const m = this.m;
@@ -93,17 +115,23 @@ export class V1Region implements RegionHandler {
           if (wasPre && (m.state as number) === S.STOP_COPY) this.onStopCopy();
           return;
         }
-        case V1Reg.RESERVED: this.#width(data.length, 4); return;
+        case V1Reg.RESERVED:
+          this.#width(data.length, 4);
+          return;
         case V1Reg.DATA_SIZE: {
           this.#width(data.length, 8);
           const n = Number(dv.getBigUint64(0, true));
-          if (m.state !== S.RESUMING || !m.load || !m.claim('v1')) throw bad('data_size written while not resuming');
+          if (m.state !== S.RESUMING || !m.load || !m.claim('v1'))
+            throw bad('data_size written while not resuming');
           if (n > WINDOW) throw bad(`data_size ${n} exceeds the ${WINDOW}-byte window`);
           m.loadWrite(this.#window.subarray(0, n));
           return;
         }
-        case V1Reg.PENDING_BYTES: case V1Reg.DATA_OFFSET: throw bad('pending_bytes and data_offset are read-only');
-        default: throw bad(`no v1 migration register at offset ${offset}`);
+        case V1Reg.PENDING_BYTES:
+        case V1Reg.DATA_OFFSET:
+          throw bad('pending_bytes and data_offset are read-only');
+        default:
+          throw bad(`no v1 migration register at offset ${offset}`);
       }
     } catch (e) {
       if (e instanceof MigrationError) throw new RegionAccessError(e.errno, e.message);
