@@ -1,12 +1,16 @@
 // An optional control socket (--control PATH) for tests and demos: one JSON object per line.
 //   {"get": "state"}                  -> {"ok": true, "state": {...declared state...}}
 //   {"set": "inputs", "value": 8}     -> {"ok": true}   (a control the device declares)
-//   {"get": "migration"}              -> {"ok": true, "migration": {"state": "STOP", "migratedAway": true}}
+//   {"get": "migration"}              -> {"ok": true, "migration": {...}}
+//                                        ({"state": "STOP", "migratedAway": true} for example)
 //   {"do": "resume"}                  -> {"ok": true}   (runs a migrated-away device again)
 import { createServer, type Server } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import type { PciDevice } from '@vfu/pci';
 import type { VfioUserServer } from '@vfu/server';
+
+const controlNames = (device: PciDevice) =>
+  Object.keys(device.def.controls ?? {}).join(', ') || 'none';
 
 export function controlServer(
   path: string,
@@ -55,7 +59,7 @@ export function controlServer(
           } else
             reply = {
               ok: false,
-              error: `unknown request; controls: ${Object.keys(device.def.controls ?? {}).join(', ') || 'none'}`,
+              error: `unknown request; controls: ${controlNames(device)}`,
             };
         } catch (e) {
           reply = { ok: false, error: (e as Error).message };

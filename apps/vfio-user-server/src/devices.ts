@@ -5,7 +5,7 @@ import template from '@vfu/device-template';
 
 /** Device models this server can emulate, by --device name. */
 // Each model's definition is typed by its own state schema; the table only needs the common shape.
-// biome-ignore lint/suspicious/noExplicitAny: the schemas differ per model (callbacks are contravariant)
+// biome-ignore lint/suspicious/noExplicitAny: the schemas differ per model (contravariance)
 export const devices: Record<string, DeviceDefinition<any>> = {
   edu,
   'gpio-idio16': gpio,

@@ -12,16 +12,19 @@ export class UsageError extends Error {}
 
 function usage(): string {
   const lines = [
-    'usage: vfio-user-server [--device NAME] [--socket PATH] [device options] [--log-level LEVEL] [--trace]',
+    'usage: vfio-user-server [--device NAME] [--socket PATH] [device options]',
+    '                        [--log-level LEVEL] [--trace] [--control PATH]',
     '',
-    `  --device NAME          device model: ${Object.keys(devices).join(', ')} (default ${defaultDevice})`,
+    `  --device NAME          device model: ${Object.keys(devices).join(', ')}`,
+    `                         (default ${defaultDevice})`,
     '  --socket PATH          UNIX socket to listen on (default ./vfio-user-NAME.sock)',
     '  --log-level LEVEL      error, warn, info (default) or debug',
     '  --trace                print every message, decoded, one line each (stderr)',
     '  --on-disconnect WHAT   reset (default) or keep the device state when the client goes',
-    '  --dma-layout LAYOUT    DMA_READ/WRITE layout: spec (default; what QEMU 11.1.3 speaks) or qemu (u32 count, data at 12)',
+    '  --dma-layout LAYOUT    DMA_READ/WRITE layout: spec (default; what QEMU 11.1.3 speaks)',
+    '                         or qemu (u32 count, data at 12)',
     '  --no-migration         do not offer migration',
-    '  --control PATH         a JSON-lines socket to read device state and use device controls (tests, demos)',
+    '  --control PATH         a JSON-lines socket to read device state and use device controls',
     '',
     'device options:',
     ...Object.entries(devices).flatMap(([n, d]) =>

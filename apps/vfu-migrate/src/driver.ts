@@ -150,7 +150,10 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   };
 }
 
-/** Live-migrates the device behind `src` into the device behind `dst`. Never throws: the report says what happened. */
+/**
+ * Live-migrates the device behind `src` into the device behind `dst`. Never throws: the report says
+ * what happened.
+ */
 export async function migrate(
   src: VfioUserClient,
   dst: VfioUserClient,
@@ -243,12 +246,14 @@ export async function migrate(
     if (preCopy) {
       const first = await a.pending();
       expected = first.initial + first.dirty;
-      // Pre-copy rounds: move what there is, let the device run (and the workload dirty it), repeat.
+      // Pre-copy rounds: move what there is, let the device run (and the workload dirty it),
+      // repeat.
       const limit = opts.downtimeLimitMs ?? 300,
         maxIt = opts.maxIterations ?? 30;
       for (;;) {
         rep.iterations++;
-        rep.precopyBytes += await move('precopy', buf, 256 << 20); // bounded: a device dirtying fast must not hold the round
+        // bounded: a device dirtying fast must not hold the round
+        rep.precopyBytes += await move('precopy', buf, 256 << 20);
         if (
           opts.cancelAfterIterations !== undefined &&
           rep.iterations >= opts.cancelAfterIterations

@@ -22,14 +22,18 @@ const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 function bar(p: Progress): string {
   const w = 24,
     filled = p.pending ? Math.min(w, Math.round((w * p.bytes) / (p.bytes + p.pending))) : w;
-  return `\r${p.phase.padEnd(8)} [${'#'.repeat(filled)}${'.'.repeat(w - filled)}] ${mib(p.bytes)} round ${p.iteration}   `;
+  const gauge = '#'.repeat(filled) + '.'.repeat(w - filled);
+  return `\r${p.phase.padEnd(8)} [${gauge}] ${mib(p.bytes)} round ${p.iteration}   `;
 }
 
 export function describe(r: Report): string {
   const lines = [
     `migration ${r.outcome} (${r.protocol})${r.error ? `: ${r.error}` : ''}`,
-    `  moved      ${mib(r.bytes)} (pre-copy ${mib(r.precopyBytes)}, stop-copy ${mib(r.stopCopyBytes)}) in ${r.iterations} round(s)`,
-    `  downtime   ${r.downtimeMs.toFixed(1)} ms (stop-copy ${r.stopCopyMs.toFixed(1)}, resume ${r.resumeMs.toFixed(1)}); total ${r.totalMs.toFixed(0)} ms; data phase ${r.throughputGiBps.toFixed(2)} GiB/s`,
+    `  moved      ${mib(r.bytes)} (pre-copy ${mib(r.precopyBytes)}, ` +
+      `stop-copy ${mib(r.stopCopyBytes)}) in ${r.iterations} round(s)`,
+    `  downtime   ${r.downtimeMs.toFixed(1)} ms (stop-copy ${r.stopCopyMs.toFixed(1)}, ` +
+      `resume ${r.resumeMs.toFixed(1)}); total ${r.totalMs.toFixed(0)} ms; ` +
+      `data phase ${r.throughputGiBps.toFixed(2)} GiB/s`,
     `  devices    source ${r.source.state}, destination ${r.destination.state}`,
   ];
   if (r.workloadWrites)

@@ -13,7 +13,9 @@ export interface Report {
   iterations: number;
   /** From stopping the source to the destination running (ms). */
   downtimeMs: number;
-  /** Downtime parts: stopping the source and moving the rest; the destination loading and starting. */
+  /**
+   * Downtime parts: stopping the source and moving the rest; the destination loading and starting.
+   */
   stopCopyMs: number;
   resumeMs: number;
   totalMs: number;

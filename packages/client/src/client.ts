@@ -49,7 +49,10 @@ export interface ClientOptions {
   trace?: (line: string) => void;
 }
 
-/** Client memory made available to the device: a memfd we map too, or plain bytes reached by messages. */
+/**
+ * Client memory made available to the device: a memfd we map too, or plain bytes reached by
+ * messages.
+ */
 export interface GuestRam {
   address: number;
   size: number;
@@ -126,7 +129,10 @@ export class VfioUserClient {
     return unwrap(decodeReply.deviceInfo(await this.#simple(encode.getInfo(this.#id()))));
   }
 
-  /** Region info as QEMU asks for it: first with argsz 32, then again with the size the server named. */
+  /**
+   * Region info as QEMU asks for it: first with argsz 32, then again with the size the server
+   * named.
+   */
   async regionInfo(index: number): Promise<RegionInfo & { fd?: OwnedFd }> {
     let info = unwrap(
       decodeReply.regionInfo(await this.#simple(encode.getRegionInfo(this.#id(), index, 32))),
@@ -324,7 +330,10 @@ export class VfioUserClient {
 
   // --- guest memory ------------------------------------------------------------------------
 
-  /** Creates `size` bytes of guest RAM at `address` and maps it into the device (fd-backed, or message-based with `viaMessages`). */
+  /**
+   * Creates `size` bytes of guest RAM at `address` and maps it into the device (fd-backed, or
+   * message-based with `viaMessages`).
+   */
   async addRam(
     address: number,
     size: number,

@@ -1,6 +1,7 @@
 // The VFIO migration state machine (reference §8), pure: which states exist for a device's
 // feature flags, which arcs a SET walks (the kernel's combination-transition algorithm with the
-// ERROR guard of the 2026 fix), and the v1 device_state encoding mapped onto the same machine (§9).
+// ERROR guard of the 2026 fix), and the v1 device_state encoding mapped onto the same machine
+// (§9).
 
 export const S = {
   ERROR: 0,
@@ -28,7 +29,10 @@ const {
   PRE_COPY: PC,
   PRE_COPY_P2P: PP,
 } = S;
-/** Next hop from cur (row) towards new (column), assuming every optional state exists (kernel vfio_from_fsm_table). */
+/**
+ * Next hop from cur (row) towards new (column), assuming every optional state exists (kernel
+ * vfio_from_fsm_table).
+ */
 const TABLE: readonly (readonly State[])[] = [
   /* ERROR        */ [E, E, E, E, E, E, E, E],
   /* STOP         */ [E, ST, RP, SC, RE, RP, RP, RP],
@@ -76,7 +80,8 @@ export function path(cur: number, target: number, flags: number): State[] | null
   const out: State[] = [];
   while (cur !== target) {
     let next = TABLE[cur][target];
-    while (next !== E && !supported(next, flags)) next = TABLE[next][target]; // guarded: no endless loop
+    // guarded: no endless loop
+    while (next !== E && !supported(next, flags)) next = TABLE[next][target];
     if (next === E) return null;
     out.push(next);
     cur = next;

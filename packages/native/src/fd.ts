@@ -39,7 +39,9 @@ export class OwnedFd {
   }
 }
 
-/** Closes raw fds that nobody took (e.g. fds that arrived with a message that had no use for them). */
+/**
+ * Closes raw fds that nobody took (e.g. fds that arrived with a message that had no use for them).
+ */
 export function closeAll(fds: Iterable<OwnedFd>): void {
   for (const f of fds) f.close();
 }

@@ -78,7 +78,9 @@ export class MappedMemory {
     return c.madvise(this.#addr, this.length, 23 /* MADV_POPULATE_WRITE */) === 0;
   }
 
-  /** Unmaps. Views handed out before keep working but see zeros; the address is never reused by us. */
+  /**
+   * Unmaps. Views handed out before keep working but see zeros; the address is never reused by us.
+   */
   release(): void {
     if (this.#addr === 0) return;
     const addr = this.#addr;

@@ -47,7 +47,7 @@ describe('fd passing on one machine', () => {
     expect(openFdCount()).toBe(before);
   });
 
-  it('reports MSG_CTRUNC when more fds arrive than the control buffer holds, closing what did arrive', () => {
+  it('reports MSG_CTRUNC when more fds arrive than fit, closing those that did', () => {
     const before = openFdCount();
     const [a, b] = socketPair();
     const fds = [eventfdCreate(), eventfdCreate(), eventfdCreate()];
@@ -68,7 +68,8 @@ describe('fd passing on one machine', () => {
     const chunk = Buffer.alloc(1 << 20, 1);
     let sent = 0;
     for (let n = sa.send(chunk); n > 0; n = sa.send(chunk)) sent += n;
-    expect(sent).toBeGreaterThan(0); // the socket buffer filled: send returned 0 (EAGAIN), not an error
+    // the socket buffer filled: send returned 0 (EAGAIN), not an error
+    expect(sent).toBeGreaterThan(0);
     b.close();
     expect(() => sa.send(chunk)).toThrow(NativeError); // EPIPE, and no SIGPIPE killed us
     a.close();

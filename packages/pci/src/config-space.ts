@@ -141,7 +141,10 @@ export class ConfigSpace {
     out.set(this.bytes.subarray(o, o + out.length));
   }
 
-  /** A client's write: writable bits take the new value, W1C bits clear where 1 is written, the rest stay. */
+  /**
+   * A client's write: writable bits take the new value, W1C bits clear where 1 is written, the rest
+   * stay.
+   */
   write(o: number, data: Uint8Array): void {
     for (let i = 0; i < data.length; i++) {
       const a = o + i,

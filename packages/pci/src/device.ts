@@ -22,13 +22,19 @@ export interface DeviceContext<S extends Schema> {
   };
   readonly running: boolean;
   memory(name: string): SharedMemory;
-  /** Runs device work now if the device is running, otherwise as soon as it runs again (§8.1: no progress while stopped). */
+  /**
+   * Runs device work now if the device is running, otherwise as soon as it runs again (§8.1: no
+   * progress while stopped).
+   */
   whenRunning(work: () => void | Promise<void>): void;
   log(message: string): void;
 }
 
 export interface DeviceDefinition<S extends Schema = Schema> {
-  /** Name used on the command line and in the migration stream: a destination refuses another model's state. */
+  /**
+   * Name used on the command line and in the migration stream: a destination refuses another
+   * model's state.
+   */
   id: string;
   /** Version of the device's state layout. */
   version: number;
@@ -51,7 +57,9 @@ export interface DeviceDefinition<S extends Schema = Schema> {
   onRun?(dev: DeviceContext<S>): void;
   /** After migrated state was loaded (e.g. re-derive things not in the state). */
   afterLoad?(dev: DeviceContext<S>): void;
-  /** What the outside world can do to the device (e.g. change a card's inputs), for tests and demos. */
+  /**
+   * What the outside world can do to the device (e.g. change a card's inputs), for tests and demos.
+   */
   controls?: Record<string, (dev: DeviceContext<S>, value: number) => void>;
 }
 

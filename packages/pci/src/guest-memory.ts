@@ -105,7 +105,9 @@ export class GuestMemory {
     return 0;
   }
 
-  /** DMA_UNMAP of exactly one mapping (ENOENT otherwise). Optionally returns its dirty bitmap first. */
+  /**
+   * DMA_UNMAP of exactly one mapping (ENOENT otherwise). Optionally returns its dirty bitmap first.
+   */
   unmap(
     address: number,
     size: number,
@@ -148,7 +150,9 @@ export class GuestMemory {
     return at >= end ? out : null;
   }
 
-  /** Reads guest memory (the device's DMA). Throws DmaError (ENOENT unmapped, EACCES not readable). */
+  /**
+   * Reads guest memory (the device's DMA). Throws DmaError (ENOENT unmapped, EACCES not readable).
+   */
   async read(address: number, len: number): Promise<Uint8Array> {
     const ms = this.#find(address, len);
     if (!ms)
@@ -216,7 +220,10 @@ export class GuestMemory {
     return this.#logPage;
   }
 
-  /** DMA_LOGGING_START / DIRTY_PAGES START. Ranges are checked (§6.4) but every mapped page is logged. */
+  /**
+   * DMA_LOGGING_START / DIRTY_PAGES START. Ranges are checked (§6.4) but every mapped page is
+   * logged.
+   */
   startLogging(pageSize: number, ranges: LogRange[] = []): number {
     if (!isPow2(pageSize) || pageSize < this.limits.pageSize) return Errno.EINVAL;
     const sorted = [...ranges].sort((a, b) => a.iova - b.iova);

@@ -147,7 +147,10 @@ export function registers<S>(
 
 export interface SharedMemory extends RegionHandler {
   readonly bytes: (offset: number, len: number) => Uint8Array;
-  /** Allocates every page now (e.g. before a migration's data lands), keeping faults out of the downtime. */
+  /**
+   * Allocates every page now (e.g. before a migration's data lands), keeping faults out of the
+   * downtime.
+   */
   prefault(): void;
   release(): void;
 }

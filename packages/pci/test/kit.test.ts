@@ -72,7 +72,7 @@ describe('capabilities', () => {
 });
 
 describe('register maps', () => {
-  it('dispatches by offset and width, reads unimplemented offsets as zero and ignores their writes', () => {
+  it('dispatches by offset and width; unimplemented offsets read 0, ignore writes', () => {
     const s = { v: 0, wide: 0 };
     const r = registers(64, s, [
       {

@@ -14,7 +14,7 @@ describe('MSI-X', () => {
     bars: () => ({ 0: bar('mem32', registers(4096, {}, [])) }),
   });
 
-  it('puts the table and PBA in a BAR; a masked vector is pending in the PBA and delivered on unmask', () => {
+  it('puts table and PBA in a BAR; a masked vector pends, and fires on unmask', () => {
     const d = new PciDevice(def);
     expect(d.bars[1]?.size).toBe(8192);
     expect(d.irq.count(Irq.MSIX)).toBe(4);

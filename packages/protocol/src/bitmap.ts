@@ -1,6 +1,8 @@
 // Dirty-page bitmaps (§6.3): bit n = page n of the range, LSB first in 64-bit little-endian words.
 
-/** Bytes of a bitmap for `length` bytes at `pageSize` granularity, rounded up to whole u64 words. */
+/**
+ * Bytes of a bitmap for `length` bytes at `pageSize` granularity, rounded up to whole u64 words.
+ */
 export function bitmapBytes(length: number, pageSize: number): number {
   return Math.ceil(Math.ceil(length / pageSize) / 64) * 8;
 }

@@ -28,7 +28,10 @@ const argsz = (v: number, n: number, what: string) =>
   v < n ? einval(`${what}: argsz ${v} is smaller than ${n}`) : null;
 const oneBit = (v: number) => v !== 0 && (v & (v - 1)) === 0;
 
-/** Decodes a client command's payload (structural checks only; device-dependent checks are the server's). */
+/**
+ * Decodes a client command's payload (structural checks only; device-dependent checks are the
+ * server's).
+ */
 export function decodeRequest(
   cmd: number,
   payload: Uint8Array,
@@ -186,10 +189,9 @@ export function decodeRequest(
       e = need(p, 8, 'REGION_WRITE_MULTI');
       if (e) return e;
       const n = p.u64(0);
-      if (n > (p.length - 8) / 24)
-        return einval(
-          `REGION_WRITE_MULTI announces ${n} writes but carries room for ${Math.floor((p.length - 8) / 24)}`,
-        );
+      const room = Math.floor((p.length - 8) / 24);
+      if (n > room)
+        return einval(`REGION_WRITE_MULTI announces ${n} writes but carries room for ${room}`);
       const writes: RegionAccess[] = [];
       for (let i = 0; i < n; i++) {
         const o = 8 + 24 * i;
@@ -243,7 +245,9 @@ export function decodeRequest(
   }
 }
 
-/** SET_IRQS checks that need no knowledge of the device (lvu `device_set_irqs_validate`, kernel). */
+/**
+ * SET_IRQS checks that need no knowledge of the device (lvu `device_set_irqs_validate`, kernel).
+ */
 function checkSetIrqs(b: SetIrqs, payloadLen: number, fdCount: number): ProtocolError | null {
   const data = b.flags & IrqSetFlag.DATA_TYPE_MASK,
     action = b.flags & IrqSetFlag.ACTION_TYPE_MASK;

@@ -5,6 +5,10 @@ import type { Header } from './header.js';
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
+/** The JSON text of a VERSION payload, without its NUL terminator. */
+const versionJson = (payload: Uint8Array) =>
+  Buffer.from(payload.subarray(4)).toString().replace(/\0$/, '');
+
 /** One readable line for a message, for --trace. */
 export function describeMessage(dir: '<-' | '->', h: Header, payload: Uint8Array, fds = 0): string {
   const type = (h.flags & Flag.TYPE_MASK) === Flag.REPLY ? 'reply' : 'cmd';
@@ -28,7 +32,9 @@ export function describeMessage(dir: '<-' | '->', h: Header, payload: Uint8Array
           break;
         case Command.DMA_MAP:
           if (p.length >= 32)
-            body = `iova=${hex(p.u64(16))} size=${hex(p.u64(24))} flags=${p.u32(4)} offset=${hex(p.u64(8))}`;
+            body =
+              `iova=${hex(p.u64(16))} size=${hex(p.u64(24))} ` +
+              `flags=${p.u32(4)} offset=${hex(p.u64(8))}`;
           break;
         case Command.DMA_UNMAP:
           if (p.length >= 24)
@@ -61,12 +67,12 @@ export function describeMessage(dir: '<-' | '->', h: Header, payload: Uint8Array
           if (p.length >= 8) body = `size=${p.u32(4)}`;
           break;
         case Command.VERSION:
-          if (p.length >= 4)
-            body = `${p.u16(0)}.${p.u16(2)} ${Buffer.from(payload.subarray(4)).toString().replace(/\0$/, '')}`;
+          if (p.length >= 4) body = `${p.u16(0)}.${p.u16(2)} ${versionJson(payload)}`;
           break;
       }
   } catch {
     body = '(undecodable)';
   }
-  return `${dir} #${h.id} ${commandName(h.cmd)} ${type} size=${h.size - HEADER_SIZE}${extra.length ? ` ${extra.join(' ')}` : ''}${body ? ` ${body}` : ''}`;
+  const words = [dir, `#${h.id}`, commandName(h.cmd), type, `size=${h.size - HEADER_SIZE}`];
+  return [...words, ...extra, ...(body ? [body] : [])].join(' ');
 }

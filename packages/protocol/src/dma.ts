@@ -8,7 +8,8 @@ import type { DmaTransfer } from './types.js';
 export type DmaLayout = 'spec' | 'qemu';
 export const dma = {
   readRequest(id: number, layout: DmaLayout, address: number, count: number): Uint8Array {
-    const { msg, p } = req(id, Command.DMA_READ, layout === 'spec' ? 16 : 16); // QEMU: u64 + u32 + pad
+    // QEMU: u64 + u32 + pad
+    const { msg, p } = req(id, Command.DMA_READ, layout === 'spec' ? 16 : 16);
     p.setU64(0, address);
     if (layout === 'spec') p.setU64(8, count);
     else p.setU32(8, count);

@@ -140,7 +140,8 @@ export const encode = {
   },
   /** REGION_READ reply: fill `data` (count bytes) in place to avoid a copy. */
   regionReadReply(id: number, a: RegionAccess): { msg: Uint8Array; data: Uint8Array } {
-    const { msg, p } = rep(id, Command.REGION_READ, 16 + a.count, true); // the handler fills all `count` bytes
+    // The handler fills all `count` bytes.
+    const { msg, p } = rep(id, Command.REGION_READ, 16 + a.count, true);
     p.setU64(0, a.offset);
     p.setU32(8, a.region);
     p.setU32(12, a.count);
@@ -194,7 +195,10 @@ export const encode = {
     }
     return msg;
   },
-  /** DIRTY_PAGES GET_BITMAP reply; header-only (argsz set) when the client's argsz is too small (§6.2). */
+  /**
+   * DIRTY_PAGES GET_BITMAP reply; header-only (argsz set) when the client's argsz is too small
+   * (§6.2).
+   */
   dirtyPagesReply(
     id: number,
     clientArgsz: number,

@@ -134,7 +134,10 @@ export function capabilitiesJson(c: Partial<Capabilities>): string {
   return JSON.stringify({ capabilities: o });
 }
 
-/** VERSION message (request or reply): major, minor, JSON text + NUL (always present: QEMU reads the last byte). */
+/**
+ * VERSION message (request or reply): major, minor, JSON text + NUL (always present: QEMU reads the
+ * last byte).
+ */
 export function encodeVersion(
   id: number,
   reply: boolean,

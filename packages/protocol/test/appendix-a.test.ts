@@ -48,7 +48,8 @@ describe('appendix A', () => {
       featureData.migDeviceState(MigState.STOP_COPY),
     );
     const bytes = hex(
-      '07 00 10 00 20 00 00 00 00 00 00 00 00 00 00 00 | 10 00 00 00 02 00 02 00 03 00 00 00 ff ff ff ff',
+      '07 00 10 00 20 00 00 00 00 00 00 00 00 00 00 00 | ' +
+        '10 00 00 00 02 00 02 00 03 00 00 00 ff ff ff ff',
     );
     expect([...m]).toEqual([...bytes]);
     const reply = encode.featureReply(
@@ -69,7 +70,8 @@ describe('appendix A', () => {
     const r = encode.featureReply(8, FeatureFlag.GET | Feature.MIGRATION, featureData.u64(5));
     expect([...r]).toEqual([
       ...hex(
-        '08 00 10 00 20 00 00 00 01 00 00 00 00 00 00 00 | 10 00 00 00 01 00 01 00 05 00 00 00 00 00 00 00',
+        '08 00 10 00 20 00 00 00 01 00 00 00 00 00 00 00 | ' +
+          '10 00 00 00 01 00 01 00 05 00 00 00 00 00 00 00',
       ),
     ]);
   });
@@ -95,14 +97,17 @@ describe('appendix A', () => {
     const m = encode.regionRead(10, { region: 9, offset: 8, count: 8 });
     expect([...m]).toEqual([
       ...hex(
-        '0a 00 09 00 20 00 00 00 00 00 00 00 00 00 00 00 | 08 00 00 00 00 00 00 00 09 00 00 00 08 00 00 00',
+        '0a 00 09 00 20 00 00 00 00 00 00 00 00 00 00 00 | ' +
+          '08 00 00 00 00 00 00 00 09 00 00 00 08 00 00 00',
       ),
     ]);
     const { msg, data } = encode.regionReadReply(10, { region: 9, offset: 8, count: 8 });
     new DataView(data.buffer, data.byteOffset).setBigUint64(0, 0x2000n, true);
     expect([...msg]).toEqual([
       ...hex(
-        '0a 00 09 00 28 00 00 00 01 00 00 00 00 00 00 00 | 08 00 00 00 00 00 00 00 09 00 00 00 08 00 00 00 00 20 00 00 00 00 00 00',
+        '0a 00 09 00 28 00 00 00 01 00 00 00 00 00 00 00 | ' +
+          '08 00 00 00 00 00 00 00 09 00 00 00 08 00 00 00 ' +
+          '00 20 00 00 00 00 00 00',
       ),
     ]);
   });
@@ -116,7 +121,9 @@ describe('appendix A', () => {
     });
     expect([...m]).toEqual([
       ...hex(
-        '0b 00 0a 00 24 00 00 00 00 00 00 00 00 00 00 00 | 00 00 00 00 00 00 00 00 09 00 00 00 04 00 00 00 03 00 00 00',
+        '0b 00 0a 00 24 00 00 00 00 00 00 00 00 00 00 00 | ' +
+          '00 00 00 00 00 00 00 00 09 00 00 00 04 00 00 00 ' +
+          '03 00 00 00',
       ),
     ]);
     const r = decodeRequest(Command.REGION_WRITE, payloadOf(m), 0);
@@ -138,7 +145,9 @@ describe('appendix A', () => {
     );
     expect([...m]).toEqual([
       ...hex(
-        '0c 00 10 00 30 00 00 00 00 00 00 00 00 00 00 00 | 28 00 00 00 08 00 01 00 00 00 10 00 00 00 00 00 00 00 04 00 00 00 00 00 00 10 00 00 00 00 00 00',
+        '0c 00 10 00 30 00 00 00 00 00 00 00 00 00 00 00 | ' +
+          '28 00 00 00 08 00 01 00 00 00 10 00 00 00 00 00 ' +
+          '00 00 04 00 00 00 00 00 00 10 00 00 00 00 00 00',
       ),
     ]);
     const reply = encode.featureReply(

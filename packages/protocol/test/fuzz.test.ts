@@ -103,7 +103,7 @@ describe('codec fuzz', () => {
     expect(n).toBeGreaterThanOrEqual(0);
   });
 
-  it('fuzz: arbitrary payloads for every command number decode or fail with a ProtocolError', () => {
+  it('fuzz: any payload for any command decodes or fails with a ProtocolError', () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 0, max: 20 }),
@@ -122,7 +122,8 @@ describe('codec fuzz', () => {
     );
   });
 
-  it('fuzz: mutated valid messages (bit flips, truncation, extension, lying length fields) never throw', () => {
+  // Bit flips, truncation, extension, lying length fields.
+  it('fuzz: mutated valid messages never throw', () => {
     const seeds = valid();
     fc.assert(
       fc.property(
@@ -149,7 +150,7 @@ describe('codec fuzz', () => {
     );
   });
 
-  it('fuzz: length fields that lie never make the codec allocate more than the message holds', () => {
+  it('fuzz: lying length fields never make the codec allocate past the message', () => {
     fc.assert(
       fc.property(
         fc.constantFrom(

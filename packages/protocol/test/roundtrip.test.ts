@@ -226,7 +226,9 @@ describe('every command round-trips through encode and decode', () => {
     });
     // What QEMU 11.1.3 sends (qemu-notes).
     const q =
-      '{"capabilities":{"pgsizes":4096,"max_msg_fds":16,"max_dma_maps":65535,"max_data_xfer_size":1048576,"migration":{"max_bitmap_size":268435456,"pgsize":4096},"write_multiple":true}}';
+      '{"capabilities":{"pgsizes":4096,"max_msg_fds":16,"max_dma_maps":65535,' +
+      '"max_data_xfer_size":1048576,' +
+      '"migration":{"max_bitmap_size":268435456,"pgsize":4096},"write_multiple":true}}';
     expect(decodeVersion(body(encodeVersion(0, false, 0, 0, q)))).toMatchObject({
       caps: { maxMsgFds: 16, migration: { maxBitmapSize: 268435456 }, writeMultiple: true },
     });
@@ -294,7 +296,8 @@ describe('dirty bitmaps (§6.3)', () => {
     expect(bitmapBytes(4096 * 65, 4096)).toBe(16);
   });
   it("converts between page sizes as libvfio-user's test expects", () => {
-    // 0b0000001111000001 at 4 KiB -> 0b00000000000011111111000000000011 at 2 KiB -> 0b00011001 at 8 KiB
+    // 0b0000001111000001 at 4 KiB -> 0b00000000000011111111000000000011 at 2 KiB -> 0b00011001 at 8
+    // KiB
     const bm = new Uint8Array(8);
     for (const p of [0, 6, 7, 8, 9]) setBit(bm, p);
     const len = 16 * 4096;

@@ -27,7 +27,10 @@ export type Handler = (
 
 const msg = (m: Uint8Array): Reply => ({ msg: m });
 
-/** The region behind an index: BARs and config from the device, extra regions (v1 migration) from the server. */
+/**
+ * The region behind an index: BARs and config from the device, extra regions (v1 migration) from
+ * the server.
+ */
 export function regionOf(s: Session, index: number): RegionHandler | undefined {
   return index < Region.NUM_PCI ? s.device.region(index) : s.extraRegions[index - Region.NUM_PCI];
 }

@@ -17,7 +17,10 @@ export interface ServerOptions {
    * reference (§3.9) attributes to QEMU's in-tree client; kept for builds that use it.
    */
   dmaLayout?: DmaLayout;
-  /** What a client's disconnect does to the device: reset it (default) or keep its state for the next client. */
+  /**
+   * What a client's disconnect does to the device: reset it (default) or keep its state for the
+   * next client.
+   */
   onDisconnect?: 'reset' | 'keep';
   /** Advertise migration (v2 features and the v1 region). */
   migration?: { v1Region?: boolean } | false;

@@ -8,7 +8,9 @@ export const MAGIC = 'VFUSTRM1';
 export const FORMAT_VERSION = 1;
 export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5 } as const;
 export const RECORD_OVERHEAD = 12;
-/** Largest payload a record may announce; a destination refuses anything larger before buffering it. */
+/**
+ * Largest payload a record may announce; a destination refuses anything larger before buffering it.
+ */
 export const MAX_RECORD_PAYLOAD = (1 << 20) + 64;
 
 export interface StreamHeader {

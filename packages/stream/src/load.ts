@@ -95,7 +95,8 @@ export class LoadSession {
         if (typeof h === 'string') this.#fail(h);
         if (h.formatVersion !== FORMAT_VERSION)
           this.#fail(
-            `stream format ${h.formatVersion} is not supported (this server reads ${FORMAT_VERSION})`,
+            `stream format ${h.formatVersion} is not supported ` +
+              `(this server reads ${FORMAT_VERSION})`,
           );
         if (h.deviceId !== img.deviceId)
           this.#fail(
@@ -103,7 +104,8 @@ export class LoadSession {
           );
         if (h.deviceVersion !== img.deviceVersion)
           this.#fail(
-            `${h.deviceId} state version ${h.deviceVersion} is incompatible with version ${img.deviceVersion}`,
+            `${h.deviceId} state version ${h.deviceVersion} is incompatible ` +
+              `with version ${img.deviceVersion}`,
           );
         if (h.schema !== img.schema)
           this.#fail(`${h.deviceId} state layout differs (${h.schema} vs ${img.schema})`);
@@ -145,7 +147,10 @@ export class LoadSession {
     }
   }
 
-  /** Applies the staged stream to the device; refuses an incomplete or rejected one (and applies nothing). */
+  /**
+   * Applies the staged stream to the device; refuses an incomplete or rejected one (and applies
+   * nothing).
+   */
   commit(): void {
     if (this.#error) throw new StreamError(`stream was rejected: ${this.#error}`);
     if (!this.#header) throw new StreamError('no migration data was received');

@@ -61,7 +61,9 @@ export class SaveSession {
     this.#queued += r.length;
   }
 
-  /** Pre-copy estimates (§8.8): bytes of the first pass not yet read, and of changes found since. */
+  /**
+   * Pre-copy estimates (§8.8): bytes of the first pass not yet read, and of changes found since.
+   */
   precopyInfo(): { initialBytes: number; dirtyBytes: number } {
     const produced = this.bytesOut + this.#queued;
     const pendingDirty = this.#dirtyBytes();
@@ -111,7 +113,9 @@ export class SaveSession {
     return found;
   }
 
-  /** Rescans for changed pages when nothing is queued or known dirty (a fresh pre-copy estimate). */
+  /**
+   * Rescans for changed pages when nothing is queued or known dirty (a fresh pre-copy estimate).
+   */
   refresh(): void {
     if (this.#initialEnd >= 0 && this.#queued === 0 && !this.#dirty.some(d => d.pages.length))
       this.scan();

@@ -41,7 +41,9 @@ export class V1SaveIteration {
     return this.#size;
   }
 
-  /** data_size: the prepared chunk's size, or null when no chunk is prepared (read out of order). */
+  /**
+   * data_size: the prepared chunk's size, or null when no chunk is prepared (read out of order).
+   */
   get dataSize(): number | null {
     return this.#prepared ? this.#size : null;
   }

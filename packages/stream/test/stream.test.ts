@@ -65,7 +65,8 @@ function feed(l: LoadSession, all: Uint8Array[], sizes: number[]): void {
 }
 
 describe('the migration stream', () => {
-  it('moves state, config and memory; pre-copy then stop-copy data form one stream, changed pages included', () => {
+  // Pages changed between the two are included.
+  it('moves state, config and memory; pre-copy + stop-copy form one stream', () => {
     const src = image(),
       dst = image();
     src.state.a = 7;
@@ -97,7 +98,8 @@ describe('the migration stream', () => {
     expect(s.read(65536).length).toBe(0);
     expect(s.finished).toBe(true);
     const l = new LoadSession(dst.img);
-    feed(l, out, [1, 7, 4096, 100000, 13]); // the destination's chunking has nothing to do with the source's
+    // The destination's chunking has nothing to do with the source's.
+    feed(l, out, [1, 7, 4096, 100000, 13]);
     expect(dst.mem.every(b => b === 0)).toBe(true); // staged, not applied
     l.commit();
     expect(dst.state).toEqual(src.state);

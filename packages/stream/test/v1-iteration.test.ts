@@ -32,7 +32,8 @@ function image(size = 64 * 1024) {
 }
 
 describe('v1 save iteration (§7.5, seed 002)', () => {
-  it('data_offset prepares a chunk; offset and size stay until pending_bytes is read again; pending 0 ends stop-and-copy', () => {
+  // Offset and size stay until pending_bytes is read again.
+  it('data_offset prepares a chunk; pending 0 ends stop-and-copy', () => {
     const src = image();
     src.mem.fill(3);
     src.state.a = 42;
@@ -63,7 +64,7 @@ describe('v1 save iteration (§7.5, seed 002)', () => {
     expect(dst.mem.every(b => b === 3)).toBe(true);
   });
 
-  it('a chunk not wholly read when pre-copy turns into stop-and-copy is offered again, not lost', () => {
+  it('a chunk half read when pre-copy ends is offered again, not lost', () => {
     const src = image();
     src.mem.fill(9);
     const s = new SaveSession(src.img);

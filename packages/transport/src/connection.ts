@@ -21,17 +21,25 @@ import {
 } from '@vfu/protocol';
 import { ConnectionClosedError, RemoteError, TimeoutError } from './errors.js';
 
-/** A whole message as it arrived, with the fds that came with its first byte (now owned by the receiver). */
+/**
+ * A whole message as it arrived, with the fds that came with its first byte (now owned by the
+ * receiver).
+ */
 export interface Incoming {
   header: Header;
   payload: Uint8Array;
   fds: OwnedFd[];
-  /** Set when the message cannot be handled as sent (too many fds, fds lost to MSG_CTRUNC, too large). */
+  /**
+   * Set when the message cannot be handled as sent (too many fds, fds lost to MSG_CTRUNC, too
+   * large).
+   */
   error?: ProtocolError | { errno: number; message: string };
 }
 
 export interface ConnectionOptions {
-  /** Largest message (header included) we accept; a larger one is refused without reading its body. */
+  /**
+   * Largest message (header included) we accept; a larger one is refused without reading its body.
+   */
   maxMessageSize: number;
   /** Most fds one message may carry (our advertised max_msg_fds). */
   maxFdsPerMessage: number;
@@ -208,7 +216,9 @@ export class Connection {
     return this.#queued > (this.options.sendHighWater ?? 64 << 20);
   }
   #drainWaiters: (() => void)[] = [];
-  /** Resolves once the send backlog is below the high-water mark again (or the connection closed). */
+  /**
+   * Resolves once the send backlog is below the high-water mark again (or the connection closed).
+   */
   drained(): Promise<void> {
     return !this.backlogged || this.#closed
       ? Promise.resolve()
@@ -342,9 +352,11 @@ export class Connection {
     }
     this.#header = h;
     const n = h.size - HEADER_SIZE;
-    // Small messages assemble in a reused buffer (one copy out at the end); large ones in their own.
+    // Small messages assemble in a reused buffer (one copy out at the end); large ones in their
+    // own.
     this.#asm =
-      n <= this.#asmStore.length ? this.#asmStore.subarray(0, n) : Buffer.allocUnsafeSlow(n); // filled by the reads
+      // filled by the reads
+      n <= this.#asmStore.length ? this.#asmStore.subarray(0, n) : Buffer.allocUnsafeSlow(n);
     this.#asmHave = 0;
   }
 

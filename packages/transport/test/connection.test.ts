@@ -54,7 +54,7 @@ describe('Connection framing', () => {
     expect(openFdCount()).toBe(before);
   });
 
-  it('cuts several messages from one write and gives fds to the message that carried them', async () => {
+  it('cuts messages from one write; fds go to the message that carried them', async () => {
     const { conn, raw, rawFd, got } = pair();
     const e = eventfdCreate();
     const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
@@ -113,7 +113,8 @@ describe('Connection framing', () => {
     rawFd.close();
   });
 
-  it('ends the connection on an unframeable header (msg_size < 16) after delivering the error', async () => {
+  // msg_size < 16: nothing after it can be framed.
+  it('ends the connection on an unframeable header, after reporting it', async () => {
     const { conn, raw, rawFd, got } = pair();
     const h = Buffer.alloc(16);
     h.writeUInt16LE(1, 0);
@@ -127,7 +128,7 @@ describe('Connection framing', () => {
 });
 
 describe('Connection requests', () => {
-  it('matches replies to requests by id, in any order, and rejects error replies with the errno', async () => {
+  it('matches replies by id in any order; error replies reject with the errno', async () => {
     const { conn, raw, rawFd } = pair();
     const p1 = conn.request(conn.nextId(), encode.getInfo(0));
     const id1 = 1,
@@ -142,7 +143,8 @@ describe('Connection requests', () => {
     rawFd.close();
   });
 
-  it('passes a reply nobody waits for to onMessage (the server answers it with EINVAL)', async () => {
+  // The server answers such a reply with EINVAL.
+  it('passes a reply nobody waits for to onMessage', async () => {
     const { conn, raw, rawFd, got } = pair();
     raw.send(encode.deviceInfo(99, { flags: 3, numRegions: 9, numIrqs: 5 }));
     await until(() => got.length === 1);

@@ -13,7 +13,8 @@ const c = buildC();
 const stubSock = join(dir, 'stub-m.sock');
 const stub = await startStub(c.stub, stubSock);
 console.log(
-  'migration of edu (v2): data phase GiB/s and downtime; floor = C pulling the same bytes in 1 MiB messages',
+  'migration of edu (v2): data phase GiB/s and downtime; ' +
+    'floor = C pulling the same bytes in 1 MiB messages',
 );
 console.log(
   'memory'.padEnd(8),

@@ -44,8 +44,11 @@ stub.kill();
 await server.stop();
 
 const floor = rows[0][1].median;
+const pinned = process.env.BENCH_PINNED;
+const pinning = pinned ? `every process on CPU ${pinned}` : 'unpinned';
 console.log(
-  `region round trips: 4-byte REGION_READ/WRITE, ${N} each after ${WARM} warm-up, one at a time, ${process.env.BENCH_PINNED ? `every process on CPU ${process.env.BENCH_PINNED}` : 'unpinned'}`,
+  `region round trips: 4-byte REGION_READ/WRITE, ${N} each after ${WARM} warm-up, one at a time, ` +
+    pinning,
 );
 console.log(
   'pairing'.padEnd(36),

@@ -39,11 +39,13 @@ describe('vfio-user-server', () => {
     expect(help.stdout).toMatch(/--memory VALUE/);
   });
 
-  it('prints one listening line with the -device argument, refuses a socket in use, removes its socket on SIGTERM', async () => {
+  // The listening line carries the -device argument for QEMU.
+  it('prints the listening line, refuses a socket in use, cleans up on SIGTERM', async () => {
     const sock = tmp.path('live.sock');
     const s = await startServer(sock, ['--device', 'template']);
     expect(s.output()).toContain(
-      `listening on ${sock}; attach QEMU with: -device '{"driver":"vfio-user-pci","socket":{"path":"${sock}","type":"unix"}}'`,
+      `listening on ${sock}; attach QEMU with: -device ` +
+        `'{"driver":"vfio-user-pci","socket":{"path":"${sock}","type":"unix"}}'`,
     );
     const second = run(serverBin, ['--socket', sock]);
     expect(second.status).toBe(1);

@@ -13,7 +13,8 @@ import { S } from '@vfu/fsm';
 import { Reg as Edu } from '@vfu/device-edu';
 import { tempDir, until, sleep, readToEnd } from './helpers.ts';
 
-const RUNS = Number(process.env.VFU_FUZZ_SESSIONS ?? 60); // live sessions (VFU_FUZZ_RUNS is the codec's count)
+// Live sessions (VFU_FUZZ_RUNS is the codec's count).
+const RUNS = Number(process.env.VFU_FUZZ_SESSIONS ?? 60);
 const tmp = tempDir();
 let server: ServerProcess;
 beforeAll(async () => {
@@ -84,7 +85,7 @@ describe('hostile clients', () => {
     baseline = fds();
   });
 
-  it('fuzz: sessions of mutated valid messages leave the server serving, without leaks', async () => {
+  it('fuzz: mutated sessions leave the server serving, without leaks', async () => {
     const seeds = [
       encode.getInfo(1),
       encode.getRegionInfo(1, 2, 64),
@@ -114,8 +115,9 @@ describe('hostile clients', () => {
           const { ms, fd, drain } = raw();
           for (const [i, flips, withFd] of session) {
             const m = Uint8Array.from(seeds[i]);
+            // keep msg_size mostly sane
             for (const [at, v] of flips)
-              m[HEADER_SIZE > at % m.length ? (at % m.length) & 3 : at % m.length] = v; // keep msg_size mostly sane
+              m[HEADER_SIZE > at % m.length ? (at % m.length) & 3 : at % m.length] = v;
             const mem = withFd ? memfdCreate('fuzz', 4096) : null;
             try {
               ms.send(m, mem ? [mem.fd] : []);
@@ -146,7 +148,8 @@ describe('hostile clients', () => {
     await healthy();
   });
 
-  it('a client that never reads its replies: the server stops reading it, memory stays bounded, the next client works', async () => {
+  // The server stops reading it; the next client works.
+  it('a client that never reads replies is throttled; memory stays bounded', async () => {
     const { ms, fd } = raw();
     const before = rssMiB();
     const req = encode.regionRead(1, { region: 2, offset: 0, count: 1 << 20 });
@@ -161,7 +164,7 @@ describe('hostile clients', () => {
     await healthy();
   });
 
-  it('fds where none belong are closed; a header announcing 4 GiB is refused without reading it', async () => {
+  it('closes fds where none belong; refuses a 4 GiB header unread', async () => {
     const { ms, fd, drain } = raw();
     const e = [eventfdCreate(), eventfdCreate(), eventfdCreate()];
     ms.send(
@@ -236,7 +239,8 @@ describe('faults', () => {
     await healthy();
   });
 
-  it('a driver vanishing at any step leaves the source running, or migrated away once handed over', async () => {
+  // Migrated away only once its state was handed over.
+  it('a driver vanishing at any step: source running, or migrated away', async () => {
     const plan = async (c: VfioUserClient, k: number) => {
       const all: (() => Promise<unknown>)[] = [
         () => c.setState(S.PRE_COPY),
@@ -271,7 +275,8 @@ describe('faults', () => {
     await healthy();
   });
 
-  it('a destination whose driver vanishes mid-resume keeps its own state (nothing half-applied)', async () => {
+  // Nothing half-applied.
+  it('a destination whose driver vanishes mid-resume keeps its own state', async () => {
     const a = await startServer(tmp.path('src-f.sock'), ['--device', 'edu', '--memory', '1M']);
     try {
       const src = await VfioUserClient.connect(a.socket);
@@ -295,14 +300,15 @@ describe('faults', () => {
     }
   });
 
-  it('running out of fds: fds the kernel could not install are reported (EFAULT), the server survives', async () => {
+  it('out of fds: uninstallable fds are reported (EFAULT), the server survives', async () => {
     let hasPrlimit = true;
     try {
       execFileSync('prlimit', ['--version']);
     } catch {
       hasPrlimit = false;
     }
-    if (!hasPrlimit) return; // util-linux's prlimit is on Debian machines; without it there is nothing to lower the limit with
+    // util-linux's prlimit is on Debian machines; without it nothing can lower the limit.
+    if (!hasPrlimit) return;
     const [soft, hard] = execFileSync(
       'prlimit',
       [`--pid=${server.proc.pid}`, '--nofile', '--raw', '--noheadings', '--output=SOFT,HARD'],

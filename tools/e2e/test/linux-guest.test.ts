@@ -5,7 +5,9 @@ import { startServer, bootGuest } from '@vfu/qemu-harness';
 import { tempDir, control } from './helpers.ts';
 
 describe('a Linux guest with its own drivers', () => {
-  it('gpio-pci-idio-16 binds, sets outputs, reads inputs changed on the device, handles their interrupt; uio_pci_generic drives edu (id, factorial, DMA, interrupt)', async () => {
+  // gpio: outputs set, inputs changed on the device read, their interrupt handled.
+  // edu through uio_pci_generic: id, factorial, DMA, interrupt.
+  it('gpio-pci-idio-16 and uio_pci_generic drive our gpio card and edu', async () => {
     const tmp = tempDir();
     const gpio = await startServer(tmp.path('gpio.sock'), [
       '--device',
@@ -39,7 +41,8 @@ describe('a Linux guest with its own drivers', () => {
         expect(v('gpio-driver')).toEqual(['pci-idio-16']);
         expect(v('gpio-chip')).toEqual(['32']);
         expect(outputs).toBe(0b100001); // OUT0 and OUT5 set by the guest
-        expect(v('gpio-iin3')).toEqual(['1']); // an input changed on the device side, read by the guest
+        // an input changed on the device side, read by the guest
+        expect(v('gpio-iin3')).toEqual(['1']);
         const [before, after] = v('gpio-irqs')!.map(Number);
         expect(after).toBeGreaterThan(before); // the driver handled the input-change interrupt
         expect(v('edu-driver')).toEqual(['uio_pci_generic']);

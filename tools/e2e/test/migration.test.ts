@@ -70,13 +70,15 @@ async function eduView(c: VfioUserClient) {
   const regs = await Promise.all(
     [Edu.LIVENESS, Edu.FACTORIAL, Edu.STATUS, Edu.IRQ_STATUS].map(r => c.read32(0, r)),
   );
-  const mem = Buffer.from(await c.regionRead(2, 0, 1 << 20)); // region reads: the same bytes whatever the mapping
+  // region reads: the same bytes whatever the mapping
+  const mem = Buffer.from(await c.regionRead(2, 0, 1 << 20));
   const cfg = Buffer.from(await c.regionRead(7, 0, 64));
   return { regs, mem, cfg };
 }
 
 describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol => {
-  it('moves registers, DMA buffer and device memory dirtied during pre-copy; the destination works afterwards', async () => {
+  // The destination works afterwards.
+  it('moves registers, DMA buffer and memory dirtied in pre-copy', async () => {
     const [, , src, dst] = await pair('edu', ['--memory', '1M']);
     await eduWorkload(src);
     const wl = await memoryWorkload(src, 32);
@@ -104,7 +106,8 @@ describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol =
     expect(b.regs[1]).toBe(720);
     expect(Buffer.compare(b.mem, a.mem)).toBe(0);
     expect(b.cfg.readUInt16LE(CFG_CMD)).toBe(0x6);
-    // The migrated DMA buffer leaves the destination by DMA into the destination's own RAM, with an interrupt.
+    // The migrated DMA buffer leaves the destination by DMA into the destination's own RAM, with an
+    // interrupt.
     const ram = await dst.addRam(0x100000, 0x10000);
     const irq = await dst.bindIrqs(Irq.INTX);
     await dst.write32(0, Edu.DMA_SRC, DMA_BUFFER);
@@ -145,7 +148,8 @@ describe.each(['v2', 'v1'] as const)('every device model migrates over %s', prot
 });
 
 describe('dirty page logging during pre-copy', () => {
-  it('reports the guest pages the device wrote by DMA (v2 DMA_LOGGING_REPORT over a range spanning a hole)', async () => {
+  // v2 DMA_LOGGING_REPORT over a range spanning a hole.
+  it('reports the guest pages the device wrote by DMA', async () => {
     const [, , src] = await pair('edu');
     await src.config.write16(CFG_CMD, 0x6);
     await src.addRam(0x100000, 0x10000);
@@ -181,7 +185,8 @@ describe('failures leave both devices usable', () => {
     return readToEnd(c);
   }
 
-  it('a bit-flipped stream is refused with EINVAL; the destination needs a reset, the source resumes untouched', async () => {
+  // The destination needs a reset.
+  it('a bit-flipped stream is refused with EINVAL; the source is untouched', async () => {
     const [, b, src, dst] = await pair('edu');
     await src.write32(0, Edu.LIVENESS, 77);
     const stream = await readAll(src);
@@ -200,7 +205,8 @@ describe('failures leave both devices usable', () => {
     expect(await dst.getState()).toBe(S.RESUMING);
     await expect(dst.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EINVAL });
     expect(await dst.getState()).toBe(S.ERROR);
-    await expect(dst.setState(S.RUNNING)).rejects.toBeInstanceOf(RemoteError); // only reset leaves ERROR
+    // only reset leaves ERROR
+    await expect(dst.setState(S.RUNNING)).rejects.toBeInstanceOf(RemoteError);
     expect(await dst.read32(0, Edu.LIVENESS)).toBe(~5 >>> 0); // never half-applied
     await dst.reset();
     expect(await dst.getState()).toBe(S.RUNNING);
@@ -225,7 +231,7 @@ describe('failures leave both devices usable', () => {
     expect(await dst.read32(0, Tpl.ID)).toBe(0x7e3a0001);
   });
 
-  it('cancel during pre-copy returns the source to RUNNING with its state, and resets the destination', async () => {
+  it('cancel in pre-copy: source RUNNING with its state, destination reset', async () => {
     const [, , src, dst] = await pair('edu');
     await src.write32(0, Edu.LIVENESS, 99);
     const rep = await migrate(src, dst, { cancelAfterIterations: 1 });
@@ -279,7 +285,8 @@ describe('failures leave both devices usable', () => {
     expect(await dst.read32(0, Edu.ID)).toBe(0x010000ed);
   });
 
-  it('a driver that disconnects mid-migration leaves the source running (servers keep state on disconnect)', async () => {
+  // Servers keep state on disconnect.
+  it('a driver that disconnects mid-migration leaves the source running', async () => {
     const [a, , src] = await pair('edu');
     await src.write32(0, Edu.LIVENESS, 42);
     await src.setState(S.PRE_COPY);
@@ -295,7 +302,7 @@ describe('failures leave both devices usable', () => {
 });
 
 describe.each(['v2', 'v1'] as const)('after a completed migration over %s', protocol => {
-  it('the source stays stopped when the driver goes (migrated away) until a resume or DEVICE_RESET', async () => {
+  it('a migrated-away source stays stopped until a resume or DEVICE_RESET', async () => {
     const ctl = tmp.path(`src${++n}.ctl`);
     const a = await startServer(tmp.path(`src${n}.sock`), [
       '--device',
@@ -378,7 +385,8 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
 });
 
 describe('v1 dirty page tracking', () => {
-  it('DIRTY_PAGES START / GET_BITMAP / STOP, and DMA_UNMAP with GET_DIRTY_BITMAP, see the pages the device wrote', async () => {
+  // START / GET_BITMAP / STOP, and DMA_UNMAP with GET_DIRTY_BITMAP.
+  it("DIRTY_PAGES and DMA_UNMAP's bitmap see the pages the device wrote", async () => {
     const [, , src] = await pair('edu');
     await src.config.write16(CFG_CMD, 0x6);
     await src.addRam(0x100000, 0x40000);

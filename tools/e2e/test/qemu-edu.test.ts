@@ -35,7 +35,8 @@ describe('QEMU attaches to the edu device', () => {
     tmp.cleanup();
   });
 
-  it('reads the ids, reaches the registers, raises INTx, moves data by DMA both ways, and writes mapped BAR pages without messages', async () => {
+  // Mapped BAR pages are written without any message.
+  it('ids, registers, INTx, DMA both ways, mapped BAR pages', async () => {
     const q = await Qemu.start({ devices: [{ socket: server.socket, addr: `${DEV}.0` }] });
     try {
       const t = q.qtest;
@@ -107,7 +108,8 @@ describe('QEMU attaches to the edu device', () => {
     c.close();
   });
 
-  it("reaches QEMU's fd-less memory through DMA_READ and DMA_WRITE messages (QEMU 11.1.3 speaks the spec layout)", async () => {
+  // QEMU 11.1.3 speaks the spec's layout.
+  it("reaches QEMU's fd-less memory through DMA_READ and DMA_WRITE", async () => {
     const q = await Qemu.start({ devices: [{ socket: server.socket, addr: `${DEV}.0` }] });
     try {
       const t = q.qtest;
@@ -129,7 +131,8 @@ describe('QEMU attaches to the edu device', () => {
       expect(bios.some(b => b !== 0)).toBe(true);
       expect((await t.memRead(BAR2 + 0x2000, 16)).equals(bios)).toBe(true);
       const trace = server.output().slice(before);
-      expect(trace).toMatch(/<- #\d+ DMA_READ reply size=32/); // 16 bytes of data after a 16-byte echo
+      // 16 bytes of data after a 16-byte echo
+      expect(trace).toMatch(/<- #\d+ DMA_READ reply size=32/);
       expect(trace).toMatch(/<- #\d+ DMA_WRITE reply size=16/);
       expect(trace).not.toMatch(/error=/);
     } catch (e) {

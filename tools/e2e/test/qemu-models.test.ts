@@ -9,7 +9,7 @@ const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
 describe('QEMU drives the other device models', () => {
-  it('gpio-idio16: ids, an I/O BAR 2 through port accesses, outputs written and read back, IRQ control', async () => {
+  it('gpio-idio16: ids, I/O BAR 2 through ports, outputs, IRQ control', async () => {
     const server = await startServer(tmp.path('gpio.sock'), ['--device', 'gpio-idio16', '--trace']);
     const q = await Qemu.start({ devices: [{ socket: server.socket, addr: '5.0' }] });
     try {
@@ -38,7 +38,7 @@ describe('QEMU drives the other device models', () => {
     }
   });
 
-  it('template: registers in BAR 0, the doorbell raises INTx at the IOAPIC, status is write-1-to-clear', async () => {
+  it('template: BAR 0 registers, doorbell INTx at the IOAPIC, W1C status', async () => {
     const server = await startServer(tmp.path('tpl.sock'), ['--device', 'template']);
     const q = await Qemu.start({ devices: [{ socket: server.socket, addr: '6.0' }] });
     try {

@@ -6,7 +6,7 @@ import { VfioUserClient } from '@vfu/client';
 import { RegionFlag } from '@vfu/protocol';
 import { tempDir } from './helpers.ts';
 
-it('region 6 reports a read-only ROM of its size and reads back its bytes; config 0x30 sizes it', async () => {
+it('region 6 is a read-only ROM of its size with its bytes; 0x30 sizes it', async () => {
   const tmp = tempDir();
   const rom = new Uint8Array(8192).map((_, i) => i & 0xff);
   rom[0] = 0x55;

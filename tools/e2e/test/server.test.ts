@@ -58,7 +58,7 @@ const feature = (flags: number, data: Uint8Array = new Uint8Array(0), argsz?: nu
   c.feature(flags, data, argsz);
 
 describe('one client at a time, and nothing leaks', () => {
-  it('refuses a second client with EBUSY while the first is served; the first goes on', async () => {
+  it('refuses a second client with EBUSY; the first goes on', async () => {
     await fresh();
     const other = await VfioUserClient.connect(server.socket).catch(e => e);
     expect(other).toBeInstanceOf(RemoteError);
@@ -66,7 +66,8 @@ describe('one client at a time, and nothing leaks', () => {
     expect(await c.read32(0, Edu.ID)).toBe(0x010000ed);
   });
 
-  it('releases every fd of a session (mappings, eventfds, region fds) when the client goes', async () => {
+  // Mappings, eventfds, region fds.
+  it('releases every fd of a session when the client goes', async () => {
     c?.close();
     await sleep(100);
     const before = serverFds();
@@ -83,7 +84,8 @@ describe('one client at a time, and nothing leaks', () => {
 });
 
 describe('§11.1 framing and negotiation at a live server', () => {
-  it('refuses a first message that is not VERSION, and a VERSION with a bad capability, then serves a good one', async () => {
+  // Then it serves a good VERSION.
+  it('refuses a first message other than VERSION, and bad capabilities', async () => {
     c?.close();
     await sleep(50);
     for (const bad of [
@@ -103,7 +105,8 @@ describe('§11.1 framing and negotiation at a live server', () => {
     expect((await c.deviceInfo()).numRegions).toBe(10);
   });
 
-  it('answers unknown commands, unsolicited replies and short headers with EINVAL and keeps serving', async () => {
+  // And keeps serving.
+  it('answers unknown commands, stray replies, short headers with EINVAL', async () => {
     await fresh();
     const h = (cmd: number, flags = 0, size = 24) => {
       const b = Bytes.alloc(size);
@@ -166,7 +169,9 @@ describe('§11.2 device, region and IRQ queries', () => {
     expect((await c.irqInfo(Irq.MSIX)).count).toBe(0);
   });
 
-  it('region info: index out of range EINVAL; argsz too small for caps is a 32-byte reply without fd; the full one carries the sparse area and one fd', async () => {
+  // Out of range: EINVAL. argsz too small for caps: a 32-byte reply, no fd.
+  // The full reply carries the sparse area and one fd.
+  it('region info: index range, argsz too small for caps, the full reply', async () => {
     await fresh();
     await fail(c.raw(encode.getRegionInfo(c.nextId(), 10)));
     const small = await c.raw(encode.getRegionInfo(c.nextId(), 2, 32));
@@ -185,16 +190,18 @@ describe('§11.2 device, region and IRQ queries', () => {
     full.fd!.close();
     const mig = await c.regionInfo(9);
     expect(mig.caps).toContainEqual({ id: RegionCapId.TYPE, type: 3, subtype: 1 });
-    expect(await c.regionInfo(1)).toMatchObject({ size: 0, flags: 0 }); // upper half of the 64-bit BAR 0? no: BAR 1 unimplemented
+    // upper half of the 64-bit BAR 0? no: BAR 1 unimplemented
+    expect(await c.regionInfo(1)).toMatchObject({ size: 0, flags: 0 });
   });
 
-  it('SET_IRQS: ranges past the index, a second interrupt type, and the loop-back trigger', async () => {
+  it('SET_IRQS: ranges past the index, a second type, the loop-back trigger', async () => {
     await fresh();
     await fail(c.setIrqs(Irq.MSI, I.DATA_NONE | I.ACTION_TRIGGER, 1, 1));
     await fail(c.setIrqs(Irq.MSIX, I.DATA_NONE | I.ACTION_TRIGGER, 0, 1));
     const intx = await c.bindIrqs(Irq.INTX);
     const e = eventfdCreate();
-    await fail(c.setIrqs(Irq.MSI, I.DATA_EVENTFD | I.ACTION_TRIGGER, 0, 1, { fds: [e.fd] })); // INTx is in use
+    // INTx is in use
+    await fail(c.setIrqs(Irq.MSI, I.DATA_EVENTFD | I.ACTION_TRIGGER, 0, 1, { fds: [e.fd] }));
     e.close();
     await c.setIrqs(Irq.INTX, I.DATA_NONE | I.ACTION_TRIGGER, 0, 1); // loop-back
     await intx.next();
@@ -204,7 +211,8 @@ describe('§11.2 device, region and IRQ queries', () => {
 });
 
 describe('§11.3 region access and config space', () => {
-  it('refuses regions out of range, unimplemented regions and accesses past the end; count 0 echoes', async () => {
+  // Bad regions: out of range or unimplemented.
+  it('refuses bad regions and accesses past the end; count 0 echoes', async () => {
     await fresh();
     await fail(c.regionRead(10, 0, 4));
     await fail(c.regionRead(1, 0, 4));
@@ -216,7 +224,7 @@ describe('§11.3 region access and config space', () => {
     ).toBe(16);
   });
 
-  it('ignores writes to read-only fields, sizes BARs, keeps type bits and clears W1C status bits', async () => {
+  it('ignores read-only fields, sizes BARs, keeps type bits, clears W1C bits', async () => {
     await fresh();
     await c.config.write32(0, 0xffffffff);
     expect(await c.config.read32(0)).toBe(0x11e81234);
@@ -228,7 +236,8 @@ describe('§11.3 region access and config space', () => {
     expect(await c.config.read8(0x3d)).toBe(1);
     await c.config.write16(0x06, 0xffff);
     expect((await c.config.read16(0x06)) & 0xf900).toBe(0);
-    await c.regionWrite(7, 0x45, Uint8Array.of(1, 2)); // unaligned 2-byte write inside the MSI capability: accepted
+    // unaligned 2-byte write inside the MSI capability: accepted
+    await c.regionWrite(7, 0x45, Uint8Array.of(1, 2));
   });
 
   it('REGION_WRITE_MULTI only when negotiated; applied in order', async () => {
@@ -251,7 +260,9 @@ describe('§11.3 region access and config space', () => {
 });
 
 describe('§11.4 DMA', () => {
-  it('DMA_MAP rules: exact duplicate OK, overlap EINVAL, unaligned EINVAL, too big ENOSPC; UNMAP exact or ENOENT; UNMAP ALL', async () => {
+  // Exact duplicate OK, overlap EINVAL, unaligned EINVAL, too big ENOSPC;
+  // UNMAP exact or ENOENT; UNMAP ALL.
+  it('DMA_MAP and DMA_UNMAP rules', async () => {
     await fresh();
     const ram = await c.addRam(0x10000, 0x10000);
     await c.dmaMap({ flags: 3, offset: 0, address: 0x10000, size: 0x10000 }, ram.fd!.fd);
@@ -308,7 +319,8 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     expect(await c.migrationFlags()).toBe(5);
   });
 
-  it('states: unreachable, ERROR, P2P and STOP_COPY -> PRE_COPY refused; same state is a no-op; reset works in every state', async () => {
+  // Refused: unreachable, ERROR, P2P, STOP_COPY -> PRE_COPY. Same state: no-op.
+  it('states: what is refused, what is a no-op, reset in every state', async () => {
     await fresh();
     for (const s of [0xabcd, 8, S.ERROR, S.RUNNING_P2P, S.PRE_COPY_P2P]) await fail(c.setState(s));
     await c.setState(S.RUNNING);
@@ -319,7 +331,8 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     expect(await c.getState()).toBe(S.RUNNING);
   });
 
-  it('MIG_DATA_READ only while saving, MIG_DATA_WRITE only while resuming, sizes bounded by max_data_xfer_size', async () => {
+  // Bounded by max_data_xfer_size.
+  it('MIG_DATA_READ only saving, MIG_DATA_WRITE only resuming, sizes bounded', async () => {
     await fresh({ maxDataXferSize: 4096 });
     for (const s of [S.RUNNING, S.STOP, S.RESUMING]) {
       await c.setState(s);
@@ -336,7 +349,8 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await fail(c.precopyInfo());
   });
 
-  it('DMA logging: page size 0, changed page size, REPORT argsz one byte short; STOP when not logging is fine', async () => {
+  // Page size 0, a changed page size, REPORT argsz one byte short.
+  it('DMA logging: bad page sizes, short REPORT argsz; STOP when idle is fine', async () => {
     await fresh();
     await c.addRam(0, 0x100000);
     await c.feature(F.SET | Feature.DMA_LOGGING_STOP);
@@ -414,7 +428,7 @@ describe('interrupts reach the client', () => {
 });
 
 describe('every migration message in every state (§8.10, §7.5, §11.5)', () => {
-  it('is accepted exactly where the protocol allows it, and refused with EINVAL elsewhere', async () => {
+  it('is accepted exactly where the protocol allows it, else EINVAL', async () => {
     await fresh({ maxDataXferSize: 1 << 20 });
     const ok = (p: Promise<unknown>) =>
       p.then(
@@ -510,7 +524,7 @@ describe('every migration message in every state (§8.10, §7.5, §11.5)', () =>
     await c.reset();
   });
 
-  it('DMA at the edges of mapped memory: the last byte works, one byte further does not', async () => {
+  it('DMA at the edges of mapped memory: the last byte works, one more does not', async () => {
     await fresh();
     await c.config.write16(4, 6);
     const ram = await c.addRam(0x200000, 0x1000);

@@ -8,6 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const hexOf = (data: Uint8Array) => Buffer.from(data).toString('hex');
 
 /** The QEMU binary: $QEMU, or provisioned once by provision.sh. */
 export function qemuBinary(): string {
@@ -113,9 +114,7 @@ export class Qtest {
     );
   }
   async memWrite(a: number, data: Uint8Array): Promise<void> {
-    await this.cmd(
-      `write 0x${a.toString(16)} 0x${data.length.toString(16)} 0x${Buffer.from(data).toString('hex')}`,
-    );
+    await this.cmd(`write 0x${a.toString(16)} 0x${data.length.toString(16)} 0x${hexOf(data)}`);
   }
   /** Resolves on the first IRQ line matching `re` (already seen ones count). */
   irq(re = /^IRQ raise/, ms = 5000): Promise<string> {

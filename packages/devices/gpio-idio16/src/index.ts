@@ -13,7 +13,10 @@ export const Reg = {
   IRQ_STATUS: 6,
 } as const;
 
-/** IRQ status: bit 0 inputs 0-7 changed, bit 1 inputs 8-15 changed, bit 2 interrupt pending (Linux checks both). */
+/**
+ * IRQ status: bit 0 inputs 0-7 changed, bit 1 inputs 8-15 changed, bit 2 interrupt pending (Linux
+ * checks both).
+ */
 export const IRQ_LOW = 0x1,
   IRQ_HIGH = 0x2,
   IRQ_PENDING = 0x4;
@@ -84,7 +87,8 @@ export default defineDevice({
           },
         }, // clears the interrupt
         { offset: Reg.IN8_15, width: 1, read: s => s.inputs >> 8 },
-        // Reading enables the interrupt, writing disables it (the card's odd but documented interface).
+        // Reading enables the interrupt, writing disables it (the card's odd but documented
+        // interface).
         {
           offset: Reg.IRQ_CTL,
           width: 1,

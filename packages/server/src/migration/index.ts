@@ -34,7 +34,10 @@ export class Migration {
   readonly v1: V1Region | null;
   save: SaveSession | null = null;
   load: LoadSession | null = null;
-  /** Which transport the current session's data uses: set by the first read/write, mixing is refused. */
+  /**
+   * Which transport the current session's data uses: set by the first read/write, mixing is
+   * refused.
+   */
   via: Transport | null = null;
   session: Session | null = null;
 
@@ -81,13 +84,17 @@ export class Migration {
     for (const next of arcs) this.#arc(next);
   }
 
-  /** A v1 device_state write: the same walk, but atomic: back to the start on failure, else ERROR (§9). */
+  /**
+   * A v1 device_state write: the same walk, but atomic: back to the start on failure, else ERROR
+   * (§9).
+   */
   setV1(bits: number): void {
     const arcs = this.fsm.planV1(bits);
     if (!arcs)
       throw new MigrationError(
         Errno.EINVAL,
-        `device_state ${bits.toString(2).padStart(3, '0')}b is not reachable from ${stateName(this.state)}`,
+        `device_state ${bits.toString(2).padStart(3, '0')}b is not reachable from ` +
+          stateName(this.state),
       );
     const start = this.state;
     try {
