@@ -1,5 +1,5 @@
 // A migration driver that does what QEMU's hw/vfio/migration.c does with kernel VFIO devices
-// (reference §10), over vfio-user: v2 through DEVICE_FEATURE and MIG_DATA_READ/WRITE, or v1
+// (protocol.md §10), over vfio-user: v2 through DEVICE_FEATURE and MIG_DATA_READ/WRITE, or v1
 // through the migration region. One per migration: a source client and a destination client.
 import type { VfioUserClient } from '@vfu/client';
 import {

@@ -1,4 +1,4 @@
-// The VFIO migration state machine (reference §8), pure: which states exist for a device's
+// The VFIO migration state machine (protocol.md §8), pure: which states exist for a device's
 // feature flags, which arcs a SET walks (the kernel's combination-transition algorithm with the
 // ERROR guard of the 2026 fix), and the v1 device_state encoding mapped onto the same machine
 // (§9).

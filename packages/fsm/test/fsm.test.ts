@@ -144,7 +144,7 @@ describe('v2 combination transitions (§8.3)', () => {
 });
 
 describe('v1 device_state (§7.4, §9)', () => {
-  // Reference §7.4 "Recommended v1 table": ok / no-op / EINVAL for each (from, to) value.
+  // protocol.md §7.4 "Recommended v1 table": ok / no-op / EINVAL for each (from, to) value.
   const table = `
 | 000 | no-op | ok | ok | ok | ok | EINVAL | EINVAL | EINVAL |
 | 001 | ok | no-op | ok | ok | ok | EINVAL | EINVAL | EINVAL |

@@ -33,7 +33,7 @@ export interface Bar {
 const isPow2 = (n: number) => n > 0 && Number.isInteger(Math.log2(n));
 
 /**
- * Declares a BAR. Sizes must be powers of two (QEMU aborts otherwise: qemu-notes), memory
+ * Declares a BAR. Sizes must be powers of two (QEMU aborts otherwise), memory
  * BARs at least 16 bytes, I/O BARs at least 4 and at most 256 bytes.
  */
 export function bar(kind: BarKind, handler: RegionHandler, prefetchable = false): Bar {

@@ -1,4 +1,4 @@
-/** Command numbers (reference §1.4). */
+/** Command numbers (protocol.md §1.4). */
 export enum Command {
   VERSION = 1,
   DMA_MAP = 2,

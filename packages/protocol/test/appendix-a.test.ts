@@ -1,4 +1,4 @@
-// The byte-level examples of the reference, appendix A.
+// The byte-level examples of docs/protocol.md, appendix A.
 import { describe, it, expect } from 'vitest';
 import {
   encodeVersion,

@@ -1,4 +1,4 @@
-// One case per bad-input row of reference §11 that the codec can judge from the bytes alone.
+// One case per bad-input row of protocol.md §11 that the codec can judge from the bytes alone.
 // Rows that need the device (region sizes, mappings, migration state) are tested against the
 // server in packages/server.
 import { describe, it, expect } from 'vitest';

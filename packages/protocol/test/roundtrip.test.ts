@@ -224,7 +224,7 @@ describe('every command round-trips through encode and decode', () => {
       migration: { pgsize: 4096 },
       writeMultiple: true,
     });
-    // What QEMU 11.1.3 sends (qemu-notes).
+    // What QEMU 11.1.3 sends (protocol.md §2.3).
     const q =
       '{"capabilities":{"pgsizes":4096,"max_msg_fds":16,"max_dma_maps":65535,' +
       '"max_data_xfer_size":1048576,' +

@@ -1,6 +1,6 @@
 import { Defaults } from '@vfu/protocol';
 
-/** What the server advertises and enforces (reference §2.3). */
+/** What the server advertises and enforces (protocol.md §2.3). */
 export interface ServerLimits {
   maxMsgFds: number;
   maxDataXferSize: number;

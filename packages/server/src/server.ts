@@ -13,8 +13,8 @@ export interface ServerOptions {
   limits?: Partial<ServerLimits>;
   /**
    * Layout of DMA_READ/DMA_WRITE. 'spec' (default): u64 count, data at 16 — what QEMU 11.1.3
-   * actually accepts and sends (tested against it). 'qemu': u32 count, data at 12, the layout the
-   * reference (§3.9) attributes to QEMU's in-tree client; kept for builds that use it.
+   * actually accepts and sends (tested against it). 'qemu': u32 count, data at 12, the layout
+   * QEMU's client declares (VFIOUserDMARW, protocol.md §3.9); kept for builds that use it.
    */
   dmaLayout?: DmaLayout;
   /**

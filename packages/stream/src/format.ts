@@ -1,7 +1,7 @@
 // The device-state stream: a sequence of records, each `type u16, reserved u16, length u32,
 // payload, crc32 u32` (little-endian; the CRC covers type to payload). The first record is the
 // header; later records of the same kind supersede earlier ones, so pre-copy data followed by
-// stop-copy data is one valid stream (migration-notes: QEMU concatenates them).
+// stop-copy data is one valid stream (QEMU sends them one after the other, §10.2).
 import { crc32 } from 'node:zlib';
 
 export const MAGIC = 'VFUSTRM1';

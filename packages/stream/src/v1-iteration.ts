@@ -1,4 +1,4 @@
-// The v1 save iteration (reference §7.5, seed 002) over a SaveSession, pure: reading
+// The v1 save iteration (protocol.md §7.5) over a SaveSession, pure: reading
 // pending_bytes starts an iteration (and consumes the chunk before it), the first data_offset
 // read of an iteration prepares a chunk, and the chunk (offset and size) stays the same until
 // pending_bytes is read again. The v1 migration region adapts registers to this.

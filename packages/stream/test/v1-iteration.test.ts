@@ -31,7 +31,7 @@ function image(size = 64 * 1024) {
   return { img, state, mem };
 }
 
-describe('v1 save iteration (§7.5, seed 002)', () => {
+describe('v1 save iteration (§7.5)', () => {
   // Offset and size stay until pending_bytes is read again.
   it('data_offset prepares a chunk; pending 0 ends stop-and-copy', () => {
     const src = image();

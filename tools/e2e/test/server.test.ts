@@ -1,4 +1,4 @@
-// The server as a client sees it, over real sockets to a real server process: reference §11's
+// The server as a client sees it, over real sockets to a real server process: protocol.md §11's
 // rows that need a device, §11.6's must-succeed rows, config space, DMA and interrupts.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdirSync } from 'node:fs';

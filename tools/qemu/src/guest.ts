@@ -50,7 +50,7 @@ export async function bootGuest(
   ms = 90_000,
 ): Promise<GuestRun> {
   // KVM when it works, TCG otherwise. /dev/kvm can exist and still not run this kernel (here it
-  // is kvm_pvm, under which Debian's kernel hangs silently: qemu-notes), so a KVM boot that
+  // is kvm_pvm, under which Debian's kernel hangs silently), so a KVM boot that
   // prints nothing within KVM_GRACE_MS is abandoned for TCG. VFU_GUEST_ACCEL=tcg|kvm forces one.
   const want = process.env.VFU_GUEST_ACCEL;
   const notes: string[] = [];
