@@ -19,6 +19,10 @@ export interface DeviceContext<S extends Schema> {
   readonly dma: {
     read(address: number, len: number): Promise<Uint8Array>;
     write(address: number, data: Uint8Array): Promise<void>;
+    /** A synchronous view of fd-backed guest memory (GuestMemory.view: never keep it). */
+    view(address: number, len: number, write: boolean): Uint8Array;
+    /** Marks guest memory written through a view as dirty (migration's dirty logging). */
+    dirtied(address: number, len: number): void;
   };
   readonly running: boolean;
   memory(name: string): SharedMemory;
@@ -121,6 +125,11 @@ export class PciDevice<S extends Schema = Schema> {
           this.#checkDma();
           return this.guest.write(a, d);
         },
+        view: (a, n, w) => {
+          this.#checkDma();
+          return this.guest.view(a, n, w);
+        },
+        dirtied: (a, n) => this.guest.dirtied(a, n),
       },
       get running() {
         return self.#running;

@@ -176,6 +176,32 @@ export class GuestMemory {
     return out;
   }
 
+  /**
+   * A live view of guest memory for synchronous access, when [address, +len) lies in one
+   * fd-backed mapping with the access allowed; throws DmaError otherwise. The view is valid
+   * only until control returns to the event loop (a DMA_UNMAP may follow): never keep it.
+   * Writers call dirtied() after writing so that dirty logging sees the pages.
+   */
+  view(address: number, len: number, write: boolean): Uint8Array {
+    const m = this.#maps.find(x => address >= x.address && address < x.address + x.size);
+    const at = `[0x${address.toString(16)}, +${len})`;
+    if (!m || address + len > m.address + m.size)
+      throw new DmaError(Errno.ENOENT, `guest memory ${at} is not inside one mapping`);
+    if (!m.map) throw new DmaError(Errno.EFAULT, `guest memory ${at} is not fd-backed`);
+    const need = write ? DmaMapFlag.WRITE : DmaMapFlag.READ;
+    if (!(m.flags & need))
+      throw new DmaError(
+        Errno.EACCES,
+        `guest memory ${at} is mapped without ${write ? 'WRITE' : 'READ'}`,
+      );
+    return m.map.bytes(address - m.address, len);
+  }
+
+  /** Records a device write through a view() for dirty logging. */
+  dirtied(address: number, len: number): void {
+    this.#markDirty(address, len);
+  }
+
   /** Writes guest memory; marks the pages dirty while logging. */
   async write(address: number, data: Uint8Array): Promise<void> {
     const ms = this.#find(address, data.length);
