@@ -2,6 +2,7 @@ import type { DeviceDefinition } from '@vfu/pci';
 import edu from '@vfu/device-edu';
 import gpio from '@vfu/device-gpio-idio16';
 import template from '@vfu/device-template';
+import virtioBlk from '@vfu/device-virtio-blk';
 
 /** Device models this server can emulate, by --device name. */
 // Each model's definition is typed by its own state schema; the table only needs the common shape.
@@ -10,5 +11,6 @@ export const devices: Record<string, DeviceDefinition<any>> = {
   edu,
   'gpio-idio16': gpio,
   template,
+  'virtio-blk': virtioBlk,
 };
 export const defaultDevice = 'edu';

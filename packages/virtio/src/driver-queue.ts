@@ -124,6 +124,11 @@ export class DriverQueue {
     this.set16(this.layout.driver + 4 + 2 * this.layout.size, idx & 0xffff);
   }
 
+  /** The used index up to which takeUsed() has looked. */
+  get lastUsed(): number {
+    return this.#lastUsed;
+  }
+
   get usedIdx(): number {
     return this.u16(this.layout.device + 2);
   }
