@@ -40,6 +40,15 @@ export interface GuestRun {
   notes: string[];
 }
 
+export interface BootOptions {
+  /** The init script, a file in tools/qemu/guest (default `init`). */
+  init?: string;
+  /** Modules put in the initramfs (names in the fetched modules directory). */
+  modules?: string[];
+  /** More kernel command line (the init reads /proc/cmdline). */
+  append?: string;
+}
+
 /**
  * Boots the guest with `devices`, answering each "VFU wait-<what>" line through `on`, and
  * resolves with every "VFU key values" line once the guest powers off (or `ms` passes).
@@ -48,6 +57,7 @@ export async function bootGuest(
   devices: VfioUserDevice[],
   on: (what: string) => Promise<void>,
   ms = 90_000,
+  opts: BootOptions = {},
 ): Promise<GuestRun> {
   // KVM when it works, TCG otherwise. /dev/kvm can exist and still not run this kernel (here it
   // is kvm_pvm, under which Debian's kernel hangs silently), so a KVM boot that
@@ -55,11 +65,11 @@ export async function bootGuest(
   const want = process.env.VFU_GUEST_ACCEL;
   const notes: string[] = [];
   if (want !== 'tcg' && (want === 'kvm' || existsSync('/dev/kvm'))) {
-    const r = await boot(devices, on, ms, 'kvm');
+    const r = await boot(devices, on, ms, 'kvm', opts);
     if (r) return { ...r, notes };
     notes.push(`KVM: no kernel output within ${KVM_GRACE_MS} ms; booted under TCG instead`);
   }
-  const r = await boot(devices, on, ms, 'tcg');
+  const r = await boot(devices, on, ms, 'tcg', opts);
   return { ...r!, notes };
 }
 
@@ -71,6 +81,7 @@ async function boot(
   on: (what: string) => Promise<void>,
   ms: number,
   accel: 'kvm' | 'tcg',
+  opts: BootOptions,
 ): Promise<Omit<GuestRun, 'notes'> | null> {
   const files = guestFiles();
   const dir = mkdtempSync(join(tmpdir(), 'vfu-guest-'));
@@ -79,9 +90,9 @@ async function boot(
     F = 0o100644;
   const initrd = cpio([
     ...['bin', 'lib', 'lib/modules', 'proc', 'sys', 'dev', 'tmp'].map(name => ({ name, mode: D })),
-    { name: 'init', mode: X, data: readFileSync(join(here, '..', 'guest', 'init')) },
+    { name: 'init', mode: X, data: readFileSync(join(here, '..', 'guest', opts.init ?? 'init')) },
     { name: 'bin/busybox', mode: X, data: readFileSync(join(files, 'busybox')) },
-    ...['gpio-pci-idio-16', 'uio', 'uio_pci_generic'].map(m => ({
+    ...(opts.modules ?? ['gpio-pci-idio-16', 'uio', 'uio_pci_generic']).map(m => ({
       name: `lib/modules/${m}.ko`,
       mode: F,
       data: readFileSync(join(files, 'modules', `${m}.ko`)),
@@ -108,7 +119,7 @@ async function boot(
     '-initrd',
     join(dir, 'initrd'),
     '-append',
-    'console=ttyS0 panic=-1 loglevel=3',
+    `console=ttyS0 panic=-1 loglevel=3${opts.append ? ` ${opts.append}` : ''}`,
     ...devices.flatMap((d, i) => [
       '-device',
       JSON.stringify({

@@ -1,3 +1,3 @@
 export { Qemu, Qtest, Qmp, qemuBinary, type QemuOptions, type VfioUserDevice } from './qemu.js';
 export { startServer, type ServerProcess } from './server-process.js';
-export { bootGuest, guestFiles, cpio, type GuestRun } from './guest.js';
+export { bootGuest, guestFiles, cpio, type GuestRun, type BootOptions } from './guest.js';
