@@ -15,6 +15,8 @@ export { Layout } from './transport.js';
 export {
   MAX_QUEUES,
   MAX_DEVICE_QUEUE_SIZE,
+  Q,
+  QREC,
   virtioState,
   type VirtioDeviceDefinition,
   type VirtioRequest,

@@ -8,6 +8,19 @@ import { Irq, Region, DmaMapFlag } from '@vfu/protocol';
 import { Common, CapType, DriverQueue, Feature, Status, areaSizes } from '@vfu/virtio';
 import { BlkFeature, BlkType } from '@vfu/device-virtio-blk';
 
+/** Deterministic pseudo-random bytes (xorshift), different per seed. */
+export function pattern(len: number, seed: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
 export interface DriverOptions {
   queues?: number;
   queueSize?: number;
@@ -332,17 +345,21 @@ export class VirtioBlkDriver {
     for (let q = 0; q < this.queues.length; q++) this.#drain(q);
   }
 
-  /**
-   * The guest moves to `client` (a migration's destination, already RUNNING with the state):
-   * the same RAM is mapped there, interrupts are bound again; the queues go on as they were.
-   */
-  async moveTo(client: VfioUserClient): Promise<void> {
-    this.client = client;
+  /** Maps the driver's RAM into another server (a migration's destination, before it loads). */
+  async mapInto(client: VfioUserClient): Promise<void> {
     const flags = DmaMapFlag.READ | DmaMapFlag.WRITE;
     await client.dmaMap(
       { flags, offset: 0, address: this.ram.address, size: this.ram.size },
       this.ram.fd!.fd,
     );
+  }
+
+  /**
+   * The guest now runs against `client` (the destination, RUNNING with the migrated state, its
+   * RAM mapped by mapInto): interrupts are bound again; the queues go on as they were.
+   */
+  async moveTo(client: VfioUserClient): Promise<void> {
+    this.client = client;
     await this.#msix();
     this.poll();
   }

@@ -9,7 +9,7 @@ import { VfioUserClient } from '@vfu/client';
 import { BlkStatus, BlkType, BlkFeature, SECTOR } from '@vfu/device-virtio-blk';
 import { Desc, Feature, Status, type DriverQueue } from '@vfu/virtio';
 import { tempDir, until } from './helpers.ts';
-import { VirtioBlkDriver } from './virtio-blk-driver.ts';
+import { VirtioBlkDriver, pattern } from './virtio-blk-driver.ts';
 
 const tmp = tempDir('vfu-vblk-');
 const servers: ServerProcess[] = [];
@@ -41,19 +41,6 @@ async function driver(c: VfioUserClient, o: Parameters<typeof VirtioBlkDriver.st
   const d = await VirtioBlkDriver.start(c, o);
   drivers.push(d);
   return d;
-}
-
-/** Deterministic pseudo-random bytes (xorshift), different per seed. */
-export function pattern(len: number, seed: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 describe('virtio-blk over a real socket', () => {
