@@ -3,6 +3,8 @@
 import {
   Command,
   Errno,
+  Flag,
+  HEADER_SIZE,
   Region,
   RegionFlag,
   RegionCapId,
@@ -55,6 +57,124 @@ function access(
     s.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
     return Errno.EIO;
   }
+}
+
+// In-place fast paths: REGION_READ, REGION_WRITE and REGION_WRITE_MULTI handled straight from
+// the receive buffer, their replies written straight into the connection's reply batch. Only
+// the well-formed case is taken; anything else returns false and goes the general way (decode,
+// handler), which gives every refusal its usual answer. Each acts before it reserves room for
+// its reply, so a send made while acting (e.g. an interrupt message) keeps its order.
+
+/** u64 as a number, as the decoder reads it (inexact above 2^53, still out of any region). */
+const u64At = (b: Buffer, o: number) => b.readUInt32LE(o + 4) * 0x1_0000_0000 + b.readUInt32LE(o);
+
+/** The region behind `index` if [offset, offset + count) lies inside it and count > 0. */
+function regionFor(s: Session, index: number, offset: number, count: number) {
+  if (index >= s.numRegions || count === 0) return undefined;
+  const r = regionOf(s, index);
+  if (!r || offset > r.size || count > r.size - offset) return undefined;
+  return r;
+}
+
+/** Writes a reply header (REPLY, no error) of `size` bytes at `at` in `out`. */
+function replyHeader(out: Buffer, at: number, id: number, cmd: number, size: number): void {
+  out.writeUInt32LE(id | (cmd << 16), at);
+  out.writeUInt32LE(size, at + 4);
+  out.writeUInt32LE(Flag.REPLY, at + 8);
+  out.writeUInt32LE(0, at + 12);
+}
+
+/** Replies (unless NO_REPLY) with header + the 16-byte access triple copied from the request. */
+function replyAccess(s: Session, b: Buffer, off: number, extra: Uint8Array | null): void {
+  const id = b.readUInt16LE(off),
+    cmd = b.readUInt16LE(off + 2);
+  const n = 32 + (extra ? extra.length : 0);
+  const conn = s.conn;
+  const at = conn.reserve(n);
+  if (at < 0) {
+    const m = Buffer.allocUnsafe(n);
+    replyHeader(m, 0, id, cmd, n);
+    b.copy(m, 16, off + 16, off + 32);
+    if (extra) m.set(extra, 32);
+    conn.send(m);
+    return;
+  }
+  const out = conn.out;
+  replyHeader(out, at, id, cmd, n);
+  b.copy(out, at + 16, off + 16, off + 32);
+  if (extra) out.set(extra, at + 32);
+  conn.commit(n);
+}
+
+function replyErrorAt(s: Session, b: Buffer, off: number, errno: number): void {
+  const flags = b.readUInt32LE(off + 8);
+  s.conn.replyError(
+    { id: b.readUInt16LE(off), cmd: b.readUInt16LE(off + 2), size: HEADER_SIZE, flags, error: 0 },
+    errno,
+  );
+}
+
+/** A posted or answered REGION_WRITE from the receive buffer. */
+export function regionWriteInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+  if (size < 32) return false;
+  const offset = u64At(b, off + 16),
+    index = b.readUInt32LE(off + 24),
+    count = b.readUInt32LE(off + 28);
+  if (count !== size - 32 || count > s.limits.maxDataXferSize) return false;
+  const r = regionFor(s, index, offset, count);
+  if (!r) return false;
+  const e = access(s, index, offset, count, x => x.write(offset, b.subarray(off + 32, off + size)));
+  if (e) replyErrorAt(s, b, off, e);
+  else if ((b.readUInt32LE(off + 8) & Flag.NO_REPLY) === 0) replyAccess(s, b, off, null);
+  return true;
+}
+
+const scratch = new Uint8Array(4096);
+const views = Array.from({ length: 9 }, (_, n) => scratch.subarray(0, n));
+
+/** A REGION_READ of up to 4 KiB from the receive buffer, its data read into a scratch buffer. */
+export function regionReadInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+  if (size < 32) return false;
+  const flags = b.readUInt32LE(off + 8);
+  const offset = u64At(b, off + 16),
+    index = b.readUInt32LE(off + 24),
+    count = b.readUInt32LE(off + 28);
+  if (flags & Flag.NO_REPLY || count > scratch.length || count > s.limits.maxDataXferSize)
+    return false;
+  const r = regionFor(s, index, offset, count);
+  if (!r) return false;
+  const data = count < views.length ? views[count] : scratch.subarray(0, count);
+  const e = access(s, index, offset, count, x => x.read(offset, data));
+  if (e) replyErrorAt(s, b, off, e);
+  else replyAccess(s, b, off, data);
+  return true;
+}
+
+/** REGION_WRITE_MULTI from the receive buffer: every entry checked before the first write. */
+export function writeMultiInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+  if (size < 24 || !s.caps?.writeMultiple) return false;
+  const n = u64At(b, off + 16);
+  if (n > (size - 24) / 24) return false;
+  for (let i = 0, o = off + 24; i < n; i++, o += 24) {
+    const count = b.readUInt32LE(o + 12);
+    if (count > 8 || !regionFor(s, b.readUInt32LE(o + 8), u64At(b, o), count)) return false;
+  }
+  for (let i = 0, o = off + 24; i < n; i++, o += 24) {
+    const offset = u64At(b, o),
+      count = b.readUInt32LE(o + 12);
+    const e = access(s, b.readUInt32LE(o + 8), offset, count, r =>
+      r.write(offset, b.subarray(o + 16, o + 16 + count)),
+    );
+    if (e) {
+      replyErrorAt(s, b, off, e);
+      return true;
+    }
+  }
+  if (b.readUInt32LE(off + 8) & Flag.NO_REPLY) return true;
+  const id = b.readUInt16LE(off);
+  const reply = encode.writeMultiReply(id, n);
+  s.conn.send(reply);
+  return true;
 }
 
 export const deviceHandlers: Partial<Record<Command, Handler>> = {

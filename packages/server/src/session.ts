@@ -19,7 +19,12 @@ import {
 } from '@vfu/protocol';
 import type { Connection, Incoming } from '@vfu/transport';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
-import type { Handler } from './handlers.js';
+import {
+  regionReadInPlace,
+  regionWriteInPlace,
+  writeMultiInPlace,
+  type Handler,
+} from './handlers.js';
 import type { ServerLimits } from './limits.js';
 
 export interface SessionHooks {
@@ -56,6 +61,20 @@ export class Session {
       this.#queue.push(m);
       void this.#drain();
     };
+    conn.onCommandInPlace = (b, off, size) => this.#inPlace(b, off, size);
+  }
+
+  /**
+   * Region accesses straight from the receive buffer, once negotiated and only when nothing
+   * queued before them waits (commands run in order).
+   */
+  #inPlace(b: Buffer, off: number, size: number): boolean {
+    if (!this.caps || this.#busy || this.#queue.length > 0) return false;
+    const cmd = b.readUInt16LE(off + 2);
+    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(this, b, off, size);
+    if (cmd === Command.REGION_READ) return regionReadInPlace(this, b, off, size);
+    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(this, b, off, size);
+    return false;
   }
 
   get numRegions(): number {
