@@ -53,10 +53,15 @@ function access(
     fn(r);
     return 0;
   } catch (e) {
-    if (e instanceof RegionAccessError || e instanceof DmaError) return e.errno;
-    s.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
-    return Errno.EIO;
+    return accessFailed(s, index, offset, e);
   }
+}
+
+/** The errno for a region access that threw: the device's own, or EIO (logged). */
+function accessFailed(s: Session, index: number, offset: number, e: unknown): number {
+  if (e instanceof RegionAccessError || e instanceof DmaError) return e.errno;
+  s.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
+  return Errno.EIO;
 }
 
 // In-place fast paths: REGION_READ, REGION_WRITE and REGION_WRITE_MULTI handled straight from
@@ -66,7 +71,8 @@ function access(
 // its reply, so a send made while acting (e.g. an interrupt message) keeps its order.
 
 /** u64 as a number, as the decoder reads it (inexact above 2^53, still out of any region). */
-const u64At = (b: Buffer, o: number) => b.readUInt32LE(o + 4) * 0x1_0000_0000 + b.readUInt32LE(o);
+const u64At = (dv: DataView, o: number) =>
+  dv.getUint32(o + 4, true) * 0x1_0000_0000 + dv.getUint32(o, true);
 
 /** The region behind `index` if [offset, offset + count) lies inside it and count > 0. */
 function regionFor(s: Session, index: number, offset: number, count: number) {
@@ -85,9 +91,15 @@ function replyHeader(out: Buffer, at: number, id: number, cmd: number, size: num
 }
 
 /** Replies (unless NO_REPLY) with header + the 16-byte access triple copied from the request. */
-function replyAccess(s: Session, b: Buffer, off: number, extra: Uint8Array | null): void {
-  const id = b.readUInt16LE(off),
-    cmd = b.readUInt16LE(off + 2);
+function replyAccess(
+  s: Session,
+  b: Buffer,
+  dv: DataView,
+  off: number,
+  extra: Uint8Array | null,
+): void {
+  const id = dv.getUint16(off, true),
+    cmd = dv.getUint16(off + 2, true);
   const n = 32 + (extra ? extra.length : 0);
   const conn = s.conn;
   const at = conn.reserve(n);
@@ -106,26 +118,42 @@ function replyAccess(s: Session, b: Buffer, off: number, extra: Uint8Array | nul
   conn.commit(n);
 }
 
-function replyErrorAt(s: Session, b: Buffer, off: number, errno: number): void {
-  const flags = b.readUInt32LE(off + 8);
+function replyErrorAt(s: Session, dv: DataView, off: number, errno: number): void {
+  const flags = dv.getUint32(off + 8, true);
   s.conn.replyError(
-    { id: b.readUInt16LE(off), cmd: b.readUInt16LE(off + 2), size: HEADER_SIZE, flags, error: 0 },
+    {
+      id: dv.getUint16(off, true),
+      cmd: dv.getUint16(off + 2, true),
+      size: HEADER_SIZE,
+      flags,
+      error: 0,
+    },
     errno,
   );
 }
 
 /** A posted or answered REGION_WRITE from the receive buffer. */
-export function regionWriteInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+export function regionWriteInPlace(
+  s: Session,
+  b: Buffer,
+  dv: DataView,
+  off: number,
+  size: number,
+): boolean {
   if (size < 32) return false;
-  const offset = u64At(b, off + 16),
-    index = b.readUInt32LE(off + 24),
-    count = b.readUInt32LE(off + 28);
+  const offset = u64At(dv, off + 16),
+    index = dv.getUint32(off + 24, true),
+    count = dv.getUint32(off + 28, true);
   if (count !== size - 32 || count > s.limits.maxDataXferSize) return false;
   const r = regionFor(s, index, offset, count);
   if (!r) return false;
-  const e = access(s, index, offset, count, x => x.write(offset, b.subarray(off + 32, off + size)));
-  if (e) replyErrorAt(s, b, off, e);
-  else if ((b.readUInt32LE(off + 8) & Flag.NO_REPLY) === 0) replyAccess(s, b, off, null);
+  try {
+    r.write(offset, new Uint8Array(b.buffer, b.byteOffset + off + 32, count));
+  } catch (e) {
+    replyErrorAt(s, dv, off, accessFailed(s, index, offset, e));
+    return true;
+  }
+  if ((dv.getUint32(off + 8, true) & Flag.NO_REPLY) === 0) replyAccess(s, b, dv, off, null);
   return true;
 }
 
@@ -133,45 +161,62 @@ const scratch = new Uint8Array(4096);
 const views = Array.from({ length: 9 }, (_, n) => scratch.subarray(0, n));
 
 /** A REGION_READ of up to 4 KiB from the receive buffer, its data read into a scratch buffer. */
-export function regionReadInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+export function regionReadInPlace(
+  s: Session,
+  b: Buffer,
+  dv: DataView,
+  off: number,
+  size: number,
+): boolean {
   if (size < 32) return false;
-  const flags = b.readUInt32LE(off + 8);
-  const offset = u64At(b, off + 16),
-    index = b.readUInt32LE(off + 24),
-    count = b.readUInt32LE(off + 28);
+  const flags = dv.getUint32(off + 8, true);
+  const offset = u64At(dv, off + 16),
+    index = dv.getUint32(off + 24, true),
+    count = dv.getUint32(off + 28, true);
   if (flags & Flag.NO_REPLY || count > scratch.length || count > s.limits.maxDataXferSize)
     return false;
   const r = regionFor(s, index, offset, count);
   if (!r) return false;
   const data = count < views.length ? views[count] : scratch.subarray(0, count);
-  const e = access(s, index, offset, count, x => x.read(offset, data));
-  if (e) replyErrorAt(s, b, off, e);
-  else replyAccess(s, b, off, data);
+  try {
+    r.read(offset, data);
+  } catch (e) {
+    replyErrorAt(s, dv, off, accessFailed(s, index, offset, e));
+    return true;
+  }
+  replyAccess(s, b, dv, off, data);
   return true;
 }
 
 /** REGION_WRITE_MULTI from the receive buffer: every entry checked before the first write. */
-export function writeMultiInPlace(s: Session, b: Buffer, off: number, size: number): boolean {
+export function writeMultiInPlace(
+  s: Session,
+  b: Buffer,
+  dv: DataView,
+  off: number,
+  size: number,
+): boolean {
   if (size < 24 || !s.caps?.writeMultiple) return false;
-  const n = u64At(b, off + 16);
+  const n = u64At(dv, off + 16);
   if (n > (size - 24) / 24) return false;
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
-    const count = b.readUInt32LE(o + 12);
-    if (count > 8 || !regionFor(s, b.readUInt32LE(o + 8), u64At(b, o), count)) return false;
+    const count = dv.getUint32(o + 12, true);
+    if (count > 8 || !regionFor(s, dv.getUint32(o + 8, true), u64At(dv, o), count)) return false;
   }
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
-    const offset = u64At(b, o),
-      count = b.readUInt32LE(o + 12);
-    const e = access(s, b.readUInt32LE(o + 8), offset, count, r =>
-      r.write(offset, b.subarray(o + 16, o + 16 + count)),
-    );
-    if (e) {
-      replyErrorAt(s, b, off, e);
+    const offset = u64At(dv, o),
+      index = dv.getUint32(o + 8, true),
+      count = dv.getUint32(o + 12, true);
+    if (count === 0) continue;
+    try {
+      regionOf(s, index)!.write(offset, new Uint8Array(b.buffer, b.byteOffset + o + 16, count));
+    } catch (e) {
+      replyErrorAt(s, dv, off, accessFailed(s, index, offset, e));
       return true;
     }
   }
-  if (b.readUInt32LE(off + 8) & Flag.NO_REPLY) return true;
-  const id = b.readUInt16LE(off);
+  if (dv.getUint32(off + 8, true) & Flag.NO_REPLY) return true;
+  const id = dv.getUint16(off, true);
   const reply = encode.writeMultiReply(id, n);
   s.conn.send(reply);
   return true;

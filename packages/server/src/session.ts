@@ -61,19 +61,19 @@ export class Session {
       this.#queue.push(m);
       void this.#drain();
     };
-    conn.onCommandInPlace = (b, off, size) => this.#inPlace(b, off, size);
+    conn.onCommandInPlace = (b, off, size, dv) => this.#inPlace(b, off, size, dv);
   }
 
   /**
    * Region accesses straight from the receive buffer, once negotiated and only when nothing
    * queued before them waits (commands run in order).
    */
-  #inPlace(b: Buffer, off: number, size: number): boolean {
+  #inPlace(b: Buffer, off: number, size: number, dv: DataView): boolean {
     if (!this.caps || this.#busy || this.#queue.length > 0) return false;
-    const cmd = b.readUInt16LE(off + 2);
-    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(this, b, off, size);
-    if (cmd === Command.REGION_READ) return regionReadInPlace(this, b, off, size);
-    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(this, b, off, size);
+    const cmd = dv.getUint16(off + 2, true);
+    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(this, b, dv, off, size);
+    if (cmd === Command.REGION_READ) return regionReadInPlace(this, b, dv, off, size);
+    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(this, b, dv, off, size);
     return false;
   }
 

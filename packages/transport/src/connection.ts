@@ -70,7 +70,7 @@ interface ArrivedFds {
  * Takes a complete command in place: its bytes (`buf[off, off + size)`) are only valid during
  * the call. Returns false to have it delivered as an Incoming instead.
  */
-export type InPlaceHandler = (buf: Buffer, off: number, size: number) => boolean;
+export type InPlaceHandler = (buf: Buffer, off: number, size: number, dv: DataView) => boolean;
 
 /**
  * One vfio-user connection over a non-blocking UNIX socket: cuts the byte stream into
@@ -94,6 +94,7 @@ export class Connection {
   readonly #ms: MessageSocket;
   readonly #watch: FdWatcher;
   readonly #in = Buffer.from(new ArrayBuffer(RECV_SIZE));
+  readonly #inView = new DataView(this.#in.buffer);
   #start = 0; // first byte not yet handled
   #end = 0; // end of the bytes read
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
@@ -471,7 +472,7 @@ export class Connection {
       const s = this.#start,
         have = this.#end - s;
       if (have < HEADER_SIZE) return;
-      const size = b.readUInt32LE(s + 4);
+      const size = this.#inView.getUint32(s + 4, true);
       if (size < HEADER_SIZE || size > this.options.maxMessageSize) {
         this.#refuse(decodeHeader(b.subarray(s, s + HEADER_SIZE)));
         continue;
@@ -490,10 +491,10 @@ export class Connection {
     const h = this.onCommandInPlace;
     if (!h || this.options.trace) return false;
     if (this.#arrived.length > 0 && this.#arrived[0].at < s + size) return false;
-    const flags = this.#in.readUInt32LE(s + 8);
+    const flags = this.#inView.getUint32(s + 8, true);
     if ((flags & ~Flag.NO_REPLY) !== 0 || size === HEADER_SIZE) return false;
     this.#start = s + size;
-    if (h(this.#in, s, size)) return true;
+    if (h(this.#in, s, size, this.#inView)) return true;
     this.#start = s;
     return false;
   }
