@@ -15,6 +15,9 @@ const MSG_CTRUNC = 0x8,
 const EAGAIN = 11,
   EINTR = 4;
 
+/** Most parts (iovecs) one send() takes. */
+export const MAX_PARTS = 128;
+
 /** The kernel's limit of fds in one SCM_RIGHTS message (SCM_MAX_FD). */
 export const MAX_FDS_PER_SENDMSG = 253;
 
@@ -118,7 +121,7 @@ const NO_FDS: OwnedFd[] = []; // never handed out where it could be filled
 export class MessageSocket {
   readonly #msg = stableBuffer(56);
   readonly #msg32 = new Uint32Array(this.#msg.buffer, 0, 14);
-  readonly #iov32 = new Uint32Array(stableBuffer(32).buffer, 0, 8);
+  readonly #iov32 = new Uint32Array(stableBuffer(16 * MAX_PARTS).buffer, 0, 4 * MAX_PARTS);
   readonly #control: Buffer;
   readonly #ctl32: Int32Array;
   readonly #sendBuf = stableBuffer(64 * 1024);
@@ -220,17 +223,23 @@ export class MessageSocket {
   }
 
   /**
-   * Sends as much of `data` (then `more`, when given: one sendmsg with two parts) as the
-   * socket takes now, with `fds` (borrowed, not closed) attached to the first byte. Returns
-   * bytes sent (0 on EAGAIN). fds are only sent when at least one byte is; a caller
-   * re-sending the rest must pass no fds.
+   * Sends as much of `data` (then the `more` parts, in the same sendmsg: up to MAX_PARTS - 1
+   * of them) as the socket takes now, with `fds` (borrowed, not closed) attached to the first
+   * byte. Returns bytes sent (0 on EAGAIN). fds are only sent when at least one byte is; a
+   * caller re-sending the rest must pass no fds.
    */
-  send(data: Uint8Array, fds: readonly number[] = NO_NUMBERS, more?: Uint8Array): number {
+  send(
+    data: Uint8Array,
+    fds: readonly number[] = NO_NUMBERS,
+    more: readonly Uint8Array[] = NO_PARTS,
+  ): number {
     if (fds.length > this.maxFds)
       throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
+    if (more.length >= MAX_PARTS)
+      throw new NativeError('sendmsg', 22, `${more.length + 1} parts exceed ${MAX_PARTS}`);
     const m = this.#msg32,
       iov = this.#iov32;
-    if (data.byteLength >= 64 * 1024 || more) {
+    if (data.byteLength >= 64 * 1024) {
       // Large arrays always live off the V8 heap (their bytes never move): send them in place.
       setPtr(iov, 0, this.#addr(data));
     } else {
@@ -238,11 +247,11 @@ export class MessageSocket {
       setPtr(iov, 0, this.#sendAddr);
     }
     setPtr(iov, 2, data.length);
-    if (more) {
-      setPtr(iov, 4, this.#addr(more));
-      setPtr(iov, 6, more.length);
+    for (let i = 0; i < more.length; i++) {
+      setPtr(iov, 4 * (i + 1), this.#addr(more[i]));
+      setPtr(iov, 4 * (i + 1) + 2, more[i].length);
     }
-    setPtr(m, 6, more ? 2 : 1);
+    setPtr(m, 6, 1 + more.length);
     if (fds.length > 0) {
       const ctl = this.#ctl32;
       const len = 16 + 4 * fds.length;
@@ -268,6 +277,7 @@ export class MessageSocket {
 }
 
 const NO_NUMBERS: readonly number[] = [];
+const NO_PARTS: readonly Uint8Array[] = [];
 
 /** A 64-bit field (pointer or size) at 32-bit index `i` of a little-endian view. */
 function setPtr(v: Uint32Array | Int32Array, i: number, value: number): void {

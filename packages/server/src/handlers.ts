@@ -19,7 +19,8 @@ import type { OwnedFd } from '@vfu/native';
 import { RegionAccessError, DmaError, type RegionHandler } from '@vfu/pci';
 import type { Session } from './session.js';
 
-export type Reply = { msg: Uint8Array; fds?: number[] } | number;
+/** A reply: its bytes (then `more`, sent beside them in the same sendmsg), or an errno. */
+export type Reply = { msg: Uint8Array; fds?: number[]; more?: Uint8Array[] } | number;
 export type Handler = (
   s: Session,
   id: number,

@@ -24,6 +24,7 @@ import {
   regionWriteInPlace,
   writeMultiInPlace,
   type Handler,
+  type Reply,
 } from './handlers.js';
 import type { ServerLimits } from './limits.js';
 
@@ -115,13 +116,13 @@ export class Session {
     }
   }
 
-  #reply(m: Incoming, r: { msg: Uint8Array; fds?: number[] } | number): void {
+  #reply(m: Incoming, r: Reply): void {
     if (typeof r === 'number') {
       this.conn.replyError(m.header, r);
       return;
     }
     if (m.header.flags & Flag.NO_REPLY) return;
-    this.conn.send(r.msg, r.fds ?? []);
+    this.conn.send(r.msg, r.fds ?? [], r.more);
   }
 
   /** Handles one message; returns a promise only when the handler is asynchronous. */

@@ -99,6 +99,7 @@ export class Connection {
   #end = 0; // end of the bytes read
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
   #big: Buffer | null = null; // the body of a message larger than #in, being assembled
+  #spare: Buffer | null = null; // a recycled body buffer
   #bigHeader: Header | null = null;
   #bigHave = 0;
   #bigFds: OwnedFd[] = [];
@@ -173,14 +174,18 @@ export class Connection {
     throw new Error('65536 requests in flight');
   }
 
-  /** Sends bytes (a whole encoded message) with borrowed fds. Never blocks; queues on EAGAIN. */
-  send(bytes: Uint8Array, fds: readonly number[] = NO_FDS): void {
+  /**
+   * Sends bytes (a whole encoded message) with borrowed fds. Never blocks; queues on EAGAIN.
+   * With `more`, the message is `bytes` followed by `more`, sent in one sendmsg without
+   * joining them first (a header and a large payload); neither is referenced after the call.
+   */
+  send(bytes: Uint8Array, fds: readonly number[] = NO_FDS, more?: Uint8Array | Uint8Array[]): void {
     if (this.#closed) throw new ConnectionClosedError('send after close');
     if (this.options.trace)
       this.options.trace(
         describeMessage('->', decodeHeader(bytes), bytes.subarray(HEADER_SIZE), fds.length),
       );
-    if (fds.length === 0) {
+    if (fds.length === 0 && !more) {
       const at = this.reserve(bytes.length);
       if (at >= 0) {
         this.#out.set(bytes, at);
@@ -190,25 +195,37 @@ export class Connection {
     }
     this.#flushOut();
     if (this.#closed) return;
+    const parts = more === undefined ? [] : more instanceof Uint8Array ? [more] : more;
+    let n = 0;
     if (this.#queue.length === 0) {
-      let n: number;
       try {
-        n = this.#ms.send(bytes, fds);
+        n = this.#ms.send(bytes, fds, parts);
       } catch (e) {
         this.close(`send failed: ${(e as Error).message}`);
         return;
       }
-      if (n === bytes.length) return;
-      if (n > 0) {
-        this.#enqueue(bytes.subarray(n), []);
-        return;
-      }
     }
-    // fds must stay valid until sent: the queue holds its own duplicates.
-    this.#enqueue(
-      bytes,
-      fds.map(f => dupFd(f)),
-    );
+    // What the socket did not take is queued; fds must stay valid until sent, so the queue
+    // holds its own duplicates (they went with the first byte if any byte was sent).
+    if (n < bytes.length) this.#enqueue(bytes.subarray(n), n > 0 ? [] : fds.map(f => dupFd(f)));
+    let at = bytes.length;
+    for (const p of parts) {
+      if (n < at + p.length) this.#enqueue(p.subarray(Math.max(0, n - at)), []);
+      at += p.length;
+    }
+  }
+
+  /**
+   * Hands back the payload of a received message larger than the receive buffer once its
+   * bytes are no longer needed: the next such message is assembled in it instead of in fresh
+   * memory (whose pages would all fault in again).
+   */
+  recycle(payload: Uint8Array): void {
+    const store = payload.buffer;
+    if (store === this.#in.buffer || store === this.#out.buffer) return;
+    if (store.byteLength <= RECV_SIZE) return;
+    if (this.#spare && this.#spare.byteLength >= store.byteLength) return;
+    this.#spare = Buffer.from(store as ArrayBuffer);
   }
 
   /**
@@ -255,6 +272,7 @@ export class Connection {
     bytes: Uint8Array,
     fds: readonly number[] = [],
     timeoutMs = 0,
+    more?: Uint8Array | Uint8Array[],
   ): Promise<Incoming> {
     const cmd = bytes[2] | (bytes[3] << 8); // the header's command field
     return new Promise((resolve, reject) => {
@@ -285,7 +303,7 @@ export class Connection {
           }
         }, 50);
       }
-      this.send(bytes, fds);
+      this.send(bytes, fds, more);
     });
   }
 
@@ -332,6 +350,7 @@ export class Connection {
     closeAll(this.#bigFds);
     this.#bigFds = [];
     this.#big = null;
+    this.#spare = null;
     for (const q of this.#queue) closeAll(q.fds);
     this.#queue = [];
     this.#queued = 0;
@@ -549,7 +568,13 @@ export class Connection {
   #startBig(h: Header): void {
     const s = this.#start,
       have = this.#end - s;
-    const body = Buffer.allocUnsafeSlow(h.size - HEADER_SIZE); // filled by the reads
+    const n = h.size - HEADER_SIZE;
+    const spare = this.#spare;
+    let body: Buffer;
+    if (spare && spare.length >= n) {
+      body = spare.subarray(0, n);
+      this.#spare = null;
+    } else body = Buffer.allocUnsafeSlow(n); // filled by the reads
     this.#in.copy(body, 0, s + HEADER_SIZE, this.#end);
     const { fds, lost } = this.#takeArrived(this.#end);
     this.#start = this.#end;

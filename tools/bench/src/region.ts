@@ -110,7 +110,8 @@ for (const [name, r] of rows)
     fmt(r.median / floor, 2).padStart(8),
   );
 console.log(
-  `\nC client, back to back (median of ${ROUNDS} rounds; 10M: one round); ours / floor = share of the C stub's rate`,
+  `\nC client, back to back (median of ${ROUNDS} rounds; 10M: one round); ` +
+    "ours / floor = share of the C stub's rate",
 );
 console.log(
   'flow'.padEnd(36),
@@ -128,5 +129,6 @@ for (const [name, unit, r] of flows)
     fmt(r.ours / r.floor, 3).padStart(11),
   );
 console.log(
-  `our server's RSS: ${fmt(rssStart)} MiB before, ${fmt(rssEnd)} MiB after; connections lost: 0 (every client run got its final reply)`,
+  `our server's RSS: ${fmt(rssStart)} MiB before, ${fmt(rssEnd)} MiB after; ` +
+    'connections lost: 0 (every client run got its final reply)',
 );
