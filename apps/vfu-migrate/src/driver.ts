@@ -52,6 +52,8 @@ interface Endpoint {
   state(): Promise<number>;
   read(max: number): Promise<Uint8Array>;
   write(data: Uint8Array): Promise<void>;
+  /** Bytes read() returned are no longer needed: their memory takes the next reply. */
+  done(data: Uint8Array): void;
   pending(): Promise<{ initial: number; dirty: number; stopCopy: number }>;
 }
 
@@ -61,6 +63,7 @@ function v2(c: VfioUserClient): Endpoint {
     state: () => c.getState(),
     read: max => c.migDataRead(max),
     write: d => c.migDataWrite(d),
+    done: d => c.recycle(d),
     pending: async () => {
       let initial = 0,
         dirty = 0;
@@ -128,10 +131,14 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
       const off = await u64(16),
         n = await u64(24);
       const out = new Uint8Array(n);
-      for (let d = 0; d < n; d += max)
-        out.set(await c.regionRead(region, off + d, Math.min(max, n - d)), d);
+      for (let d = 0; d < n; d += max) {
+        const piece = await c.regionRead(region, off + d, Math.min(max, n - d));
+        out.set(piece, d);
+        c.recycle(piece);
+      }
       return out;
     },
+    done: () => {},
     write: async data => {
       for (let done = 0; done < data.length; ) {
         const off = await u64(16);
@@ -202,6 +209,7 @@ export async function migrate(
       rep.bytes += chunk.length;
       next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
       await b.write(chunk);
+      a.done(chunk);
       if (!next && moved < limit) next = a.read(buf);
       opts.onProgress?.({
         phase,

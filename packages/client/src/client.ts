@@ -485,8 +485,20 @@ export class VfioUserClient {
       decodeReply.migDataRead(await this.#simple(encode.migDataRead(this.#id(), size))),
     );
   }
+  /** Sends `data` as it is (header and data in one two-part sendmsg, no copy joining them). */
   async migDataWrite(data: Uint8Array): Promise<void> {
-    await this.#simple(encode.migDataWrite(this.#id(), data));
+    const id = this.#id();
+    const head = encode.migDataWriteHead(id, data.length);
+    const r = await this.conn.request(id, head, [], this.options.timeoutMs ?? 5000, data);
+    closeAll(r.fds);
+  }
+
+  /**
+   * Gives back bytes that migDataRead or regionRead returned, once used: the next large reply
+   * is received into their memory instead of fresh memory.
+   */
+  recycle(bytes: Uint8Array): void {
+    this.conn.recycle(bytes);
   }
 
   /** Sends raw bytes as a request and returns the reply payload (for tests of malformed input). */

@@ -15,6 +15,9 @@ const MSG_CTRUNC = 0x8,
 const EAGAIN = 11,
   EINTR = 4;
 
+/** Most parts (iovecs) one send() takes. */
+export const MAX_PARTS = 128;
+
 /** The kernel's limit of fds in one SCM_RIGHTS message (SCM_MAX_FD). */
 export const MAX_FDS_PER_SENDMSG = 253;
 
@@ -107,40 +110,52 @@ export interface Received {
   truncated: boolean;
 }
 
+const NO_FDS: OwnedFd[] = []; // never handed out where it could be filled
+
 /**
  * sendmsg/recvmsg with SCM_RIGHTS over one socket, with the msghdr, iovec and control
- * buffers allocated once. Not thread-safe (Node has one thread here).
+ * buffers allocated once and written through 32-bit views (no BigInt per call). Buffer
+ * addresses are looked up once per ArrayBuffer (their stores never move once their address
+ * is taken). Not thread-safe (Node has one thread here).
  */
 export class MessageSocket {
   readonly #msg = stableBuffer(56);
-  readonly #iov = stableBuffer(16);
+  readonly #msg32 = new Uint32Array(this.#msg.buffer, 0, 14);
+  readonly #iov32 = new Uint32Array(stableBuffer(16 * MAX_PARTS).buffer, 0, 4 * MAX_PARTS);
   readonly #control: Buffer;
-  #sendBuf = stableBuffer(64 * 1024);
-
-  readonly #ctlAddr: bigint;
-  #sendAddr: bigint;
-  #lastBuf: Uint8Array | null = null;
-  #lastAddr = 0n;
+  readonly #ctl32: Int32Array;
+  readonly #sendBuf = stableBuffer(64 * 1024);
+  readonly #sendAddr: number;
+  readonly #ctlAddr: number;
+  readonly #addrs = new WeakMap<ArrayBufferLike, number>();
+  #lastStore: ArrayBufferLike | null = null;
+  #lastAddr = 0;
 
   constructor(
     readonly fd: number,
     readonly maxFds = MAX_FDS_PER_SENDMSG,
   ) {
     this.#control = stableBuffer(16 + Math.ceil((maxFds * 4) / 8) * 8);
-    this.#ctlAddr = addressOf(this.#control);
-    this.#sendAddr = addressOf(this.#sendBuf);
-    this.#msg.writeBigUInt64LE(addressOf(this.#iov), 16);
-    this.#msg.writeBigUInt64LE(1n, 24);
+    this.#ctl32 = new Int32Array(this.#control.buffer, 0, this.#control.length >> 2);
+    this.#ctlAddr = Number(addressOf(this.#control));
+    this.#sendAddr = Number(addressOf(this.#sendBuf));
+    const iovAddr = Number(addressOf(new Uint8Array(this.#iov32.buffer)));
+    setPtr(this.#msg32, 4, iovAddr);
   }
 
-  /** Address of `buf`'s first byte; views of the last buffer seen cost no FFI call. */
-  #addr(buf: Uint8Array): bigint {
-    const last = this.#lastBuf;
-    if (last && last.buffer === buf.buffer)
-      return this.#lastAddr + BigInt(buf.byteOffset - last.byteOffset);
-    this.#lastBuf = buf;
-    this.#lastAddr = addressOf(buf);
-    return this.#lastAddr;
+  /** Address of `buf`'s first byte: one FFI call per ArrayBuffer, then a lookup. */
+  #addr(buf: Uint8Array): number {
+    const store = buf.buffer;
+    if (store !== this.#lastStore) {
+      let a = this.#addrs.get(store);
+      if (a === undefined) {
+        a = Number(addressOf(new Uint8Array(store)));
+        this.#addrs.set(store, a);
+      }
+      this.#lastStore = store;
+      this.#lastAddr = a;
+    }
+    return this.#lastAddr + buf.byteOffset;
   }
 
   /**
@@ -148,69 +163,110 @@ export class MessageSocket {
    * Throws NativeError on a socket error (ECONNRESET etc.).
    */
   recv(buf: Uint8Array): Received | null {
-    const msg = this.#msg,
-      ctl = this.#control;
-    this.#iov.writeBigUInt64LE(this.#addr(buf), 0);
-    this.#iov.writeBigUInt64LE(BigInt(buf.length), 8);
-    msg.writeBigUInt64LE(this.#ctlAddr, 32);
-    msg.writeBigUInt64LE(BigInt(ctl.length), 40);
-    msg.writeInt32LE(0, 48);
-    let n: number;
-    for (;;) {
-      n = Number(c.recvmsg(this.fd, msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT));
-      if (n >= 0) break;
-      const e = errno();
-      if (e === EINTR) continue;
-      if (e === EAGAIN) return null;
-      throw new NativeError('recvmsg', e);
-    }
+    const n = this.recvInto(buf, 0, buf.length);
+    if (n < 0) return null;
+    return { bytes: n, fds: this.gotFds ? this.takeFds() : [], truncated: this.truncated };
+  }
+
+  /** fds of the last recvInto (owned by the caller from here on). */
+  takeFds(): OwnedFd[] {
+    const controllen = this.#msg32[10];
+    if (controllen === 0) return NO_FDS;
+    const ctl = this.#ctl32;
     const fds: OwnedFd[] = [];
-    const controllen = Number(msg.readBigUInt64LE(40));
     let off = 0;
     while (off + 16 <= controllen) {
-      const len = Number(ctl.readBigUInt64LE(off));
+      const len = ctl[off >> 2];
       if (len < 16) break;
-      if (ctl.readInt32LE(off + 8) === SOL_SOCKET && ctl.readInt32LE(off + 12) === SCM_RIGHTS) {
-        for (let p = off + 16; p + 4 <= off + len; p += 4)
-          fds.push(new OwnedFd(ctl.readInt32LE(p)));
+      const i = off >> 2;
+      if (ctl[i + 2] === SOL_SOCKET && ctl[i + 3] === SCM_RIGHTS) {
+        for (let p = off + 16; p + 4 <= off + len; p += 4) fds.push(new OwnedFd(ctl[p >> 2]));
       }
       off += Math.ceil(len / 8) * 8;
     }
-    return { bytes: n, fds, truncated: (msg.readInt32LE(48) & MSG_CTRUNC) !== 0 };
+    this.#msg32[10] = 0;
+    return fds;
+  }
+
+  /** The last recvInto lost fds to a control buffer too small (MSG_CTRUNC). */
+  get truncated(): boolean {
+    return (this.#msg32[12] & MSG_CTRUNC) !== 0;
+  }
+
+  /** The last recvInto brought fds (collect them with takeFds). */
+  get gotFds(): boolean {
+    return this.#msg32[10] !== 0;
   }
 
   /**
-   * Sends as much of `data` as the socket takes now, with `fds` (borrowed, not closed) attached
-   * to the first byte. Returns bytes sent (0 on EAGAIN). fds are only sent when at least one
-   * byte is; a caller re-sending the rest must pass no fds.
+   * recvmsg into `buf[off, off + len)`: bytes read (0: the peer closed), or -1 on EAGAIN.
+   * fds that came with them wait for takeFds(); `truncated` says whether some were lost.
    */
-  send(data: Uint8Array, fds: readonly number[] = []): number {
+  recvInto(buf: Uint8Array, off: number, len: number): number {
+    const m = this.#msg32;
+    setPtr(this.#iov32, 0, this.#addr(buf) + off);
+    setPtr(this.#iov32, 2, len);
+    setPtr(m, 6, 1);
+    setPtr(m, 8, this.#ctlAddr);
+    setPtr(m, 10, this.#control.length);
+    m[12] = 0;
+    for (;;) {
+      const n = Number(c.recvmsg(this.fd, this.#msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT));
+      if (n >= 0) return n;
+      const e = errno();
+      if (e === EINTR) continue;
+      m[10] = 0;
+      m[11] = 0;
+      if (e === EAGAIN) return -1;
+      throw new NativeError('recvmsg', e);
+    }
+  }
+
+  /**
+   * Sends as much of `data` (then the `more` parts, in the same sendmsg: up to MAX_PARTS - 1
+   * of them) as the socket takes now, with `fds` (borrowed, not closed) attached to the first
+   * byte. Returns bytes sent (0 on EAGAIN). fds are only sent when at least one byte is; a
+   * caller re-sending the rest must pass no fds.
+   */
+  send(
+    data: Uint8Array,
+    fds: readonly number[] = NO_NUMBERS,
+    more: readonly Uint8Array[] = NO_PARTS,
+  ): number {
     if (fds.length > this.maxFds)
       throw new NativeError('sendmsg', 22, `${fds.length} fds exceed ${this.maxFds}`);
-    const msg = this.#msg;
+    if (more.length >= MAX_PARTS)
+      throw new NativeError('sendmsg', 22, `${more.length + 1} parts exceed ${MAX_PARTS}`);
+    const m = this.#msg32,
+      iov = this.#iov32;
     if (data.byteLength >= 64 * 1024) {
       // Large arrays always live off the V8 heap (their bytes never move): send them in place.
-      this.#iov.writeBigUInt64LE(this.#addr(data), 0);
+      setPtr(iov, 0, this.#addr(data));
     } else {
       this.#sendBuf.set(data, 0);
-      this.#iov.writeBigUInt64LE(this.#sendAddr, 0);
+      setPtr(iov, 0, this.#sendAddr);
     }
-    this.#iov.writeBigUInt64LE(BigInt(data.length), 8);
+    setPtr(iov, 2, data.length);
+    for (let i = 0; i < more.length; i++) {
+      setPtr(iov, 4 * (i + 1), this.#addr(more[i]));
+      setPtr(iov, 4 * (i + 1) + 2, more[i].length);
+    }
+    setPtr(m, 6, 1 + more.length);
     if (fds.length > 0) {
-      const ctl = this.#control;
+      const ctl = this.#ctl32;
       const len = 16 + 4 * fds.length;
-      ctl.writeBigUInt64LE(BigInt(len), 0);
-      ctl.writeInt32LE(SOL_SOCKET, 8);
-      ctl.writeInt32LE(SCM_RIGHTS, 12);
-      fds.forEach((f, i) => ctl.writeInt32LE(f, 16 + 4 * i));
-      msg.writeBigUInt64LE(this.#ctlAddr, 32);
-      msg.writeBigUInt64LE(BigInt(Math.ceil(len / 8) * 8), 40);
+      setPtr(ctl, 0, len);
+      ctl[2] = SOL_SOCKET;
+      ctl[3] = SCM_RIGHTS;
+      for (let i = 0; i < fds.length; i++) ctl[4 + i] = fds[i];
+      setPtr(m, 8, this.#ctlAddr);
+      setPtr(m, 10, Math.ceil(len / 8) * 8);
     } else {
-      msg.writeBigUInt64LE(0n, 32);
-      msg.writeBigUInt64LE(0n, 40);
+      setPtr(m, 8, 0);
+      setPtr(m, 10, 0);
     }
     for (;;) {
-      const n = Number(c.sendmsg(this.fd, msg, MSG_NOSIGNAL | MSG_DONTWAIT));
+      const n = Number(c.sendmsg(this.fd, this.#msg, MSG_NOSIGNAL | MSG_DONTWAIT));
       if (n >= 0) return n;
       const e = errno();
       if (e === EINTR) continue;
@@ -218,4 +274,13 @@ export class MessageSocket {
       throw new NativeError('sendmsg', e);
     }
   }
+}
+
+const NO_NUMBERS: readonly number[] = [];
+const NO_PARTS: readonly Uint8Array[] = [];
+
+/** A 64-bit field (pointer or size) at 32-bit index `i` of a little-endian view. */
+function setPtr(v: Uint32Array | Int32Array, i: number, value: number): void {
+  v[i] = value % 0x1_0000_0000;
+  v[i + 1] = Math.floor(value / 0x1_0000_0000);
 }

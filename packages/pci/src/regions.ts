@@ -116,15 +116,15 @@ export function registers<S>(
       const r = byOffset.get(offset * 16 + data.length);
       const widthOk = !!r;
       if (r?.write) {
-        const d = new DataView(data.buffer, data.byteOffset, data.length);
+        // Little-endian bytes to a value without a DataView per write (posted writes are hot).
         const v =
           r.width === 1
-            ? d.getUint8(0)
+            ? data[0]
             : r.width === 2
-              ? d.getUint16(0, true)
+              ? data[0] | (data[1] << 8)
               : r.width === 4
-                ? d.getUint32(0, true)
-                : d.getBigUint64(0, true);
+                ? (data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24)) >>> 0
+                : new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
         r.write(state, v);
         return;
       }

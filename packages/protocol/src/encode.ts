@@ -268,6 +268,24 @@ export const encode = {
     p.setU32(4, n);
     return msg;
   },
+  /** The first 24 bytes of a MIG_DATA_READ reply with `n` data bytes (sent beside them). */
+  migDataReadReplyHead(id: number, n: number): Uint8Array {
+    const msg = new Uint8Array(24);
+    writeHeader(msg, { id, cmd: Command.MIG_DATA_READ, size: 24 + n, flags: Flag.REPLY, error: 0 });
+    const p = new Bytes(msg.subarray(16));
+    p.setU32(0, 8 + n);
+    p.setU32(4, n);
+    return msg;
+  },
+  /** The first 24 bytes of a MIG_DATA_WRITE of `n` bytes, for sending its data beside it. */
+  migDataWriteHead(id: number, n: number): Uint8Array {
+    const msg = new Uint8Array(24);
+    writeHeader(msg, { id, cmd: Command.MIG_DATA_WRITE, size: 24 + n, flags: 0, error: 0 });
+    const p = new Bytes(msg.subarray(16));
+    p.setU32(0, 8 + n);
+    p.setU32(4, n);
+    return msg;
+  },
   migDataWrite(id: number, data: Uint8Array): Uint8Array {
     const { msg, p } = req(id, Command.MIG_DATA_WRITE, 8 + data.length, false, true);
     p.setU32(0, 8 + data.length);

@@ -19,7 +19,13 @@ import {
 } from '@vfu/protocol';
 import type { Connection, Incoming } from '@vfu/transport';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
-import type { Handler } from './handlers.js';
+import {
+  regionReadInPlace,
+  regionWriteInPlace,
+  writeMultiInPlace,
+  type Handler,
+  type Reply,
+} from './handlers.js';
 import type { ServerLimits } from './limits.js';
 
 export interface SessionHooks {
@@ -56,6 +62,20 @@ export class Session {
       this.#queue.push(m);
       void this.#drain();
     };
+    conn.onCommandInPlace = (b, off, size, dv) => this.#inPlace(b, off, size, dv);
+  }
+
+  /**
+   * Region accesses straight from the receive buffer, once negotiated and only when nothing
+   * queued before them waits (commands run in order).
+   */
+  #inPlace(b: Buffer, off: number, size: number, dv: DataView): boolean {
+    if (!this.caps || this.#busy || this.#queue.length > 0) return false;
+    const cmd = dv.getUint16(off + 2, true);
+    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(this, b, dv, off, size);
+    if (cmd === Command.REGION_READ) return regionReadInPlace(this, b, dv, off, size);
+    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(this, b, dv, off, size);
+    return false;
   }
 
   get numRegions(): number {
@@ -96,13 +116,13 @@ export class Session {
     }
   }
 
-  #reply(m: Incoming, r: { msg: Uint8Array; fds?: number[] } | number): void {
+  #reply(m: Incoming, r: Reply): void {
     if (typeof r === 'number') {
       this.conn.replyError(m.header, r);
       return;
     }
     if (m.header.flags & Flag.NO_REPLY) return;
-    this.conn.send(r.msg, r.fds ?? []);
+    this.conn.send(r.msg, r.fds ?? [], r.more);
   }
 
   /** Handles one message; returns a promise only when the handler is asynchronous. */

@@ -9,6 +9,20 @@ export class StreamError extends Error {
   override readonly name = 'StreamError';
 }
 
+/** Page size of the undo copy's bookkeeping (records cover whole pages; the last may end short). */
+const UNDO_PAGE = 4096;
+
+/**
+ * Where memory records go. Staged (the default): kept aside and copied into the device's
+ * memory at commit. In place (`undo` given: one buffer per memory, of its size, reusable
+ * across sessions): written into the device's memory as soon as they are checked, the bytes
+ * they replace saved first in `undo`, so that a stream that fails or is abandoned can still
+ * leave the memory as it was (discard()), and commit has no memory to copy.
+ */
+export interface LoadOptions {
+  undo?: Uint8Array[];
+}
+
 export class LoadSession {
   #buf = new Uint8Array(64 * 1024);
   #have = 0;
@@ -19,8 +33,18 @@ export class LoadSession {
   #ended = false;
   #error: string | null = null;
   bytesIn = 0;
+  readonly #undo: Uint8Array[] | null;
+  #saved: Uint8Array[] = []; // per memory, per page: 1 once its old bytes are in #undo
+  #touched = false;
 
-  constructor(readonly image: DeviceImage) {}
+  constructor(
+    readonly image: DeviceImage,
+    opts: LoadOptions = {},
+  ) {
+    this.#undo = opts.undo ?? null;
+    if (this.#undo)
+      this.#saved = image.memories.map(m => new Uint8Array(Math.ceil(m.size / UNDO_PAGE)));
+  }
 
   get error(): string | null {
     return this.#error;
@@ -76,7 +100,49 @@ export class LoadSession {
   #fail(msg: string): never {
     this.#error = msg;
     this.#runs = [];
+    this.discard();
     throw new StreamError(msg);
+  }
+
+  /** Puts back what in-place loading replaced (a stream that failed or was abandoned). */
+  discard(): void {
+    if (!this.#undo || !this.#touched) return;
+    this.#touched = false;
+    for (const [mem, saved] of this.#saved.entries()) {
+      const m = this.image.memories[mem],
+        undo = this.#undo[mem];
+      for (let pg = 0; pg < saved.length; pg++) {
+        if (!saved[pg]) continue;
+        let end = pg + 1;
+        while (end < saved.length && saved[end]) end++;
+        const off = pg * UNDO_PAGE,
+          len = Math.min(end * UNDO_PAGE, m.size) - off;
+        m.bytes(off, len).set(undo.subarray(off, off + len));
+        saved.fill(0, pg, end);
+        pg = end; // page `end` was not saved (or is past the last): the loop may skip it
+      }
+    }
+  }
+
+  /** Writes a checked memory run into the device, saving the bytes it replaces first. */
+  #applyInPlace(mem: number, at: number, data: Uint8Array): void {
+    const m = this.image.memories[mem],
+      undo = this.#undo![mem],
+      saved = this.#saved[mem];
+    const first = Math.floor(at / UNDO_PAGE),
+      last = Math.floor((at + data.length - 1) / UNDO_PAGE);
+    for (let pg = first; pg <= last; pg++) {
+      if (saved[pg]) continue;
+      let end = pg + 1;
+      while (end <= last && !saved[end]) end++;
+      const off = pg * UNDO_PAGE,
+        len = Math.min(end * UNDO_PAGE, m.size) - off;
+      undo.set(m.bytes(off, len), off);
+      saved.fill(1, pg, end);
+      pg = end; // page `end` is saved already (or past the run): the loop may skip it
+    }
+    this.#touched = true;
+    m.bytes(at, data.length).set(data);
   }
 
   #record(r: Uint8Array): void {
@@ -135,7 +201,8 @@ export class LoadSession {
           this.#fail(
             `memory record [${at}, +${p.length - 12}) beyond ${m.name} of ${m.size} bytes`,
           );
-        this.#runs.push({ mem, off: at, bytes: p.slice(12) });
+        if (this.#undo && p.length > 12) this.#applyInPlace(mem, at, p.subarray(12));
+        else this.#runs.push({ mem, off: at, bytes: p.slice(12) });
         return;
       }
       case Rec.END:
@@ -154,12 +221,15 @@ export class LoadSession {
   commit(): void {
     if (this.#error) throw new StreamError(`stream was rejected: ${this.#error}`);
     if (!this.#header) throw new StreamError('no migration data was received');
-    if (!this.#ended || this.#have)
+    if (!this.#ended || this.#have) {
+      this.discard();
       throw new StreamError(`stream incomplete after ${this.bytesIn} bytes (no end record)`);
+    }
     for (const r of this.#runs)
       this.image.memories[r.mem].bytes(r.off, r.bytes.length).set(r.bytes);
     this.image.loadState(this.#state!);
     this.image.loadConfig(this.#config!);
     this.#runs = [];
+    this.#touched = false; // committed: nothing to put back any more
   }
 }

@@ -6,6 +6,8 @@ import type { DeviceImage } from './image.js';
 export const PAGE = 4096;
 /** Memory bytes per MEMORY record. */
 const RUN = 256 * 1024;
+/** Bytes compared at once when looking for changed pages. */
+const SCAN_BLOCK = 256 * 1024;
 
 /** A MEMORY record whose data is read from the shadow copy when it is written out. */
 interface MemRecord {
@@ -41,8 +43,10 @@ export class SaveSession {
     shadows?: Uint8Array[],
   ) {
     this.#push(record(Rec.HEADER, headerPayload(image)));
+    // A shadow's bytes matter only where this session has sent them (scans stop at the first
+    // pass's cursor, and every page before it was copied in by #emit): no clearing, which on a
+    // fresh 1 GiB shadow would fault in every page inside the request that starts the session.
     this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
-    if (shadows) for (const sh of shadows) sh.fill(0); // what the destination has: nothing yet
     this.#initialLeft = image.memories.reduce((a, m) => a + m.size, 0);
     // State and config go first as well: small, and a destination can check compatibility early.
     this.#push(record(Rec.STATE, image.saveState()));
@@ -95,17 +99,25 @@ export class SaveSession {
     return c.mem === mem ? c.off : 0;
   }
 
-  /** Finds pages changed since they were sent (memories the client writes through mmap too). */
+  /**
+   * Finds pages changed since they were sent (memories the client writes through mmap too).
+   * Blocks of SCAN_BLOCK bytes are compared first (memcmp at memory bandwidth); only a block
+   * that differs is compared page by page.
+   */
   scan(): number {
     let found = 0;
     this.#dirty = this.image.memories.map((m, mem) => {
       const pages: number[] = [];
       const limit = this.#sentUpTo(mem, m.size);
       const sent = this.#sent[mem];
-      for (let off = 0; off < limit; off += PAGE) {
-        const n = Math.min(PAGE, m.size - off);
-        if (Buffer.compare(m.bytes(off, n), sent.subarray(off, off + n)) !== 0)
-          pages.push(off / PAGE);
+      for (let blk = 0; blk < limit; blk += SCAN_BLOCK) {
+        const n = Math.min(SCAN_BLOCK, limit - blk);
+        if (Buffer.compare(m.bytes(blk, n), sent.subarray(blk, blk + n)) === 0) continue;
+        for (let off = blk; off < blk + n; off += PAGE) {
+          const k = Math.min(PAGE, m.size - off);
+          if (Buffer.compare(m.bytes(off, k), sent.subarray(off, off + k)) !== 0)
+            pages.push(off / PAGE);
+        }
       }
       found += pages.length;
       return { mem, pages };
@@ -139,6 +151,33 @@ export class SaveSession {
   /** Like read(), into `dest` (up to its length); returns the number of bytes written. */
   readInto(dest: Uint8Array): number {
     return this.#take(dest.subarray(0, this.#prepare(dest.length))).length;
+  }
+
+  /**
+   * Like read(), but as views of the stream's own bytes (records, and memory as copied into
+   * the shadow) instead of a copy: at most `maxParts` views, so possibly fewer bytes than
+   * there are. The views are valid until the next call.
+   */
+  readParts(max: number, maxParts = 64): { parts: Uint8Array[]; bytes: number } {
+    const n = this.#prepare(max),
+      parts: Uint8Array[] = [];
+    let at = 0;
+    while (at < n && parts.length + 3 <= maxParts) {
+      const q = this.#queue[0];
+      const len = q.length,
+        take = Math.min(len - this.#head, n - at);
+      if (q instanceof Uint8Array) parts.push(q.subarray(this.#head, this.#head + take));
+      else viewsOf(q, this.#head, take, parts);
+      at += take;
+      this.#head += take;
+      if (this.#head === len) {
+        this.#queue.shift();
+        this.#head = 0;
+      }
+    }
+    this.#queued -= at;
+    this.bytesOut += at;
+    return { parts, bytes: at };
   }
 
   #prepare(max: number): number {
@@ -247,6 +286,18 @@ function copyMem(r: MemRecord, from: number, out: Uint8Array): void {
       at += take;
       pos += take;
     }
+    base = end;
+  }
+}
+
+/** Views of bytes [from, from + n) of a memory record, appended to `out`. */
+function viewsOf(r: MemRecord, from: number, n: number, out: Uint8Array[]): void {
+  let base = 0;
+  for (const part of [r.head, r.data, r.crc]) {
+    const end = base + part.length;
+    const a = Math.max(from, base),
+      b = Math.min(from + n, end);
+    if (a < b) out.push(part.subarray(a - base, b - base));
     base = end;
   }
 }

@@ -85,4 +85,36 @@ describe('stream fuzz', () => {
       { numRuns: RUNS },
     );
   });
+
+  it('fuzz: in place, a refused stream leaves memory as it was, an accepted one loads', () => {
+    const undo = [new Uint8Array(64 * 1024)]; // reused across sessions, as the server does
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(stream.length - 1), fc.integer({ min: 0, max: 255 })), {
+          maxLength: 6,
+        }),
+        fc.nat(stream.length),
+        fc.integer({ min: 1, max: 70000 }),
+        (flips, cut, chunk) => {
+          const m = stream.slice(0, Math.max(cut, 1));
+          for (const [at, v] of flips) if (at < m.length) m[at] = v;
+          const dst = image();
+          dst.mem.fill(0x33); // the destination's own memory before the resume
+          const l = new LoadSession(dst.img, { undo });
+          try {
+            for (let o = 0; o < m.length; o += chunk) l.write(m.subarray(o, o + chunk));
+            l.commit();
+          } catch (e) {
+            expect(e).toBeInstanceOf(StreamError);
+            expect(dst.mem.every(b => b === 0x33)).toBe(true);
+            expect(dst.state.a).toBe(0);
+            return;
+          }
+          expect(Buffer.compare(dst.mem, src.mem)).toBe(0);
+          expect(dst.state.a).toBe(9);
+        },
+      ),
+      { numRuns: RUNS },
+    );
+  });
 });

@@ -1,12 +1,4 @@
-import {
-  FdWatcher,
-  MessageSocket,
-  NativeError,
-  type OwnedFd,
-  type Received,
-  dupFd,
-  closeAll,
-} from '@vfu/native';
+import { FdWatcher, MessageSocket, NativeError, type OwnedFd, dupFd, closeAll } from '@vfu/native';
 import {
   HEADER_SIZE,
   Flag,
@@ -21,10 +13,7 @@ import {
 } from '@vfu/protocol';
 import { ConnectionClosedError, RemoteError, TimeoutError } from './errors.js';
 
-/**
- * A whole message as it arrived, with the fds that came with its first byte (now owned by the
- * receiver).
- */
+/** A whole message as it arrived, with the fds that came with it (now owned by the receiver). */
 export interface Incoming {
   header: Header;
   payload: Uint8Array;
@@ -61,27 +50,64 @@ interface Queued {
   fds: OwnedFd[];
 }
 
-const RECV_CHUNK = 256 * 1024;
+/** One read takes up to this much; every complete message in it is handled before the next. */
+const RECV_SIZE = 256 * 1024;
+/** Replies of one wake-up gather here and leave in one sendmsg. */
+const OUT_SIZE = 256 * 1024;
+/** Reads per wake-up before the event loop gets its turn (level-triggered: it calls again). */
+const READS_PER_WAKE = 16;
+/** A message starting this close to the end of the receive buffer moves to its start first. */
+const COMPACT_BELOW = 64 * 1024;
+
+/** fds of one read, waiting for the message that owns them (the one holding byte `at`). */
+interface ArrivedFds {
+  at: number;
+  fds: OwnedFd[];
+  lost: boolean;
+}
+
+/**
+ * Takes a complete command in place: its bytes (`buf[off, off + size)`) are only valid during
+ * the call. Returns false to have it delivered as an Incoming instead.
+ */
+export type InPlaceHandler = (buf: Buffer, off: number, size: number, dv: DataView) => boolean;
 
 /**
  * One vfio-user connection over a non-blocking UNIX socket: cuts the byte stream into
- * messages, attaches fds to the message whose first byte carried them (§1.1), routes replies to
- * the request waiting for them, and queues what the socket does not take at once.
+ * messages, attaches fds to the message that carried them (§1.1), routes replies to the
+ * request waiting for them, and queues what the socket does not take at once.
+ *
+ * Framing is a state machine over one receive buffer: each wake-up reads as much as is there
+ * (up to RECV_SIZE per read) and handles every complete message in it; a message larger than
+ * the buffer is assembled in its own (reads then bounded to it); a message over the limit is
+ * refused at its header and its body skipped. Replies sent while a wake-up is handled are
+ * batched into one sendmsg (a reply with fds goes alone, after what is batched before it).
+ *
+ * fds: Linux ends a stream read right after the chunk (one sendmsg) that carried SCM_RIGHTS
+ * (af_unix.c, unix_stream_read_generic), so fds returned by a read arrived with its last
+ * bytes: they belong to the message holding the read's last byte, the last message starting
+ * in it. A sender that sends each message with one sendmsg (QEMU, libvfio-user) thus has its
+ * fds land on the right message however reads split or join its messages.
  */
 export class Connection {
   readonly #sock: OwnedFd;
   readonly #ms: MessageSocket;
   readonly #watch: FdWatcher;
-  readonly #recv = Buffer.from(new ArrayBuffer(RECV_CHUNK));
-  #asm: Buffer | null = null; // the message being assembled (a view of #asmStore when it fits)
-  #asmStore = Buffer.from(new ArrayBuffer(64 * 1024));
-  #asmHave = 0;
-  #hdrBuf = Buffer.from(new ArrayBuffer(HEADER_SIZE));
-  #hdrHave = 0;
-  #header: Header | null = null;
-  #fds: OwnedFd[] = [];
-  #ctrunc = false;
+  readonly #in = Buffer.from(new ArrayBuffer(RECV_SIZE));
+  readonly #inView = new DataView(this.#in.buffer);
+  #start = 0; // first byte not yet handled
+  #end = 0; // end of the bytes read
+  #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
+  #big: Buffer | null = null; // the body of a message larger than #in, being assembled
+  #spare: Buffer | null = null; // a recycled body buffer
+  #bigHeader: Header | null = null;
+  #bigHave = 0;
+  #bigFds: OwnedFd[] = [];
+  #bigLost = false;
   #skip = 0; // body bytes of a refused message still to discard
+  readonly #out = Buffer.from(new ArrayBuffer(OUT_SIZE));
+  #outLen = 0;
+  #corked = false;
   #queue: Queued[] = [];
   #queued = 0;
   #pending = new Map<number, Pending>();
@@ -94,6 +120,11 @@ export class Connection {
   onMessage: (m: Incoming) => void = m => closeAll(m.fds);
   /** Called once when the connection ends. */
   onClose: (reason: string) => void = () => {};
+  /**
+   * Complete commands without fds or header errors go here first (not while tracing); what it
+   * takes is never built into an Incoming or copied.
+   */
+  onCommandInPlace: InPlaceHandler | null = null;
 
   constructor(
     fd: OwnedFd,
@@ -143,32 +174,96 @@ export class Connection {
     throw new Error('65536 requests in flight');
   }
 
-  /** Sends bytes (a whole encoded message) with borrowed fds. Never blocks; queues on EAGAIN. */
-  send(bytes: Uint8Array, fds: readonly number[] = []): void {
+  /**
+   * Sends bytes (a whole encoded message) with borrowed fds. Never blocks; queues on EAGAIN.
+   * With `more`, the message is `bytes` followed by `more`, sent in one sendmsg without
+   * joining them first (a header and a large payload); neither is referenced after the call.
+   */
+  send(bytes: Uint8Array, fds: readonly number[] = NO_FDS, more?: Uint8Array | Uint8Array[]): void {
     if (this.#closed) throw new ConnectionClosedError('send after close');
     if (this.options.trace)
       this.options.trace(
         describeMessage('->', decodeHeader(bytes), bytes.subarray(HEADER_SIZE), fds.length),
       );
+    if (fds.length === 0 && !more) {
+      const at = this.reserve(bytes.length);
+      if (at >= 0) {
+        this.#out.set(bytes, at);
+        this.#outLen += bytes.length;
+        return;
+      }
+    }
+    this.#flushOut();
+    if (this.#closed) return;
+    const parts = more === undefined ? [] : more instanceof Uint8Array ? [more] : more;
+    let n = 0;
     if (this.#queue.length === 0) {
-      let n: number;
       try {
-        n = this.#ms.send(bytes, fds);
+        n = this.#ms.send(bytes, fds, parts);
       } catch (e) {
         this.close(`send failed: ${(e as Error).message}`);
         return;
       }
-      if (n === bytes.length) return;
-      if (n > 0) {
-        this.#enqueue(bytes.subarray(n), []);
-        return;
-      }
     }
-    // fds must stay valid until sent: the queue holds its own duplicates.
-    this.#enqueue(
-      bytes,
-      fds.map(f => dupFd(f)),
-    );
+    // What the socket did not take is queued; fds must stay valid until sent, so the queue
+    // holds its own duplicates (they went with the first byte if any byte was sent).
+    if (n < bytes.length) this.#enqueue(bytes.subarray(n), n > 0 ? [] : fds.map(f => dupFd(f)));
+    let at = bytes.length;
+    for (const p of parts) {
+      if (n < at + p.length) this.#enqueue(p.subarray(Math.max(0, n - at)), []);
+      at += p.length;
+    }
+  }
+
+  /**
+   * Hands back the payload of a received message larger than the receive buffer once its
+   * bytes are no longer needed: the next such message is assembled in it instead of in fresh
+   * memory (whose pages would all fault in again).
+   */
+  recycle(payload: Uint8Array): void {
+    const store = payload.buffer;
+    if (store === this.#in.buffer || store === this.#out.buffer) return;
+    if (store.byteLength <= RECV_SIZE) return;
+    if (this.#spare && this.#spare.byteLength >= store.byteLength) return;
+    this.#spare = Buffer.from(store as ArrayBuffer);
+  }
+
+  /**
+   * Room for an `n`-byte message in this wake-up's reply batch: its offset in `out`, where the
+   * caller writes it and then calls commit(n). -1 when nothing is being batched now.
+   */
+  reserve(n: number): number {
+    if (!this.#corked || this.#queue.length > 0 || n > OUT_SIZE) return -1;
+    if (this.#outLen + n > OUT_SIZE) {
+      this.#flushOut();
+      if (this.#queue.length > 0 || this.#closed) return -1;
+    }
+    return this.#outLen;
+  }
+
+  /** The reply batch (see reserve). */
+  get out(): Buffer {
+    return this.#out;
+  }
+
+  /** Adds the `n` bytes written at reserve()'s offset to the batch. */
+  commit(n: number): void {
+    this.#outLen += n;
+  }
+
+  /** Sends the batched replies (what the socket does not take is queued). */
+  #flushOut(): void {
+    const n = this.#outLen;
+    if (n === 0 || this.#closed) return;
+    this.#outLen = 0;
+    let sent: number;
+    try {
+      sent = this.#queue.length > 0 ? 0 : this.#ms.send(this.#out.subarray(0, n));
+    } catch (e) {
+      this.close(`send failed: ${(e as Error).message}`);
+      return;
+    }
+    if (sent < n) this.#enqueue(this.#out.subarray(sent, n), []);
   }
 
   /** Sends a command and resolves with its reply; rejects with RemoteError on an error reply. */
@@ -177,6 +272,7 @@ export class Connection {
     bytes: Uint8Array,
     fds: readonly number[] = [],
     timeoutMs = 0,
+    more?: Uint8Array | Uint8Array[],
   ): Promise<Incoming> {
     const cmd = bytes[2] | (bytes[3] << 8); // the header's command field
     return new Promise((resolve, reject) => {
@@ -207,7 +303,7 @@ export class Connection {
           }
         }, 50);
       }
-      this.send(bytes, fds);
+      this.send(bytes, fds, more);
     });
   }
 
@@ -237,11 +333,24 @@ export class Connection {
 
   close(reason = 'closed locally'): void {
     if (this.#closed) return;
+    // Replies already made (an error reply right before a close) still go, as far as they fit.
+    if (this.#outLen > 0 && this.#queue.length === 0) {
+      try {
+        this.#ms.send(this.#out.subarray(0, this.#outLen));
+      } catch {
+        /* the peer is gone */
+      }
+    }
+    this.#outLen = 0;
     this.#closed = true;
     this.#watch.close();
     this.#sock.close();
-    closeAll(this.#fds);
-    this.#fds = [];
+    for (const a of this.#arrived) closeAll(a.fds);
+    this.#arrived = [];
+    closeAll(this.#bigFds);
+    this.#bigFds = [];
+    this.#big = null;
+    this.#spare = null;
     for (const q of this.#queue) closeAll(q.fds);
     this.#queue = [];
     this.#queued = 0;
@@ -280,10 +389,7 @@ export class Connection {
       closeAll(q.fds);
       q.fds = [];
       this.#queued -= n;
-      if (!this.backlogged) {
-        this.#watch.wantReadable(true);
-        for (const w of this.#drainWaiters.splice(0)) w();
-      }
+      if (!this.backlogged) this.#resume();
       if (n < q.bytes.length) {
         q.bytes = q.bytes.subarray(n);
         return;
@@ -292,105 +398,217 @@ export class Connection {
     }
     if (this.#closed) return;
     this.#watch.wantWritable(false);
+    this.#resume();
+  }
+
+  /** The backlog cleared: read again, and handle what was read but held back. */
+  #resume(): void {
     this.#watch.wantReadable(true);
     for (const w of this.#drainWaiters.splice(0)) w();
+    if (this.#end > this.#start && !this.#corked) this.#batch(() => this.#parse());
   }
 
-  // Every read is bounded to the rest of the current message (its header, then its body), so
-  // fds that arrive can only have come with bytes of that message: the message whose first
-  // byte carried them (§1.1). A read spanning two messages could hand the second one's fds to
-  // the first.
-  #read(toEnd = false): void {
-    while (!this.#closed) {
-      let target: Buffer;
-      if (this.#skip > 0) target = this.#recv.subarray(0, Math.min(this.#skip, RECV_CHUNK));
-      else if (!this.#header) target = this.#hdrBuf.subarray(this.#hdrHave);
-      else target = this.#asm!.subarray(this.#asmHave);
-      let r: Received | null;
-      try {
-        r = this.#ms.recv(target);
-      } catch (e) {
-        this.close(e instanceof NativeError ? `${e.code} from peer` : String(e));
-        return;
-      }
-      if (r === null) return;
-      if (r.bytes === 0) {
-        closeAll(r.fds);
-        this.close('peer hung up');
-        return;
-      }
-      if (r.fds.length) this.#fds.push(...r.fds);
-      if (r.truncated) this.#ctrunc = true;
-      if (this.#skip > 0) {
-        this.#skip -= r.bytes;
-        continue;
-      }
-      if (!this.#header) {
-        this.#hdrHave += r.bytes;
-        if (this.#hdrHave < HEADER_SIZE) continue;
-        this.#hdrHave = 0;
-        this.#onHeader(decodeHeader(this.#hdrBuf));
-      } else this.#asmHave += r.bytes;
-      if (this.#header && this.#asmHave === this.#asm!.length) {
-        this.#onComplete();
-        // libuv's poll is level-triggered: if more bytes wait, it calls again. Returning here saves
-        // the read that would only say EAGAIN in the usual request/reply ping-pong.
-        if (!toEnd) return;
-      }
+  /** Runs `fn` with replies batched, then sends the batch. */
+  #batch(fn: () => void): void {
+    this.#corked = true;
+    try {
+      fn();
+    } finally {
+      this.#corked = false;
+      this.#flushOut();
     }
   }
 
-  #onHeader(h: Header): void {
-    const bad = checkHeader(h, this.options.maxMessageSize);
-    if (bad && (h.size < HEADER_SIZE || h.size > this.options.maxMessageSize)) {
-      // Will not hold this message: refuse it. Too large: skip its body and go on. Too small:
-      // the stream cannot be framed any more, so the connection ends after the reply.
-      this.#deliver({ header: h, payload: new Uint8Array(0), fds: this.#takeFds(), error: bad });
-      if (h.size < HEADER_SIZE) this.close(`unframeable message (msg_size ${h.size})`);
-      else this.#skip = h.size - HEADER_SIZE;
+  #read(toEnd = false): void {
+    this.#batch(() => {
+      for (let i = 0; (toEnd || i < READS_PER_WAKE) && !this.#closed && !this.backlogged; i++) {
+        const more = this.#readOnce();
+        if (!more) return;
+      }
+    });
+  }
+
+  /** One recvmsg and the messages it completes. Returns whether another read may find more. */
+  #readOnce(): boolean {
+    let n: number, want: number;
+    try {
+      if (this.#big) {
+        want = this.#big.length - this.#bigHave;
+        n = this.#ms.recvInto(this.#big, this.#bigHave, want);
+      } else if (this.#skip > 0) {
+        want = Math.min(this.#skip, RECV_SIZE);
+        n = this.#ms.recvInto(this.#in, 0, want);
+      } else {
+        this.#makeRoom();
+        want = RECV_SIZE - this.#end;
+        if (want === 0) return false; // held back by the send backlog
+        n = this.#ms.recvInto(this.#in, this.#end, want);
+      }
+    } catch (e) {
+      this.close(e instanceof NativeError ? `${e.code} from peer` : String(e));
+      return false;
+    }
+    if (n < 0) return false;
+    const fds = this.#ms.takeFds(),
+      lost = this.#ms.truncated;
+    if (n === 0) {
+      closeAll(fds);
+      this.close('peer hung up');
+      return false;
+    }
+    if (this.#big) this.#bigRead(n, fds, lost);
+    else if (this.#skip > 0) {
+      closeAll(fds); // they came with the refused message's body
+      this.#skip -= n;
+    } else {
+      this.#end += n;
+      if (fds.length > 0 || lost) this.#arrived.push({ at: this.#end - 1, fds, lost });
+      this.#parse();
+    }
+    // A short read drained the socket, unless it ended early at bytes that carried fds.
+    return n === want || fds.length > 0 || lost;
+  }
+
+  /** Frees the buffer's tail for the next read: moves unhandled bytes to its start when low. */
+  #makeRoom(): void {
+    const s = this.#start;
+    if (s === this.#end) {
+      this.#start = this.#end = 0;
+      for (const a of this.#arrived) a.at -= s;
       return;
     }
-    this.#header = h;
-    const n = h.size - HEADER_SIZE;
-    // Small messages assemble in a reused buffer (one copy out at the end); large ones in their
-    // own.
-    this.#asm =
-      // filled by the reads
-      n <= this.#asmStore.length ? this.#asmStore.subarray(0, n) : Buffer.allocUnsafeSlow(n);
-    this.#asmHave = 0;
+    if (RECV_SIZE - this.#end >= COMPACT_BELOW && s < RECV_SIZE / 2) return;
+    this.#in.copyWithin(0, s, this.#end);
+    this.#end -= s;
+    this.#start = 0;
+    for (const a of this.#arrived) a.at -= s;
   }
 
-  #onComplete(): void {
-    const h = this.#header!,
-      asm = this.#asm!;
-    const payload = asm.buffer === this.#asmStore.buffer ? Buffer.from(asm) : asm;
-    this.#header = null;
-    this.#asm = null;
-    const m: Incoming = { header: h, payload, fds: this.#takeFds() };
-    const bad = checkHeader(h, this.options.maxMessageSize);
-    if (bad) m.error = bad;
-    this.#deliver(m);
-  }
-
-  /** The fds gathered for the message now complete; if some were lost, none are kept. */
-  #takeFds(): OwnedFd[] {
-    const fds = this.#fds;
-    this.#fds = [];
-    this.#lost = this.#ctrunc;
-    this.#ctrunc = false;
-    if (this.#lost) {
-      closeAll(fds);
-      return [];
+  /** Handles every complete message in the buffer (stops while the send backlog is high). */
+  #parse(): void {
+    const b = this.#in;
+    while (!this.#closed && this.#skip === 0 && !this.#big) {
+      const s = this.#start,
+        have = this.#end - s;
+      if (have < HEADER_SIZE) return;
+      const size = this.#inView.getUint32(s + 4, true);
+      if (size < HEADER_SIZE || size > this.options.maxMessageSize) {
+        this.#refuse(decodeHeader(b.subarray(s, s + HEADER_SIZE)));
+        continue;
+      }
+      if (size > RECV_SIZE) {
+        this.#startBig(decodeHeader(b.subarray(s, s + HEADER_SIZE)));
+        return;
+      }
+      if (size > have || this.backlogged) return;
+      if (!this.#inPlace(s, size)) this.#deliverAt(s, size);
     }
-    return fds;
   }
-  #lost = false;
 
-  #deliver(m: Incoming): void {
-    if (this.#lost) {
-      this.#lost = false;
+  /** Offers a complete fd-less command to onCommandInPlace; true if it was taken. */
+  #inPlace(s: number, size: number): boolean {
+    const h = this.onCommandInPlace;
+    if (!h || this.options.trace) return false;
+    if (this.#arrived.length > 0 && this.#arrived[0].at < s + size) return false;
+    const flags = this.#inView.getUint32(s + 8, true);
+    if ((flags & ~Flag.NO_REPLY) !== 0 || size === HEADER_SIZE) return false;
+    this.#start = s + size;
+    if (h(this.#in, s, size, this.#inView)) return true;
+    this.#start = s;
+    return false;
+  }
+
+  /** Delivers the complete message at `s` as an Incoming (its payload copied out). */
+  #deliverAt(s: number, size: number): void {
+    const b = this.#in;
+    const header = decodeHeader(b.subarray(s, s + HEADER_SIZE));
+    const payload = new Uint8Array(size - HEADER_SIZE);
+    payload.set(b.subarray(s + HEADER_SIZE, s + size));
+    this.#start = s + size;
+    const { fds, lost } = this.#takeArrived(s + size);
+    const m: Incoming = { header, payload, fds };
+    const bad = checkHeader(header, this.options.maxMessageSize);
+    if (bad) m.error = bad;
+    this.#deliver(m, lost);
+  }
+
+  /** fds that arrived with reads ending before `end` (they belong to the message ending there). */
+  #takeArrived(end: number): { fds: OwnedFd[]; lost: boolean } {
+    let fds: OwnedFd[] = [],
+      lost = false;
+    while (this.#arrived.length > 0 && this.#arrived[0].at < end) {
+      const a = this.#arrived.shift()!;
+      fds = fds.length === 0 ? a.fds : fds.concat(a.fds);
+      lost ||= a.lost;
+    }
+    if (lost) {
+      closeAll(fds);
+      fds = [];
+    }
+    return { fds, lost };
+  }
+
+  /**
+   * A header this connection will not hold a message for. Too large: refused now, its body
+   * skipped. Too small: the stream cannot be framed any more, so the connection ends after the
+   * reply.
+   */
+  #refuse(h: Header): void {
+    const s = this.#start,
+      inBuf = Math.min(this.#end - s, Math.max(h.size, HEADER_SIZE));
+    this.#start = s + inBuf;
+    const { fds, lost } = this.#takeArrived(s + inBuf);
+    const bad = checkHeader(h, this.options.maxMessageSize)!;
+    this.#deliver({ header: h, payload: new Uint8Array(0), fds, error: bad }, lost);
+    if (h.size < HEADER_SIZE) this.close(`unframeable message (msg_size ${h.size})`);
+    else this.#skip = h.size - inBuf;
+  }
+
+  /** A message larger than the receive buffer: its body is assembled in a buffer of its own. */
+  #startBig(h: Header): void {
+    const s = this.#start,
+      have = this.#end - s;
+    const n = h.size - HEADER_SIZE;
+    const spare = this.#spare;
+    let body: Buffer;
+    if (spare && spare.length >= n) {
+      body = spare.subarray(0, n);
+      this.#spare = null;
+    } else body = Buffer.allocUnsafeSlow(n); // filled by the reads
+    this.#in.copy(body, 0, s + HEADER_SIZE, this.#end);
+    const { fds, lost } = this.#takeArrived(this.#end);
+    this.#start = this.#end;
+    this.#big = body;
+    this.#bigHeader = h;
+    this.#bigHave = have - HEADER_SIZE;
+    this.#bigFds = fds;
+    this.#bigLost = lost;
+  }
+
+  #bigRead(n: number, fds: OwnedFd[], lost: boolean): void {
+    if (fds.length > 0) this.#bigFds = this.#bigFds.concat(fds);
+    this.#bigLost ||= lost;
+    this.#bigHave += n;
+    if (this.#bigHave < this.#big!.length) return;
+    const m: Incoming = { header: this.#bigHeader!, payload: this.#big!, fds: this.#bigFds };
+    const wasLost = this.#bigLost;
+    this.#big = null;
+    this.#bigHeader = null;
+    this.#bigFds = [];
+    this.#bigLost = false;
+    if (wasLost) {
+      closeAll(m.fds);
+      m.fds = [];
+    }
+    const bad = checkHeader(m.header, this.options.maxMessageSize);
+    if (bad) m.error = bad;
+    this.#deliver(m, wasLost);
+  }
+
+  #deliver(m: Incoming, lost: boolean): void {
+    if (lost)
       m.error ??= { errno: Errno.EFAULT, message: 'file descriptors were lost (MSG_CTRUNC)' };
-    } else if (m.fds.length > this.options.maxFdsPerMessage)
+    else if (m.fds.length > this.options.maxFdsPerMessage)
       m.error ??= {
         errno: Errno.EINVAL,
         message: `${m.fds.length} fds exceed max_msg_fds ${this.options.maxFdsPerMessage}`,
@@ -410,3 +628,5 @@ export class Connection {
     this.onMessage(m);
   }
 }
+
+const NO_FDS: readonly number[] = [];

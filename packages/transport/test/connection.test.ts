@@ -54,19 +54,40 @@ describe('Connection framing', () => {
     expect(openFdCount()).toBe(before);
   });
 
-  it('cuts messages from one write; fds go to the message that carried them', async () => {
+  it('cuts messages from one read; fds go to the message that carried them', async () => {
     const { conn, raw, rawFd, got } = pair();
     const e = eventfdCreate();
     const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
     const m2 = encode.dmaMap(2, { flags: 3, offset: 0, address: 0x1000, size: 0x1000 });
     const m3 = encode.regionRead(3, { region: 0, offset: 4, count: 4 });
+    // One sendmsg per message, as QEMU and libvfio-user send; all queued before the first read.
     raw.send(m1);
-    raw.send(Buffer.concat([m2, m3]), [e.fd]);
+    raw.send(m2, [e.fd]);
+    raw.send(m3);
     await until(() => got.length === 3);
     expect(got.map(g => [g.header.id, g.fds.length])).toEqual([
       [1, 0],
       [2, 1],
       [3, 0],
+    ]);
+    got[1].fds[0].close();
+    e.close();
+    conn.close();
+    rawFd.close();
+  });
+
+  it('gives fds sent with several messages in one sendmsg to the last of them', async () => {
+    // The kernel reports where a chunk with fds ends, not where it starts: the fds go to the
+    // last message starting in the read that brought them (one sendmsg per message avoids this).
+    const { conn, raw, rawFd, got } = pair();
+    const e = eventfdCreate();
+    const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
+    const m2 = encode.dmaMap(2, { flags: 3, offset: 0, address: 0x1000, size: 0x1000 });
+    raw.send(Buffer.concat([m1, m2]), [e.fd]);
+    await until(() => got.length === 2);
+    expect(got.map(g => [g.header.id, g.fds.length])).toEqual([
+      [1, 0],
+      [2, 1],
     ]);
     got[1].fds[0].close();
     e.close();

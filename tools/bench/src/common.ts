@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,11 +24,25 @@ export async function startStub(bin: string, socket: string): Promise<ChildProce
   return p;
 }
 
-/** Runs the C client: median/p99 µs, round trips per second, bytes, seconds. */
-export function cClient(bin: string, socket: string, n: number, count: number, region: number) {
+/** C client modes (see c/client.c): round trips, posted writes, WRITE_MULTI, a pipeline. */
+export type ClientMode = 'read' | 'post' | 'multi' | 'mixed';
+
+/**
+ * Runs the C client: median/p99 µs (read mode), operations per second, bytes, seconds. It exits
+ * non-zero (and this throws) if any reply is missing or an error: no lost connection goes unseen.
+ */
+export function cClient(
+  bin: string,
+  socket: string,
+  n: number,
+  count: number,
+  region: number,
+  mode: ClientMode = 'read',
+  offset = 0,
+) {
   const [median, p99, perSec, bytes, secs] = execFileSync(
     bin,
-    [socket, String(n), String(count), String(region)],
+    [socket, String(n), String(count), String(region), mode, String(offset)],
     { encoding: 'utf8' },
   )
     .trim()
@@ -47,3 +61,11 @@ export function stats(lat: number[], totalMs: number) {
 }
 
 export const fmt = (x: number, d = 1) => x.toFixed(d);
+
+/** Resident memory of a process in MiB (VmRSS). */
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];

@@ -1,85 +1,108 @@
-// Migration of edu with device memory: data-phase throughput and downtime, idle and with a
-// workload dirtying memory during pre-copy; the floor is the C client pulling the same number
-// of bytes from the C stub in 1 MiB REGION_READs (vfio-user framing over the same socket kind).
+// Migration of edu with device memory, v2 and v1: data-phase throughput and downtime, cold (the
+// first migration between two fresh servers) and warm (a second one between the same servers),
+// idle and (v2) with a workload dirtying memory. The floor is the C client pulling the same
+// number of bytes from the C stub in 64 KiB and in 1 MiB REGION_READs (vfio-user framing over
+// the same socket kind). BENCH_SPREAD=1 puts the servers on CPU 0 and the driver on CPU 1
+// (default: all on the CPU run.sh pinned).
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { startServer } from '@vfu/qemu-harness';
+import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
-import { buildC, startStub, cClient, fmt, dir } from './common.js';
+import { buildC, startStub, cClient, fmt, dir, rssMiB } from './common.js';
 
+/** VFIO_DEVICE_STATE_RUNNING (include/uapi/linux/vfio.h). */
+const RUNNING = 2;
 const sizes = (process.env.BENCH_SIZES ?? '64M,1G').split(',');
+const protocols = (process.env.BENCH_PROTOCOLS ?? 'v2,v1').split(',') as ('v1' | 'v2')[];
+const spread = process.env.BENCH_SPREAD === '1';
 const bytesOf = (s: string) => Number(s.slice(0, -1)) * (s.endsWith('G') ? 2 ** 30 : 2 ** 20);
 const c = buildC();
 const stubSock = join(dir, 'stub-m.sock');
 const stub = await startStub(c.stub, stubSock);
+const placement = spread
+  ? 'servers on CPU 0, driver on CPU 1'
+  : process.env.BENCH_PINNED
+    ? 'all on CPU 1'
+    : 'unpinned';
 console.log(
-  'migration of edu (v2): data phase GiB/s and downtime; ' +
-    'floor = C pulling the same bytes in 1 MiB messages',
+  `migration of edu: data phase GiB/s and downtime (${placement}); ` +
+    'floors = C pulling the same bytes in 64 KiB / 1 MiB messages',
 );
 console.log(
-  'memory'.padEnd(8),
+  'memory'.padEnd(7),
+  'proto'.padEnd(6),
   'load'.padEnd(9),
-  'GiB/s'.padStart(7),
-  'floor'.padStart(7),
-  'x floor'.padStart(8),
+  'run'.padEnd(5),
+  'GiB/s'.padStart(6),
+  '64K fl'.padStart(7),
+  'x 64K'.padStart(6),
+  '1M fl'.padStart(6),
+  'x 1M'.padStart(5),
   'downtime ms'.padStart(12),
   '(stop-copy'.padStart(11),
   'resume)'.padStart(8),
   'rounds'.padStart(7),
-  'moved MiB'.padStart(10),
+  'MiB'.padStart(6),
+  'RSS MiB src/dst'.padStart(16),
 );
+
+async function server(name: string, size: string): Promise<ServerProcess> {
+  const args = ['--device', 'edu', '--memory', size, '--on-disconnect', 'keep'];
+  const p = await startServer(join(dir, name), [...args, '--log-level', 'error']);
+  if (spread) execFileSync('taskset', ['-a', '-p', '-c', '0', String(p.proc.pid)]);
+  return p;
+}
+
 let k = 0;
 for (const size of sizes) {
   const bytes = bytesOf(size);
-  const f = cClient(c.client, stubSock, Math.ceil(bytes / 2 ** 20), 1 << 20, 0);
-  const floor = f.bytes / 2 ** 30 / f.secs;
-  for (const load of ['idle', 'dirtying']) {
-    const a = await startServer(join(dir, `a${k}.sock`), [
-      '--device',
-      'edu',
-      '--memory',
-      size,
-      '--on-disconnect',
-      'keep',
-      '--log-level',
-      'error',
-    ]);
-    const b = await startServer(join(dir, `b${k++}.sock`), [
-      '--device',
-      'edu',
-      '--memory',
-      size,
-      '--on-disconnect',
-      'keep',
-      '--log-level',
-      'error',
-    ]);
-    const src = await VfioUserClient.connect(a.socket),
-      dst = await VfioUserClient.connect(b.socket);
-    const wl = load === 'dirtying' ? await memoryWorkload(src, 1024) : null;
-    const r = await migrate(src, dst, {
-      workload: wl?.round,
-      downtimeLimitMs: 100,
-      maxIterations: 5,
-    });
-    if (r.outcome !== 'completed') throw new Error(r.error);
-    console.log(
-      size.padEnd(8),
-      load.padEnd(9),
-      fmt(r.throughputGiBps, 2).padStart(7),
-      fmt(floor, 2).padStart(7),
-      fmt(r.throughputGiBps / floor, 2).padStart(8),
-      fmt(r.downtimeMs).padStart(12),
-      fmt(r.stopCopyMs).padStart(11),
-      fmt(r.resumeMs).padStart(8),
-      String(r.iterations).padStart(7),
-      fmt(r.bytes / 2 ** 20, 0).padStart(10),
-    );
-    wl?.close();
-    src.close();
-    dst.close();
-    await a.stop();
-    await b.stop();
-  }
+  const floor = (chunk: number) => {
+    const f = cClient(c.client, stubSock, Math.ceil(bytes / chunk), chunk, 0);
+    return f.bytes / 2 ** 30 / f.secs;
+  };
+  const f64 = floor(64 << 10),
+    f1m = floor(1 << 20);
+  for (const protocol of protocols)
+    for (const load of protocol === 'v2' ? ['idle', 'dirtying'] : ['idle']) {
+      const a = await server(`a${k}.sock`, size);
+      const b = await server(`b${k++}.sock`, size);
+      const src = await VfioUserClient.connect(a.socket),
+        dst = await VfioUserClient.connect(b.socket);
+      const wl = load === 'dirtying' ? await memoryWorkload(src, 1024) : null;
+      for (const run of ['cold', 'warm']) {
+        if (run === 'warm') await src.setState(RUNNING); // the same servers, a second time
+        const r = await migrate(src, dst, {
+          protocol,
+          workload: wl?.round,
+          downtimeLimitMs: 100,
+          maxIterations: 5,
+        });
+        if (r.outcome !== 'completed') throw new Error(r.error);
+        const rss = `${fmt(rssMiB(a.proc.pid!), 0)}/${fmt(rssMiB(b.proc.pid!), 0)}`;
+        console.log(
+          size.padEnd(7),
+          protocol.padEnd(6),
+          load.padEnd(9),
+          run.padEnd(5),
+          fmt(r.throughputGiBps, 2).padStart(6),
+          fmt(f64, 2).padStart(7),
+          fmt(r.throughputGiBps / f64, 2).padStart(6),
+          fmt(f1m, 2).padStart(6),
+          fmt(r.throughputGiBps / f1m, 2).padStart(5),
+          fmt(r.downtimeMs).padStart(12),
+          fmt(r.stopCopyMs).padStart(11),
+          fmt(r.resumeMs).padStart(8),
+          String(r.iterations).padStart(7),
+          fmt(r.bytes / 2 ** 20, 0).padStart(6),
+          rss.padStart(16),
+        );
+      }
+      wl?.close();
+      src.close();
+      dst.close();
+      await a.stop();
+      await b.stop();
+    }
 }
 stub.kill();

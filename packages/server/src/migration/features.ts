@@ -103,10 +103,10 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
       if (req.cmd !== Command.MIG_DATA_READ) return Errno.EINVAL;
       if (!m.save || (m.state !== S.PRE_COPY && m.state !== S.STOP_COPY)) return Errno.EINVAL;
       if (!m.claim('v2')) return Errno.EINVAL;
-      return { msg: m.readReply(id, req.body.size) };
+      return m.readReply(id, req.body.size);
     },
 
-    [Command.MIG_DATA_WRITE]: (_s, id, req) => {
+    [Command.MIG_DATA_WRITE]: (s, id, req) => {
       if (req.cmd !== Command.MIG_DATA_WRITE) return Errno.EINVAL;
       if (!m.load || m.state !== S.RESUMING || !m.claim('v2')) return Errno.EINVAL;
       try {
@@ -115,6 +115,8 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
         log(`MIG_DATA_WRITE: ${(e as Error).message}`);
         return errnoOf(e);
       }
+      // The load session keeps no reference to the data: its buffer takes the next message.
+      s.conn.recycle(req.body.data!);
       return { msg: encode.empty(id, Command.MIG_DATA_WRITE) };
     },
 

@@ -146,11 +146,15 @@ export class Migration {
           break;
         case 'STOP>RESUMING':
           this.#endSessions();
-          this.load = new LoadSession(deviceImage(dev));
-          for (const mem of dev.memories.values()) mem.prefault();
+          // Memory records land in device memory as they arrive (no copy of every byte at the
+          // commit, inside the downtime); what they replace is kept in undo buffers reused
+          // across sessions (allocated lazily, never cleared), for a stream that fails.
+          this.#undo ??= [...dev.memories.values()].map(m => new Uint8Array(m.size));
+          this.load = new LoadSession(deviceImage(dev), { undo: this.#undo });
           break;
         case 'RESUMING>STOP': {
           const load = this.load;
+          this.load = null; // taken for the commit: not discarded with the session
           this.#endSessions();
           if (!load || load.bytesIn === 0) {
             this.opts.log('migration: resume ended with no data; device unchanged');
@@ -160,6 +164,7 @@ export class Migration {
             load.commit();
             this.#clearMigratedAway('a new state was loaded');
           } catch (e) {
+            load.discard();
             // The device's own state was never touched, but the resume session cannot complete:
             // only a reset leaves this (§8.2).
             this.fsm.fail();
@@ -235,6 +240,7 @@ export class Migration {
   }
 
   #shadows: Uint8Array[] | null = null;
+  #undo: Uint8Array[] | null = null;
   #startSave(): void {
     this.#endSessions();
     // Shadows of what was sent are kept across sessions: allocating and faulting in a copy of
@@ -243,19 +249,17 @@ export class Migration {
     this.save = new SaveSession(deviceImage(this.device), 1 << 20, this.#shadows);
   }
 
-  #reply = new Uint8Array(0);
-  /** MIG_DATA_READ reply built in a reused buffer (send() copies or transmits it at once). */
-  readReply(id: number, size: number): Uint8Array {
-    if (this.#reply.length < 24 + size)
-      this.#reply = Buffer.allocUnsafeSlow(24 + Math.max(size, 64 * 1024));
-    return encode.migDataReadReplyIn(
-      this.#reply,
-      id,
-      this.save!.readInto(this.#reply.subarray(24, 24 + size)),
-    );
+  /**
+   * A MIG_DATA_READ reply: its 24-byte head, and the stream's bytes as views to send beside it
+   * (one sendmsg, no copy of the data into a reply buffer).
+   */
+  readReply(id: number, size: number): { msg: Uint8Array; more: Uint8Array[] } {
+    const { parts, bytes } = this.save!.readParts(size);
+    return { msg: encode.migDataReadReplyHead(id, bytes), more: parts };
   }
   #endSessions(): void {
     this.save = null;
+    this.load?.discard(); // a resume that ends uncommitted leaves the device's memory as it was
     this.load = null;
     this.via = null;
     this.v1?.resetIteration();
