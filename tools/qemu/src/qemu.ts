@@ -192,12 +192,29 @@ export class Qmp {
   }
 }
 
-const connectUnix = (path: string) =>
+const connectOnce = (path: string) =>
   new Promise<Socket>((resolve, reject) => {
     const s = connect(path);
     s.once('connect', () => resolve(s));
     s.once('error', reject);
   });
+
+/**
+ * QEMU creates a socket file (bind) a moment before it listens: a connect in between is
+ * refused. Retry refusals until `ms` have passed; anything else fails at once.
+ */
+async function connectUnix(path: string, ms = 15000): Promise<Socket> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await connectOnce(path);
+    } catch (e) {
+      const refused = (e as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+      if (!refused || Date.now() > deadline) throw e;
+      await new Promise(r => setTimeout(r, 20));
+    }
+  }
+}
 
 export class Qemu {
   private constructor(
