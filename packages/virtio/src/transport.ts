@@ -145,6 +145,7 @@ export class VirtioPci<S extends Schema, B> {
     const s = this.#s;
     this.#epoch++;
     this.#held = [];
+    this.#kicked.clear();
     s.virtioStatus = 0;
     s.virtioIsr = 0;
     this.#dev.irq.lower();
@@ -257,8 +258,17 @@ export class VirtioPci<S extends Schema, B> {
 
   // --- queues --------------------------------------------------------------------------------
 
+  /** Queues with a notification not yet acted on (at most one job each while stopped). */
+  #kicked = new Set<number>();
+  #busMasterOffLogged = false;
+
   #kick(q: number): void {
-    this.#dev.whenRunning(() => this.#process(q));
+    if (this.#kicked.has(q)) return;
+    this.#kicked.add(q);
+    this.#dev.whenRunning(() => {
+      this.#kicked.delete(q);
+      this.#process(q);
+    });
   }
 
   #serving(q: number): boolean {
@@ -266,9 +276,12 @@ export class VirtioPci<S extends Schema, B> {
     if (!(st & Status.DRIVER_OK) || st & Status.DEVICE_NEEDS_RESET || !this.#enabled(q))
       return false;
     if (!(this.#dev.config.command & Command.BUS_MASTER)) {
-      this.#dev.log(`virtio: queue ${q} notified while bus mastering is off; ignored`);
+      if (!this.#busMasterOffLogged)
+        this.#dev.log(`virtio: queue ${q} notified while bus mastering is off; ignored`);
+      this.#busMasterOffLogged = true;
       return false;
     }
+    this.#busMasterOffLogged = false;
     return true;
   }
 
@@ -306,6 +319,11 @@ export class VirtioPci<S extends Schema, B> {
     p.then(
       reply => this.#complete(q, chain, reply, epoch),
       e => {
+        // A model rejects a malformed request with VirtqueueError: a driver error (§2.1.2).
+        if (e instanceof VirtqueueError) {
+          if (epoch === this.#epoch) this.#fail(q, e);
+          return;
+        }
         this.#dev.log(`virtio: queue ${q} head ${chain.head}: ${(e as Error).message}`);
         this.#complete(q, chain, new Uint8Array(0), epoch);
       },
@@ -345,6 +363,7 @@ export class VirtioPci<S extends Schema, B> {
   loaded(): void {
     this.#epoch++;
     this.#held = [];
+    this.#kicked.clear();
     this.#since = [];
     for (let q = 0; q < this.#queues.count; q++) {
       if (!this.#enabled(q)) continue;

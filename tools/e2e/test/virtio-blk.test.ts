@@ -156,7 +156,7 @@ describe('virtio-blk over a real socket', () => {
 
   it('hostile rings: DEVICE_NEEDS_RESET, still serving, works after a reset', async () => {
     const { client } = await serve(['--size', '1M']);
-    // A chain that loops; a buffer outside guest memory; an avail index far ahead.
+    // A chain that loops; a buffer outside guest memory; an avail index far ahead; no header.
     const cases: ((q: DriverQueue, ram: number) => void)[] = [
       (q, ram) => {
         q.writeDesc(q.layout.desc, 0, { address: ram, len: 16, flags: Desc.NEXT, next: 1 });
@@ -168,6 +168,7 @@ describe('virtio-blk over a real socket', () => {
         q.publish(0);
       },
       q => q.set16(q.layout.driver + 2, 1000),
+      (q, ram) => q.add([{ address: ram, len: 1, write: true }]), // no request header
     ];
     let d = await driver(client);
     for (const [i, corrupt] of cases.entries()) {

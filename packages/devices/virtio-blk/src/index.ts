@@ -14,7 +14,7 @@ import {
 } from 'node:fs';
 import { basename } from 'node:path';
 import { DeviceSetupError, parseSize, type Options } from '@vfu/pci';
-import { defineVirtioDevice, type VirtioRequest } from '@vfu/virtio';
+import { defineVirtioDevice, VirtqueueError, type VirtioRequest } from '@vfu/virtio';
 
 /** Request types (§5.2.6). */
 export const BlkType = {
@@ -186,7 +186,9 @@ async function zeroRanges(d: Disk, type: number, body: Uint8Array): Promise<numb
 
 /** One request (§5.2.6): header {type, reserved, sector}, data, status byte last. */
 export async function serve(req: VirtioRequest, d: Disk): Promise<Uint8Array> {
-  if (req.data.length < 16 || req.writable < 1) throw new Error('request without header or status');
+  // §5.2.6.1: a request without its header or status byte is a driver error (NEEDS_RESET).
+  if (req.data.length < 16 || req.writable < 1)
+    throw new VirtqueueError('virtio-blk request without its 16-byte header or status byte');
   const dv = new DataView(req.data.buffer, req.data.byteOffset, req.data.length);
   const type = dv.getUint32(0, true);
   const sector = Number(dv.getBigUint64(8, true));
