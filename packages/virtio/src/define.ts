@@ -79,6 +79,12 @@ export function defineVirtioDevice<S extends Schema, B>(
       transports.set(dev.state, t);
       return { 0: bar('mem32', t.region) };
     },
+    controls: Object.fromEntries(
+      Object.entries(d.controls ?? {}).map(([name, fn]) => [
+        name,
+        (dev: DeviceContext<VirtioSchema & S>, v: number) => fn(of(dev).backend, v),
+      ]),
+    ),
     onReset: dev => of(dev).reset(),
     onRun: dev => of(dev).run(),
     afterLoad: dev => of(dev).loaded(),

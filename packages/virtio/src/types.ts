@@ -63,6 +63,8 @@ export interface VirtioDeviceDefinition<S extends Schema, B> {
   config(o: Options, b: B): Uint8Array;
   /** Number of queues and their largest size (a power of two up to 256). */
   queues(o: Options): { count: number; size: number };
+  /** What the outside world can do to the device (tests, demos), as the kit's `controls`. */
+  controls?: Record<string, (b: B, value: number) => void>;
   /** Serves one request; resolves with what goes into its device-writable buffers. */
   handle(req: VirtioRequest, b: B, dev: DeviceContext<S & VirtioSchema>): Promise<Uint8Array>;
 }

@@ -23,7 +23,7 @@ async function boot(disk: string, socket: string, phase: number): Promise<GuestR
     '2',
   ]);
   try {
-    const run = await bootGuest([{ socket, addr: '4.0' }], async () => {}, 150_000, {
+    const run = await bootGuest([{ socket, addr: '4.0' }], async () => {}, 200_000, {
       init: 'init-virtio-blk',
       modules: [
         'virtio',
@@ -90,5 +90,5 @@ describe('a Linux guest with virtio_blk', () => {
     } finally {
       tmp.cleanup();
     }
-  }, 400_000);
+  }, 450_000);
 });

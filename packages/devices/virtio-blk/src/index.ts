@@ -53,6 +53,8 @@ export interface Disk {
   sectors: number;
   readOnly: boolean;
   queues: number;
+  /** The `stall` control: requests wait (in flight) before their I/O until it is released. */
+  stalled: (() => void)[] | null;
 }
 
 const yes = (v: string) => {
@@ -97,7 +99,14 @@ function openDisk(o: Options): Disk {
     closeSync(fd);
     throw new DeviceSetupError(`--disk ${o.disk}: ${bytes} bytes is not a whole number of sectors`);
   }
-  return { fd, path: o.disk, sectors: bytes / SECTOR, readOnly, queues: queueCount(o) };
+  return {
+    fd,
+    path: o.disk,
+    sectors: bytes / SECTOR,
+    readOnly,
+    queues: queueCount(o),
+    stalled: null,
+  };
 }
 
 /** struct virtio_blk_config (§5.2.4). */
@@ -194,6 +203,7 @@ export async function serve(req: VirtioRequest, d: Disk): Promise<Uint8Array> {
   const sector = Number(dv.getBigUint64(8, true));
   const body = req.data.subarray(16);
   const inLen = req.writable - 1;
+  if (d.stalled) await new Promise<void>(go => d.stalled?.push(go));
   try {
     switch (type) {
       case BlkType.IN: {
@@ -256,5 +266,18 @@ export default defineVirtioDevice({
   configSize: CONFIG_SIZE,
   config: (_o, d) => config(d),
   queues: o => ({ count: queueCount(o), size: QUEUE_SIZE }),
+  controls: {
+    // 1: hold every new request before its I/O (it stays in flight); 0: let them all go. For
+    // tests and demos of a migration with requests in flight.
+    stall: (d, on) => {
+      if (on) {
+        d.stalled ??= [];
+        return;
+      }
+      const waiting = d.stalled ?? [];
+      d.stalled = null;
+      for (const go of waiting) go();
+    },
+  },
   handle: (req, d) => serve(req, d),
 });
