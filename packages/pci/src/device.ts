@@ -88,6 +88,7 @@ export class PciDevice<S extends Schema = Schema> {
   #rom: RegionHandler | undefined;
   #running = true;
   #work: (() => void | Promise<void>)[] = [];
+  #inFlight = new Set<Promise<void>>(); // asynchronous device work not yet finished
   log: (m: string) => void = () => {};
 
   constructor(
@@ -192,11 +193,22 @@ export class PciDevice<S extends Schema = Schema> {
   #run(work: () => void | Promise<void>): void {
     try {
       const r = work();
-      if (r instanceof Promise)
-        r.catch(e => this.log(`device work failed: ${(e as Error).message}`));
+      if (r instanceof Promise) this.#track(r);
     } catch (e) {
       this.log(`device work failed: ${(e as Error).message}`);
     }
+  }
+
+  #track(work: Promise<void>): void {
+    const done = work
+      .catch(e => this.log(`device work failed: ${(e as Error).message}`))
+      .finally(() => this.#inFlight.delete(done));
+    this.#inFlight.add(done);
+  }
+
+  /** Resolves when the device work started so far (e.g. a DMA transfer) has finished. */
+  async settled(): Promise<void> {
+    while (this.#inFlight.size) await Promise.all(this.#inFlight);
   }
 
   /** Region handler for a vfio-user region index, or undefined when not implemented. */

@@ -1,3 +1,15 @@
+// Declared state: a device's fields and their types (re-exported so a model imports one package).
+export {
+  u8,
+  u16,
+  u32,
+  u64,
+  bool,
+  bytes,
+  type Schema,
+  type StateOf,
+  type FieldType,
+} from '@vfu/stream';
 export { ConfigSpace, Cfg, Command, Status, type PciIdentity } from './config-space.js';
 export {
   layoutCapabilities,
@@ -33,3 +45,4 @@ export {
   type BarIndex,
   type Options,
 } from './device.js';
+export { deviceImage } from './image.js';

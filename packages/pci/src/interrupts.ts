@@ -35,6 +35,7 @@ export class Interrupts {
   #intxMasked = false; // AUTOMASKED: masked after each delivery until UNMASK
   #resample: { fd: OwnedFd; watch: FdWatcher } | null = null;
   #held = false; // device stopped: deliver later
+  #sink: ((index: number, vector: number) => void) | null = null;
   readonly stats: InterruptStats = { delivered: [0, 0, 0, 0, 0], dropped: 0 };
 
   constructor(
@@ -247,7 +248,20 @@ export class Interrupts {
     if (this.#intxAsserted && !(this.cfg.command & Command.INTX_DISABLE)) this.#deliverIntx();
   }
 
+  /**
+   * Sends every delivery to `sink` instead of the client's eventfds (an in-process test bench
+   * counts them); null restores eventfd delivery.
+   */
+  deliverTo(sink: ((index: number, vector: number) => void) | null): void {
+    this.#sink = sink;
+  }
+
   #signal(index: number, vec: number): void {
+    if (this.#sink && vec < this.#v[index].count) {
+      this.#sink(index, vec);
+      this.stats.delivered[index]++;
+      return;
+    }
     const fd = this.#v[index].fds[vec];
     if (!fd) {
       this.stats.dropped++;

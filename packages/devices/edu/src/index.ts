@@ -1,7 +1,17 @@
 // QEMU's educational device (docs/specs/edu.rst), plus a device-memory BAR so that migration
 // has real memory to move.
-import { defineDevice, registers, bar, msi, parseSize, type DeviceContext } from '@vfu/pci';
-import { u32, u64, bytes, type Schema } from '@vfu/stream';
+import {
+  defineDevice,
+  registers,
+  bar,
+  msi,
+  parseSize,
+  type DeviceContext,
+  u32,
+  u64,
+  bytes,
+  type Schema,
+} from '@vfu/pci';
 
 export const Reg = {
   ID: 0x00,

@@ -1,7 +1,15 @@
 // ACCES PCI-IDIO-16 (16 FET outputs, 16 isolated inputs, change-of-state interrupt) as Linux's
 // gpio-pci-idio-16 driver expects it: registers in I/O BAR 2, INTx on pin A.
-import { defineDevice, registers, bar, type DeviceContext } from '@vfu/pci';
-import { u8, u16, bool, type Schema } from '@vfu/stream';
+import {
+  defineDevice,
+  registers,
+  bar,
+  type DeviceContext,
+  u8,
+  u16,
+  bool,
+  type Schema,
+} from '@vfu/pci';
 
 export const Reg = {
   OUT0_7: 0,

@@ -1,7 +1,6 @@
 // The smallest useful device: one BAR of registers and one interrupt. Copy this folder to start
 // a new model (see README.md). Everything below is declaration; the kit does the protocol.
-import { defineDevice, registers, bar, msi } from '@vfu/pci';
-import { u32 } from '@vfu/stream';
+import { defineDevice, registers, bar, msi, u32 } from '@vfu/pci';
 
 /** Register offsets in BAR 0. */
 export const Reg = {

@@ -12,10 +12,9 @@ import {
 } from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
 import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
-import type { PciDevice, RegionHandler } from '@vfu/pci';
+import { deviceImage, type PciDevice, type RegionHandler } from '@vfu/pci';
 import type { Handler } from '../handlers.js';
 import type { Session } from '../session.js';
-import { deviceImage } from './image.js';
 import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
 import { MigrationError } from './errors.js';

@@ -1,14 +1,17 @@
+// A device model as the migration stream sees it (the server's save and load sessions and the
+// test harness use the same view).
 import {
   encodeState,
   decodeState,
   assignState,
   schemaSignature,
   type DeviceImage,
+  type Schema,
 } from '@vfu/stream';
-import type { PciDevice } from '@vfu/pci';
+import type { PciDevice } from './device.js';
 
 /** The stream's view of a device: identity, declared state, config space and memories. */
-export function deviceImage(dev: PciDevice): DeviceImage {
+export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
   const schema = dev.def.state;
   return {
     deviceId: dev.def.id,
