@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { PciDevice, DeviceSetupError } from '@vfu/pci';
 import { VfioUserServer } from '@vfu/server';
 import { devices, defaultDevice } from './devices.js';
+import { withModelFile, ModelFileError } from './model-file.js';
 import { controlServer } from './control.js';
 
 const LEVELS = ['error', 'warn', 'info', 'debug'] as const;
@@ -110,8 +111,12 @@ export function parse(argv: string[]): Parsed | 'help' {
 export async function main(argv: string[]): Promise<number | undefined> {
   let p: Parsed | 'help';
   try {
-    p = parse(argv);
+    p = parse(await withModelFile(argv, devices));
   } catch (e) {
+    if (e instanceof ModelFileError) {
+      process.stderr.write(`vfio-user-server: ${e.message}\n`);
+      return 2;
+    }
     if (e instanceof UsageError) {
       process.stderr.write(`vfio-user-server: ${e.message}\n\n${usage()}\n`);
       return 2;
