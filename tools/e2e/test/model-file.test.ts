@@ -1,6 +1,6 @@
 // `vfio-user-server --device ./model.js`: a device model from outside the workspace, served over
 // a real socket; a missing file or a module that is no device model is a clear error.
-import { describe, it, expect, afterAll } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -16,8 +16,10 @@ const tmp = tempDir('vfu-model-');
 afterAll(() => tmp.cleanup());
 
 // The model's folder sees @vfu/pci as an installed package would be (a link to the workspace's).
-mkdirSync(tmp.path('node_modules/@vfu'), { recursive: true });
-symlinkSync(dirname(dirname(req.resolve('@vfu/pci'))), tmp.path('node_modules/@vfu/pci'));
+beforeAll(() => {
+  mkdirSync(tmp.path('node_modules/@vfu'), { recursive: true });
+  symlinkSync(dirname(dirname(req.resolve('@vfu/pci'))), tmp.path('node_modules/@vfu/pci'));
+});
 
 const MODEL = `import { defineDevice, bar, registers, u32 } from '@vfu/pci';
 export default defineDevice({
