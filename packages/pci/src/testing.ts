@@ -28,6 +28,13 @@ export interface InterruptCounts {
   req: number;
 }
 
+export interface MigrateOptions {
+  /** Size of the pieces the stream is carried in (default 64 KiB). */
+  chunk?: number;
+  /** Runs on the running source after the first pre-copy pass (default: a stop-copy only). */
+  whileRunning?: () => void;
+}
+
 const PAGE = 4096;
 
 /** One region as the client sees it: byte accesses and little-endian 8/16/32/64-bit ones. */
@@ -212,25 +219,33 @@ export class DeviceHarness<S extends Schema = Schema> {
   }
 
   /**
-   * Saves this device's state through the server's stream code (stop-copy: the device is
-   * stopped first and stays stopped) and loads it into a second instance, which is returned
-   * stopped, as a destination is after RESUMING, with a copy of the guest RAM; `run()` it to go
-   * on. `chunk` is the size of the pieces the stream is carried in.
+   * Saves this device's state through the server's stream code and loads it into a second
+   * instance, which is returned stopped, as a destination is after RESUMING, with a copy of the
+   * guest RAM; `run()` it to go on. Without `whileRunning` this is a stop-copy: the device is
+   * stopped first. With it, the running device's first pre-copy pass goes out, `whileRunning`
+   * changes the device (what it changes follows as dirty pages), then the device stops and the
+   * rest goes out. The source stays stopped. `chunk` is the size of the pieces carried.
    */
-  migrate(opts: { chunk?: number; ramSize?: number } = {}): DeviceHarness<S> {
-    this.stop();
+  migrate(opts: MigrateOptions = {}): DeviceHarness<S> {
+    const chunk = opts.chunk ?? 64 * 1024;
+    if (!opts.whileRunning) this.stop();
     const save = new SaveSession(deviceImage(this.device));
-    save.stop();
     const target = new DeviceHarness(this.def, {
       options: this.device.options,
       ramBase: this.ramBase,
-      ramSize: opts.ramSize ?? this.ram.length,
+      ramSize: this.ram.length,
     });
     target.stop();
-    target.ram.set(this.ram); // the VMM moves the guest's RAM itself
     const load = new LoadSession(deviceImage(target.device));
-    const chunk = opts.chunk ?? 64 * 1024;
-    while (!save.finished) load.write(save.read(chunk));
+    if (opts.whileRunning) {
+      carry(save, load, chunk);
+      opts.whileRunning();
+      this.stop();
+    }
+    save.stop();
+    carry(save, load, chunk);
+    if (!save.finished) throw new Error('the save session did not finish after stop-copy');
+    target.ram.set(this.ram); // the VMM moves the guest's RAM itself
     load.commit();
     return target;
   }
@@ -254,6 +269,11 @@ export class DeviceHarness<S extends Schema = Schema> {
     this.#ramMap.release();
     this.#ramFd.close();
   }
+}
+
+/** Moves what the save session has now into the load session, `chunk` bytes at a time. */
+function carry(save: SaveSession, load: LoadSession, chunk: number): void {
+  for (let data = save.read(chunk); data.length; data = save.read(chunk)) load.write(data);
 }
 
 function countInterrupts(irq: Interrupts): InterruptCounts {

@@ -137,3 +137,25 @@ describe('edu device', () => {
     expect(h.irqs.intx).toBe(0);
   });
 });
+
+describe('edu device, pre-copy', () => {
+  it('sends memory written while it runs as dirty pages; the copy matches', () => {
+    const h = open('64K');
+    h.bar(2).write32(0x10, 1);
+    const dst = track(
+      h.migrate({
+        chunk: 4096,
+        whileRunning: () => {
+          h.bar(2).write32(0x10, 2);
+          h.bar(2).write32(5 * 4096, 3);
+          h.bar(0).write32(Reg.LIVENESS, 4);
+        },
+      }),
+    );
+    expect(h.running).toBe(false);
+    expect(h.differences(dst)).toEqual([]);
+    expect(dst.bar(2).read32(0x10)).toBe(2);
+    expect(dst.bar(2).read32(5 * 4096)).toBe(3);
+    expect(dst.bar(0).read32(Reg.LIVENESS)).toBe(~4 >>> 0);
+  });
+});
