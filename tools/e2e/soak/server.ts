@@ -36,15 +36,24 @@ export class SoakServer {
     );
     const argv = [bin, '--socket', socket, '--device', 'edu', '--memory', '1M', ...args];
     const s = new SoakServer(spawn(process.execPath, argv, { stdio: 'pipe' }), socket);
-    // The listening line is the command's promise that it is ready (its last fd is open).
-    for (let t = Date.now(); !s.listening; await sleep(10)) {
-      if (s.exit) throw new Error(`server ${s.exit} before listening: ${s.tail}`);
-      if (Date.now() - t > 30_000) throw new Error(`server did not listen: ${s.tail}`);
+    try {
+      await s.#ready();
+    } catch (e) {
+      s.proc.kill('SIGKILL');
+      throw e;
     }
-    s.baselineFds = s.fds();
-    await s.check();
-    await s.idle();
     return s;
+  }
+
+  async #ready(): Promise<void> {
+    // The listening line is the command's promise that it is ready (its last fd is open).
+    for (let t = Date.now(); !this.listening; await sleep(10)) {
+      if (this.exit) throw new Error(`server ${this.exit} before listening: ${this.tail}`);
+      if (Date.now() - t > 30_000) throw new Error(`server did not listen: ${this.tail}`);
+    }
+    this.baselineFds = this.fds();
+    await this.check();
+    await this.idle();
   }
 
   /** How the process ended, or null while it runs. */

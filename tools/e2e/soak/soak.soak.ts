@@ -17,7 +17,7 @@ import { describeCycles, describeFuzz, describeMemory, RSS_SPREAD_BOUND_MIB } fr
 const which = process.env.VFU_SOAK ?? 'all';
 const num = (k: string, d: number) => Number(process.env[k] ?? d);
 const seed = num('VFU_SOAK_SEED', 1);
-const say = (l: string) => process.stdout.write(`[soak] ${l}\n`);
+const say = (l: string) => console.log(`[soak] ${l}`);
 const run = (name: string) => (which === 'all' || which === name ? it : it.skip);
 
 describe('soak', () => {
