@@ -1,3 +1,4 @@
+import { readlinkSync } from 'node:fs';
 import { c, errno } from './libc.js';
 import { NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
@@ -34,5 +35,14 @@ export function eventfdRead(fd: number): bigint | null {
     if (n < 0 && e === 4) continue;
     if (n < 0 && e === 11) return null;
     throw new NativeError('eventfd read', n < 0 ? e : 5);
+  }
+}
+
+/** Whether `fd` is an eventfd (as SET_IRQS fds must be): the kernel names its inode so. */
+export function isEventfd(fd: number): boolean {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventfd]';
+  } catch {
+    return false;
   }
 }

@@ -12,4 +12,4 @@ export {
 } from './socket.js';
 export { FdWatcher } from './watch.js';
 export { MappedMemory, memfdCreate, allocate, truncate, PAGE_SIZE } from './memory.js';
-export { eventfdCreate, eventfdWrite, eventfdRead } from './eventfd.js';
+export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';

@@ -30,6 +30,8 @@ export const c = {
     'int setsockopt(int fd, int level, int name, const int *value, uint32_t len)',
   ),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
+  epollCreate1: libc.func('int epoll_create1(int flags)'),
+  epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, const uint8_t *event)'),
 };
 
 /** errno of the libc call that just returned; read it before anything else runs. */

@@ -31,8 +31,12 @@ function sockaddrUn(path: string): Buffer {
   return sa;
 }
 
-/** A non-blocking listening UNIX stream socket bound to `path`. */
-export function listenUnix(path: string, backlog = 16): OwnedFd {
+/**
+ * A non-blocking listening UNIX stream socket bound to `path`. The backlog is the kernel's
+ * maximum (it caps the value at net.core.somaxconn): clients arriving while the server is busy
+ * wait in the queue; past a full queue a non-blocking connect fails with EAGAIN.
+ */
+export function listenUnix(path: string, backlog = 4096): OwnedFd {
   const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new NativeError('socket', errno());
   const owned = new OwnedFd(fd);

@@ -1,4 +1,24 @@
-import { pollFd, type PollHandle } from './libc.js';
+import { c, errno, pollFd, type PollHandle } from './libc.js';
+import { NativeError } from './errors.js';
+
+const EPOLL_CLOEXEC = 0o2000000;
+// Opened with the module, so that it is part of any fd count taken after loading it.
+let probe = c.epollCreate1(EPOLL_CLOEXEC);
+/**
+ * Refuses an fd epoll cannot watch (a regular file, a memfd, most devices: EPERM) with a
+ * NativeError, tried on an epoll instance of its own (opened once, so that the check needs no
+ * fd of its own when the process is out of them): handed such an fd, koffi's poll aborts the
+ * whole process instead of throwing.
+ */
+function checkPollable(fd: number): void {
+  if (probe < 0) probe = c.epollCreate1(EPOLL_CLOEXEC);
+  if (probe < 0) throw new NativeError('epoll_create1', errno());
+  const event = Buffer.alloc(12);
+  event.writeUInt32LE(1 /* EPOLLIN */, 0);
+  if (c.epollCtl(probe, 1 /* EPOLL_CTL_ADD */, fd, event) < 0)
+    throw new NativeError('epoll_ctl', errno(), `fd ${fd} cannot be polled`);
+  c.epollCtl(probe, 2 /* EPOLL_CTL_DEL */, fd, event);
+}
 
 /**
  * Readiness callbacks for one fd on Node's event loop (libuv poll, no threads). Keeps its
@@ -18,6 +38,7 @@ export class FdWatcher {
       hangup: boolean;
     }) => void,
   ) {
+    checkPollable(fd);
     this.#handle = pollFd(fd, { readable: true }, ev =>
       this.onEvent({ readable: ev.readable, writable: ev.writable, hangup: ev.disconnect }),
     );

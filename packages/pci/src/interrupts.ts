@@ -1,7 +1,14 @@
 // Interrupt state of a device: the client's eventfds per index and vector (DEVICE_SET_IRQS),
 // masks and pending bits, and the gating of §5.3 (INTX_DISABLE, MSI/MSI-X enable and masks,
 // nothing delivered while the device is stopped).
-import { eventfdWrite, eventfdRead, FdWatcher, type OwnedFd, closeAll } from '@vfu/native';
+import {
+  eventfdWrite,
+  eventfdRead,
+  FdWatcher,
+  type OwnedFd,
+  closeAll,
+  isEventfd,
+} from '@vfu/native';
 import { Errno, Irq, IrqInfoFlag, IrqSetFlag, type SetIrqs } from '@vfu/protocol';
 import { Cfg, Command, type ConfigSpace } from './config-space.js';
 import type { CapabilityLayout } from './capabilities.js';
@@ -84,6 +91,11 @@ export class Interrupts {
       return 0;
     }
     if (req.start >= v.count || req.start + req.count > v.count) {
+      closeAll(fds);
+      return Errno.EINVAL;
+    }
+    // Interrupt fds are eventfds: anything else is refused here, before it is written or polled.
+    if (data === IrqSetFlag.DATA_EVENTFD && !fds.every(f => isEventfd(f.fd))) {
       closeAll(fds);
       return Errno.EINVAL;
     }

@@ -129,7 +129,7 @@ describe('edu device', () => {
     h.stop();
     startDma(h, 0x2000, DMA_BUFFER, 16, DMA_IRQ);
     const dst = track(h.migrate());
-    expect(dst.state.dmaCmd & DMA_START).toBe(DMA_START);
+    expect(dst.bar(0).read32(Reg.DMA_CMD) & DMA_START).toBe(DMA_START);
     dst.run();
     await dst.settled();
     expect(dst.state.buffer.subarray(0, 16).every(b => b === 0x5a)).toBe(true);
