@@ -82,32 +82,36 @@ describe('nx g @vfu/tools:device', () => {
     before = snapshot();
   }, 10 * MINUTES);
 
-  it('creates packages/devices/NAME and registers it: nothing else changes', () => {
-    sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'counter']);
-    const after = snapshot();
-    const added = [...after.keys()].filter(f => !before.has(f)).sort();
-    const changed = [...before.keys()].filter(f => after.get(f) !== before.get(f)).sort();
-    expect(added).toEqual(
-      [
-        'README.md',
-        'package.json',
-        'src/index.ts',
-        'test/counter.test.ts',
-        'tsconfig.check.json',
-        'tsconfig.json',
-        'vitest.config.ts',
-      ].map(f => `packages/devices/counter/${f}`),
-    );
-    // The registration: the app's dependency, and pnpm's record of the new package.
-    expect(changed).toEqual(['apps/vfio-user-server/package.json', 'pnpm-lock.yaml']);
-    const app = JSON.parse(after.get('apps/vfio-user-server/package.json')!);
-    expect(app.dependencies['@vfu/device-counter']).toBe('workspace:*');
-    expect(after.get('packages/devices/counter/src/index.ts')).toMatch(/id: 'counter'/);
-    expect(() => sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'counter'])).toThrow(
-      /packages\/devices\/counter exists already/,
-    );
-    expect(() => sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'Bad_Name'])).toThrow();
-  });
+  it(
+    'creates packages/devices/NAME and registers it: nothing else changes',
+    () => {
+      sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'counter']);
+      const after = snapshot();
+      const added = [...after.keys()].filter(f => !before.has(f)).sort();
+      const changed = [...before.keys()].filter(f => after.get(f) !== before.get(f)).sort();
+      expect(added).toEqual(
+        [
+          'README.md',
+          'package.json',
+          'src/index.ts',
+          'test/counter.test.ts',
+          'tsconfig.check.json',
+          'tsconfig.json',
+          'vitest.config.ts',
+        ].map(f => `packages/devices/counter/${f}`),
+      );
+      // The registration: the app's dependency, and pnpm's record of the new package.
+      expect(changed).toEqual(['apps/vfio-user-server/package.json', 'pnpm-lock.yaml']);
+      const app = JSON.parse(after.get('apps/vfio-user-server/package.json')!);
+      expect(app.dependencies['@vfu/device-counter']).toBe('workspace:*');
+      expect(after.get('packages/devices/counter/src/index.ts')).toMatch(/id: 'counter'/);
+      expect(() => sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'counter'])).toThrow(
+        /packages\/devices\/counter exists already/,
+      );
+      expect(() => sh('pnpm', ['exec', 'nx', 'g', '@vfu/tools:device', 'Bad_Name'])).toThrow();
+    },
+    10 * MINUTES,
+  );
 
   it(
     'a changed model builds, passes its generated test and lints clean',
@@ -156,6 +160,6 @@ describe('nx g @vfu/tools:device', () => {
         server.kill('SIGTERM');
       }
     },
-    2 * MINUTES,
+    10 * MINUTES,
   );
 });
