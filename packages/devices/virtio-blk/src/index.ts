@@ -14,7 +14,12 @@ import {
 } from 'node:fs';
 import { basename } from 'node:path';
 import { DeviceSetupError, parseSize, type Options } from '@vfu/pci';
-import { defineVirtioDevice, VirtqueueError, type VirtioRequest } from '@vfu/virtio';
+import {
+  defineVirtioDevice,
+  VirtqueueError,
+  type VirtioDeviceDefinition,
+  type VirtioRequest,
+} from '@vfu/virtio';
 
 /** Request types (§5.2.6). */
 export const BlkType = {
@@ -238,7 +243,8 @@ export async function serve(req: VirtioRequest, d: Disk): Promise<Uint8Array> {
   }
 }
 
-export default defineVirtioDevice({
+/** The model as declared: the PCI transport (the default export) and vhost-user both take it. */
+export const virtioBlk = {
   id: 'virtio-blk',
   version: 1,
   description: 'virtio block device over a raw image file',
@@ -280,4 +286,6 @@ export default defineVirtioDevice({
     },
   },
   handle: (req, d) => serve(req, d),
-});
+} satisfies VirtioDeviceDefinition<Record<never, never>, Disk>;
+
+export default defineVirtioDevice(virtioBlk);

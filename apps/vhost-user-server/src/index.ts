@@ -1,0 +1,3 @@
+export { main, parse } from './main.js';
+export { devices } from './devices.js';
+export { vhostDevice } from './model.js';
