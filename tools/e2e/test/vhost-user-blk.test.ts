@@ -73,4 +73,77 @@ describe('vhost-user-blk: a real QEMU and a Linux guest on our back-end', () => 
       tmp.cleanup();
     }
   }, 180_000);
+
+  it('QEMU live-migrates the guest while it writes and reads; every block reads back', async () => {
+    const tmp = tempDir('vfu-vhost-mig-');
+    const image = tmp.path('disk.img');
+    const src = await startBackend(tmp.path('src.sock'), [
+      ...['--device', 'virtio-blk', '--disk', image, '--size', '16M', '--trace'],
+    ]);
+    const dst = await startBackend(tmp.path('dst.sock'), [
+      ...['--device', 'virtio-blk', '--disk', image, '--trace'],
+    ]);
+    const N = 120;
+    // Each block written with O_DIRECT and read straight back (the device writes guest RAM for
+    // the read while the migration runs); then every block read again at the destination.
+    initrd(
+      tmp.path('initrd'),
+      [
+        'bad=0; n=0',
+        `while [ $n -lt ${N} ]; do`,
+        '  blk $n 1 > /tmp/w',
+        '  dd if=/tmp/w of=/dev/vda bs=4096 seek=$n count=1 oflag=direct 2>/dev/null',
+        '  dd if=/dev/vda of=/tmp/r bs=4096 skip=$n count=1 iflag=direct 2>/dev/null',
+        '  cmp -s /tmp/w /tmp/r || { bad=$((bad + 1)); say mismatch $n; }',
+        '  n=$((n + 1)); [ $n = 20 ] && say migrate-now',
+        'done',
+        'say written',
+        `n=0; while [ $n -lt ${N} ]; do`,
+        '  blk $n 1 > /tmp/w',
+        '  dd if=/dev/vda of=/tmp/r bs=4096 skip=$n count=1 iflag=direct 2>/dev/null',
+        '  cmp -s /tmp/w /tmp/r || { bad=$((bad + 1)); say final-mismatch $n; }',
+        '  n=$((n + 1))',
+        'done',
+        'say bad $bad',
+        'say done',
+      ].join('\n'),
+    );
+    const uri = `unix:${tmp.path('migration.sock')}`;
+    const a = await startGuest(tmp.dir, 'source', src.socket, tmp.path('initrd'));
+    const b = await startGuest(tmp.dir, 'destination', dst.socket, tmp.path('initrd'), uri);
+    try {
+      await a.line('migrate-now');
+      await a.qmp.execute('migrate', { uri });
+      let status = '';
+      for (;;) {
+        const q = await a.qmp.execute('query-migrate');
+        status = String(q.status);
+        if (!['setup', 'active', 'device', 'pre-switchover'].includes(status)) break;
+        await new Promise(r => setTimeout(r, 100));
+      }
+      await b.exited;
+      const v = (k: string) => b.lines.get(k);
+      try {
+        expect(status).toBe('completed');
+        // The guest went on at the destination: it finished there, not at the source.
+        expect(a.lines.has('done')).toBe(false);
+        expect(v('done'), 'the guest ran to the end at the destination').toBeDefined();
+        expect(v('bad')).toEqual(['0']);
+        expect(wrongBlocks(image, 0, N, 1)).toEqual([]);
+        // The source back-end logged its writes to guest memory for QEMU while it migrated.
+        expect(src.output()).toMatch(/<- SET_LOG_BASE .*fds=1/);
+        expect(src.output()).toMatch(/<- GET_VRING_BASE/);
+      } catch (e) {
+        console.error(a.console().slice(-3000), b.console().slice(-3000));
+        console.error(src.output().slice(-3000), dst.output().slice(-3000));
+        throw e;
+      }
+    } finally {
+      await a.quit();
+      await b.quit();
+      await src.stop();
+      await dst.stop();
+      tmp.cleanup();
+    }
+  }, 300_000);
 });
