@@ -1,3 +1,2 @@
 export { main, parse } from './main.js';
 export { devices } from './devices.js';
-export { vhostDevice } from './model.js';

@@ -1,9 +1,8 @@
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { DeviceSetupError } from '@vfu/pci';
-import { VhostUserServer } from '@vfu/vhost-user';
+import { VhostUserServer, virtioModel } from '@vfu/vhost-user';
 import { devices, defaultDevice } from './devices.js';
-import { vhostDevice } from './model.js';
 
 export class UsageError extends Error {}
 
@@ -96,9 +95,9 @@ export async function main(argv: string[]): Promise<number | undefined> {
   const say = (m: string) => {
     if (!quiet) process.stderr.write(`[vhost-user-server] ${m}\n`);
   };
-  let device: ReturnType<typeof vhostDevice>;
+  let device: ReturnType<typeof virtioModel>;
   try {
-    device = vhostDevice(devices[p.device], p.deviceOptions, say);
+    device = virtioModel(devices[p.device], p.deviceOptions, say);
   } catch (e) {
     if (e instanceof DeviceSetupError) {
       process.stderr.write(`vhost-user-server: ${e.message}\n`);

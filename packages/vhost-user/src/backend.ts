@@ -16,7 +16,8 @@ import {
 } from './constants.js';
 import type { Incoming, VhostConnection } from './connection.js';
 import { decodeMessage } from './decode.js';
-import { TransportFeature, type VhostUserDevice } from './device.js';
+import type { VhostUserDevice } from './device.js';
+import { Feature as TransportFeature } from '@vfu/virtio';
 import { reply } from './encode.js';
 import { VhostUserError, einval } from './errors.js';
 import { checkHeader, needsReply } from './header.js';
@@ -25,7 +26,7 @@ import { MemoryTable } from './memory.js';
 import { hasReplyBody } from './replies.js';
 import type { ConfigSpace, FrontendMessage, VringAddr, VringFile, VringState } from './types.js';
 import { Vring } from './vring.js';
-import { SplitQueue, type Chain, type GuestView } from './virtqueue.js';
+import { SplitQueue, type Chain, type GuestView } from '@vfu/virtio';
 
 export interface BackendOptions {
   /** Memory slots offered to ADD_MEM_REG (GET_MAX_MEM_SLOTS). */

@@ -2,7 +2,7 @@
 // messages, started by its kick fd, stopped by GET_VRING_BASE once its requests are done.
 import type { FdWatcher, OwnedFd } from '@vfu/native';
 import type { VringAddr } from './types.js';
-import type { SplitQueue } from './virtqueue.js';
+import type { SplitQueue } from '@vfu/virtio';
 
 export class Vring {
   num = 0;

@@ -17,9 +17,8 @@ import {
   VhostConnection,
   VhostFeature,
   type VhostUserDevice,
-  type VirtioRequest,
 } from '@vfu/vhost-user';
-import { DriverQueue } from './driver-queue.js';
+import { DriverQueue, type VirtioRequest } from '@vfu/virtio';
 
 export const RAM = 1 << 20;
 /** The front-end's (pretend) address of guest RAM: ring addresses are given in it. */

@@ -1,7 +1,7 @@
 // A virtio model declared for @vfu/virtio's PCI transport, bound to its options and served over
 // vhost-user unchanged: the same features, configuration structure, queues and request handler.
 import { DeviceSetupError, type DeviceContext, type Options } from '@vfu/pci';
-import type { VhostUserDevice } from '@vfu/vhost-user';
+import type { VhostUserDevice } from './device.js';
 import type { VirtioDeviceDefinition } from '@vfu/virtio';
 import type { Schema } from '@vfu/stream';
 
@@ -16,7 +16,12 @@ function withDefaults(def: { options?: Record<string, { default: string }> }, gi
   return o;
 }
 
-export function vhostDevice<S extends Schema, B>(
+/**
+ * A `@vfu/virtio` declaration (`defineVirtioDevice`'s argument) as a vhost-user device: its
+ * backend made from `given` options (with the declared defaults), then its features, config
+ * structure, queues and handler as they are.
+ */
+export function virtioModel<S extends Schema, B>(
   def: VirtioDeviceDefinition<S, B>,
   given: Options,
   log: (m: string) => void,
