@@ -73,6 +73,9 @@ export class BackendSession {
   #closed = false;
   /** Messages refused so far (for tests and diagnostics). */
   refused = 0;
+  /** Resolves with the reason once the connection is gone and everything is released. */
+  readonly closed: Promise<string>;
+  #closedWith: (reason: string) => void = () => {};
 
   constructor(conn: VhostConnection, device: VhostUserDevice, options: BackendOptions = {}) {
     this.#conn = conn;
@@ -94,9 +97,13 @@ export class BackendSession {
     conn.onMessage = m => {
       this.#chain = this.#chain.then(() => this.#handle(m));
     };
+    this.closed = new Promise(resolve => {
+      this.#closedWith = resolve;
+    });
     const previous = conn.onClose;
     conn.onClose = reason => {
       this.#teardown();
+      this.#closedWith(reason);
       previous(reason);
     };
   }

@@ -70,6 +70,8 @@ export interface Rig {
   ram: Uint8Array;
   ramFd: OwnedFd;
   logs: string[];
+  /** The test's own fds (kick, call, err), closed with the rig. */
+  own: OwnedFd[];
   close(): void;
 }
 
@@ -80,6 +82,7 @@ export function rig(dev = new TestDevice()): Rig {
   const fe = new Frontend(b);
   const ramFd = memfdCreate('guest-ram', RAM);
   const map = MappedMemory.map(ramFd.fd, 0, RAM);
+  const own: OwnedFd[] = [];
   return {
     fe,
     be,
@@ -87,7 +90,9 @@ export function rig(dev = new TestDevice()): Rig {
     ram: map.bytes(0, RAM),
     ramFd,
     logs,
+    own,
     close() {
+      for (const f of own) f.close();
       fe.close();
       map.release();
       ramFd.close();
@@ -135,6 +140,7 @@ export async function startRing(r: Rig, q: number, flags = 0, log = 0) {
   const kick = eventfdCreate();
   const call = eventfdCreate();
   const err = eventfdCreate();
+  r.own.push(kick, call, err);
   r.fe.send({ request: Request.SET_VRING_NUM, state: { index: q, num: QSIZE } });
   r.fe.send({ request: Request.SET_VRING_BASE, state: { index: q, num: 0 } });
   const addr = {

@@ -29,9 +29,12 @@ import {
 } from './helpers.js';
 
 let r: Rig | null = null;
-afterEach(() => {
-  r?.close();
+afterEach(async () => {
+  if (!r) return;
+  const be = r.be;
+  r.close();
   r = null;
+  await be.closed; // the back-end released the session's fds and mappings
 });
 
 const u64of = (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, 8).getBigUint64(0, true);
@@ -310,10 +313,10 @@ describe('bad messages', () => {
     await call;
     expect(ring.driver.usedIdx).toBe(1);
     efd.close();
-    for (const f of [ring.kick, ring.call, ring.err]) f.close();
+    const be = r.be;
     r.close();
     r = null;
-    await new Promise(resolve => setImmediate(resolve));
+    await be.closed;
     expect(openFdCount()).toBe(before);
   });
 
