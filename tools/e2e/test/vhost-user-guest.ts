@@ -147,6 +147,7 @@ export async function startGuest(
   };
   proc.stdout!.on('data', d => {
     out += d;
+    if (process.env.VFU_SHOW_GUEST) process.stdout.write(`[${name}] ${d}`);
     const ls = (pending + d).split('\n');
     pending = ls.pop() ?? '';
     for (const l of ls) handle(l);
