@@ -208,7 +208,12 @@ export async function migrate(
       moved += chunk.length;
       rep.bytes += chunk.length;
       next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
-      await b.write(chunk);
+      try {
+        await b.write(chunk);
+      } catch (e) {
+        next?.catch(() => {}); // the read in flight is abandoned: its failure must not go unhandled
+        throw e;
+      }
       a.done(chunk);
       if (!next && moved < limit) next = a.read(buf);
       opts.onProgress?.({

@@ -62,8 +62,12 @@ rows.push(['our client -> C stub server', await ours(stubSock)]);
 rows.push(['our client -> our server (read)', await ours(server.socket)]);
 rows.push(['our client -> our server (write)', await ours(server.socket, true)]);
 
-/** Median rate over ROUNDS runs of one C client mode, at the stub and at our server. */
+/**
+ * Median rate over ROUNDS runs of one C client mode, at the stub and at our server, after one
+ * unmeasured run of 20k at each (JIT warm-up: a guest's doorbells hit a server long running).
+ */
 function rates(mode: ClientMode, n: number, count: number, rounds = ROUNDS) {
+  for (const sock of [stubSock, server.socket]) cClient(c.client, sock, 20000, count, 0, mode, 4);
   const run = (sock: string) =>
     median(
       Array.from({ length: rounds }, () => cClient(c.client, sock, n, count, 0, mode, 4).perSec),
