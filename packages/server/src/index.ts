@@ -1,4 +1,4 @@
 export { VfioUserServer, type ServerOptions } from './server.js';
 export { Session } from './session.js';
 export { defaultLimits, type ServerLimits } from './limits.js';
-export type { Handler, Reply } from './handlers.js';
+export type { Handler, HandlerContext, HandlerTable, Reply } from './handlers.js';

@@ -1,9 +1,9 @@
 import { Listener, Connection } from '@vfu/transport';
-import { Errno, type Command, type DmaLayout } from '@vfu/protocol';
+import { Errno, type DmaLayout } from '@vfu/protocol';
 import type { OwnedFd } from '@vfu/native';
 import type { PciDevice } from '@vfu/pci';
 import { Session } from './session.js';
-import { deviceHandlers, type Handler } from './handlers.js';
+import { deviceHandlers, type HandlerTable } from './handlers.js';
 import { defaultLimits, type ServerLimits } from './limits.js';
 import { Migration } from './migration/index.js';
 
@@ -89,7 +89,7 @@ export class VfioUserServer {
       };
       return;
     }
-    const handlers: Partial<Record<Command, Handler>> = {
+    const handlers: HandlerTable = {
       ...deviceHandlers,
       ...(this.migration?.handlers ?? {}),
     };
@@ -102,19 +102,16 @@ export class VfioUserServer {
         extraRegions: this.migration?.extraRegions ?? [],
         regionCaps: this.migration?.regionCaps ?? new Map(),
         onReset: reason => this.migration?.onDeviceReset(reason),
-        onClose: () => {},
-        migration: this.migration?.advertised ?? false,
+        migration: this.migration !== null,
       },
       this.#log,
       this.options.dmaLayout ?? 'spec',
     );
     this.#session = session;
     this.#sessions++;
-    this.migration?.attach(session);
     this.#log('client connected');
     conn.onClose = reason => {
       session.end();
-      this.migration?.detach();
       if ((this.options.onDisconnect ?? 'reset') === 'reset') {
         this.device.reset();
         this.migration?.onDeviceReset('client disconnected');

@@ -19,28 +19,24 @@ import {
 } from '@vfu/protocol';
 import type { Connection, Incoming } from '@vfu/transport';
 import type { PciDevice, RegionHandler } from '@vfu/pci';
-import {
-  regionReadInPlace,
-  regionWriteInPlace,
-  writeMultiInPlace,
-  type Handler,
-  type Reply,
-} from './handlers.js';
+import type { Handler, HandlerContext, HandlerTable, Reply } from './handlers.js';
+import { regionReadInPlace, regionWriteInPlace, writeMultiInPlace } from './in-place.js';
 import type { ServerLimits } from './limits.js';
 
 export interface SessionHooks {
-  handlers: Partial<Record<Command, Handler>>;
+  handlers: HandlerTable;
   /** Regions from index 9 on (e.g. the v1 migration region) and their extra capabilities. */
   extraRegions: RegionHandler[];
   regionCaps: Map<number, RegionCap[]>;
   onReset(reason: string): void;
-  onClose(): void;
   /** Whether the server offers migration (VERSION reply's `migration` key). */
   migration: boolean;
 }
 
 export class Session {
   caps: Capabilities | null = null;
+  /** What handlers see: set once VERSION is negotiated. */
+  #ctx: HandlerContext | null = null;
   #queue: Incoming[] = [];
   #busy = false;
   readonly extraRegions: RegionHandler[];
@@ -70,16 +66,37 @@ export class Session {
    * queued before them waits (commands run in order).
    */
   #inPlace(b: Buffer, off: number, size: number, dv: DataView): boolean {
-    if (!this.caps || this.#busy || this.#queue.length > 0) return false;
+    const ctx = this.#ctx;
+    if (!ctx || this.#busy || this.#queue.length > 0) return false;
     const cmd = dv.getUint16(off + 2, true);
-    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(this, b, dv, off, size);
-    if (cmd === Command.REGION_READ) return regionReadInPlace(this, b, dv, off, size);
-    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(this, b, dv, off, size);
+    const conn = this.conn;
+    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(ctx, conn, b, dv, off, size);
+    if (cmd === Command.REGION_READ) return regionReadInPlace(ctx, conn, b, dv, off, size);
+    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(ctx, conn, b, dv, off, size);
     return false;
   }
 
   get numRegions(): number {
     return Region.NUM_PCI + this.extraRegions.length;
+  }
+
+  #region(index: number): RegionHandler | undefined {
+    if (index < Region.NUM_PCI) return this.device.region(index);
+    return this.extraRegions[index - Region.NUM_PCI];
+  }
+
+  #context(caps: Capabilities): HandlerContext {
+    return {
+      device: this.device,
+      limits: this.limits,
+      caps,
+      regionCaps: this.regionCaps,
+      numRegions: this.numRegions,
+      region: i => this.#region(i),
+      resetDevice: reason => this.resetDevice(reason),
+      payloadDone: payload => this.conn.recycle(payload),
+      log: m => this.log(m),
+    };
   }
 
   resetDevice(reason: string): void {
@@ -156,6 +173,7 @@ export class Session {
       }
       const offered = v.caps;
       this.caps = { ...offered, maxDataXferSize: Math.min(offered.maxDataXferSize, 64 << 20) };
+      this.#ctx = this.#context(this.caps);
       this.device.guest.messages = this.#messageDma();
       const reply: Partial<Capabilities> = {
         maxMsgFds: this.limits.maxMsgFds,
@@ -185,7 +203,8 @@ export class Session {
       this.conn.replyError(h, req.errno);
       return;
     }
-    const handler = this.hooks.handlers[req.cmd];
+    // The table is typed by command; TypeScript cannot correlate a union's key and value.
+    const handler = this.hooks.handlers[req.cmd] as Handler<typeof req.cmd> | undefined;
     if (!handler) {
       this.#note(h.cmd, 'not supported by this server');
       this.conn.replyError(h, Errno.EINVAL);
@@ -196,7 +215,7 @@ export class Session {
       this.conn.replyError(h, (e as { errno?: number }).errno ?? Errno.EIO);
     };
     try {
-      const r = handler(this, h.id, req, m.fds);
+      const r = handler(this.#ctx!, h.id, req.body as never, m.fds);
       if (r instanceof Promise) return r.then(x => this.#reply(m, x), failed);
       this.#reply(m, r);
     } catch (e) {
@@ -259,6 +278,5 @@ export class Session {
     this.device.guest.stopLogging();
     this.device.guest.messages = null;
     this.device.irq.releaseAll();
-    this.hooks.onClose();
   }
 }

@@ -12,7 +12,7 @@ import {
   ProtocolError,
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
-import type { Handler } from '../handlers.js';
+import type { HandlerTable } from '../handlers.js';
 import { MigrationError } from './errors.js';
 import type { Migration } from './index.js';
 
@@ -31,12 +31,11 @@ const OPS: Record<number, number> = {
 const errnoOf = (e: unknown): number =>
   e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO;
 
-export function featureHandlers(m: Migration): Partial<Record<Command, Handler>> {
+export function featureHandlers(m: Migration): HandlerTable {
   const log = (msg: string) => m.opts.log(msg);
   return {
-    [Command.DEVICE_FEATURE]: (_s, id, req) => {
-      if (req.cmd !== Command.DEVICE_FEATURE) return Errno.EINVAL;
-      const { flags, argsz, data } = req.body;
+    [Command.DEVICE_FEATURE]: (_ctx, id, body) => {
+      const { flags, argsz, data } = body;
       const feature = flags & FeatureFlag.MASK,
         ops = flags & (GET | SET | PROBE);
       const supported = OPS[feature];
@@ -99,35 +98,32 @@ export function featureHandlers(m: Migration): Partial<Record<Command, Handler>>
       return Errno.EINVAL;
     },
 
-    [Command.MIG_DATA_READ]: (_s, id, req) => {
-      if (req.cmd !== Command.MIG_DATA_READ) return Errno.EINVAL;
+    [Command.MIG_DATA_READ]: (_ctx, id, body) => {
       if (!m.save || (m.state !== S.PRE_COPY && m.state !== S.STOP_COPY)) return Errno.EINVAL;
       if (!m.claim('v2')) return Errno.EINVAL;
-      return m.readReply(id, req.body.size);
+      return m.readReply(id, body.size);
     },
 
-    [Command.MIG_DATA_WRITE]: (s, id, req) => {
-      if (req.cmd !== Command.MIG_DATA_WRITE) return Errno.EINVAL;
+    [Command.MIG_DATA_WRITE]: (ctx, id, body) => {
       if (!m.load || m.state !== S.RESUMING || !m.claim('v2')) return Errno.EINVAL;
       try {
-        m.loadWrite(req.body.data!);
+        m.loadWrite(body.data!);
       } catch (e) {
         log(`MIG_DATA_WRITE: ${(e as Error).message}`);
         return errnoOf(e);
       }
       // The load session keeps no reference to the data: its buffer takes the next message.
-      s.conn.recycle(req.body.data!);
+      ctx.payloadDone(body.data!);
       return { msg: encode.empty(id, Command.MIG_DATA_WRITE) };
     },
 
-    [Command.DIRTY_PAGES]: (s, id, req) => {
-      if (req.cmd !== Command.DIRTY_PAGES) return Errno.EINVAL;
+    [Command.DIRTY_PAGES]: (ctx, id, body) => {
       const g = m.device.guest,
-        b = req.body;
-      if (!s.caps?.migration) return Errno.ENOTSUP;
+        b = body;
+      if (!ctx.caps.migration) return Errno.ENOTSUP;
       switch (b.flags) {
         case DirtyPagesFlag.START: {
-          const e = g.startLogging(s.caps.migration.pgsize);
+          const e = g.startLogging(ctx.caps.migration.pgsize);
           return e || { msg: encode.empty(id, Command.DIRTY_PAGES) };
         }
         case DirtyPagesFlag.STOP:

@@ -2,7 +2,6 @@
 // v1 migration region (§7, §9); each arc is executed against the device, and the data flows
 // through one save or load session of the stream package.
 import {
-  type Command,
   Errno,
   encode,
   MIGRATION_REGION_TYPE,
@@ -13,8 +12,7 @@ import {
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
 import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
 import { deviceImage, type PciDevice, type RegionHandler } from '@vfu/pci';
-import type { Handler } from '../handlers.js';
-import type { Session } from '../session.js';
+import type { HandlerTable } from '../handlers.js';
 import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
 import { MigrationError } from './errors.js';
@@ -26,10 +24,9 @@ export type Transport = 'v1' | 'v2';
 export class Migration {
   readonly flags = MigFlag.STOP_COPY | MigFlag.PRE_COPY;
   readonly fsm = new MigrationStateMachine(this.flags);
-  readonly handlers: Partial<Record<Command, Handler>>;
+  readonly handlers: HandlerTable;
   readonly extraRegions: RegionHandler[] = [];
   readonly regionCaps = new Map<number, RegionCap[]>();
-  readonly advertised = true;
   readonly v1: V1Region | null;
   save: SaveSession | null = null;
   load: LoadSession | null = null;
@@ -38,7 +35,6 @@ export class Migration {
    * refused.
    */
   via: Transport | null = null;
-  session: Session | null = null;
 
   constructor(
     readonly device: PciDevice,
@@ -56,17 +52,6 @@ export class Migration {
 
   get state(): State {
     return this.fsm.state;
-  }
-  attach(s: Session): void {
-    this.session = s;
-  }
-  detach(): void {
-    this.session = null;
-  }
-
-  /** Largest chunk a client may ask for: its max_data_xfer_size. */
-  get maxChunk(): number {
-    return this.session?.caps?.maxDataXferSize ?? 1 << 20;
   }
 
   /**
