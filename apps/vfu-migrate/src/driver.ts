@@ -11,12 +11,13 @@ import {
   RegionCapId,
   MIGRATION_REGION_TYPE,
   MIGRATION_REGION_SUBTYPE,
+  V1MigrationReg,
   DirtyPagesFlag,
   encode,
   bitmapBytes,
   setPages,
 } from '@vfu/protocol';
-import { S, stateName } from '@vfu/fsm';
+import { S, fromV1, stateName, toV1 } from '@vfu/fsm';
 import type { Report, Progress } from './report.js';
 
 export interface MigrateOptions {
@@ -104,14 +105,7 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   }
   if (region < 0) throw new MigrationFailure('the device has no v1 migration region');
   const size = (await c.regionInfo(region)).size;
-  const toV1: Record<number, number> = {
-    [S.STOP]: 0,
-    [S.RUNNING]: 1,
-    [S.STOP_COPY]: 2,
-    [S.PRE_COPY]: 3,
-    [S.RESUMING]: 4,
-  };
-  const fromV1 = [S.STOP, S.RUNNING, S.STOP_COPY, S.PRE_COPY, S.RESUMING, -1, S.ERROR, -1];
+  const Reg = V1MigrationReg;
   const u64 = async (o: number) => {
     const b = await c.regionRead(region, o, 8);
     return Number(new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true));
@@ -121,15 +115,15 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   return {
     set: async s => {
       // read-modify-write, as QEMU does
-      const cur = await c.read32(region, 0);
-      await c.write32(region, 0, (cur & ~7) | toV1[s]);
+      const cur = await c.read32(region, Reg.DEVICE_STATE);
+      await c.write32(region, Reg.DEVICE_STATE, (cur & ~7) | (toV1(s) ?? 0));
     },
-    state: async () => fromV1[(await c.read32(region, 0)) & 7],
+    state: async () => fromV1((await c.read32(region, Reg.DEVICE_STATE)) & 7) ?? -1,
     read: async () => {
-      pending = await u64(8);
+      pending = await u64(Reg.PENDING_BYTES);
       if (pending === 0) return new Uint8Array(0);
-      const off = await u64(16),
-        n = await u64(24);
+      const off = await u64(Reg.DATA_OFFSET),
+        n = await u64(Reg.DATA_SIZE);
       const out = new Uint8Array(n);
       for (let d = 0; d < n; d += max) {
         const piece = await c.regionRead(region, off + d, Math.min(max, n - d));
@@ -141,17 +135,17 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
     done: () => {},
     write: async data => {
       for (let done = 0; done < data.length; ) {
-        const off = await u64(16);
+        const off = await u64(Reg.DATA_OFFSET);
         const n = Math.min(data.length - done, size - off, max);
         await c.regionWrite(region, off, data.subarray(done, done + n));
         const b = new Uint8Array(8);
         new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
-        await c.regionWrite(region, 24, b);
+        await c.regionWrite(region, Reg.DATA_SIZE, b);
         done += n;
       }
     },
     pending: async () => {
-      const p = await u64(8);
+      const p = await u64(Reg.PENDING_BYTES);
       return { initial: 0, dirty: p, stopCopy: p };
     },
   };

@@ -4,7 +4,7 @@ import { DeviceSetupError } from '@vfu/pci';
 import { VhostUserServer, virtioModel } from '@vfu/vhost-user';
 import { devices, defaultDevice } from './devices.js';
 
-export class UsageError extends Error {}
+class UsageError extends Error {}
 
 function usage(): string {
   return [
@@ -25,7 +25,7 @@ function usage(): string {
   ].join('\n');
 }
 
-export interface Parsed {
+interface Parsed {
   device: string;
   socket: string;
   trace: boolean;

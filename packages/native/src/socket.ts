@@ -16,7 +16,7 @@ const EAGAIN = 11,
   EINTR = 4;
 
 /** Most parts (iovecs) one send() takes. */
-export const MAX_PARTS = 128;
+const MAX_PARTS = 128;
 
 /** The kernel's limit of fds in one SCM_RIGHTS message (SCM_MAX_FD). */
 export const MAX_FDS_PER_SENDMSG = 253;
@@ -94,7 +94,7 @@ export function socketPair(): [OwnedFd, OwnedFd] {
  * Larger socket buffers (the kernel caps them at net.core.[rw]mem_max): a 1 MiB message then
  * crosses in one or two wake-ups instead of five.
  */
-export function setBufferSizes(fd: number, bytes = 4 << 20): void {
+function setBufferSizes(fd: number, bytes = 4 << 20): void {
   c.setsockopt(fd, SOL_SOCKET, 7 /* SO_SNDBUF */, [bytes], 4);
   c.setsockopt(fd, SOL_SOCKET, 8 /* SO_RCVBUF */, [bytes], 4);
 }

@@ -3,6 +3,7 @@
 // messages), and dirty-page logging of the device's writes (§6.2-§6.4).
 import { MappedMemory, fileIdentity, type OwnedFd } from '@vfu/native';
 import { Errno, DmaMapFlag, bitmapBytes, setBit, type DmaMap, type LogRange } from '@vfu/protocol';
+import { isPow2 } from './bits.js';
 
 export class DmaError extends Error {
   override readonly name = 'DmaError';
@@ -35,8 +36,6 @@ export interface GuestMemoryLimits {
   pageSize: number;
   maxMapSize: number;
 }
-
-const isPow2 = (n: number) => n > 0 && Number.isInteger(Math.log2(n));
 
 export class GuestMemory {
   #maps: Mapping[] = []; // sorted by address

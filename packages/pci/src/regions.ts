@@ -1,6 +1,7 @@
 // What a region is to the device kit: a size, a way to read and write it, and optionally
 // pages the client may map directly (memfd + sparse mmap areas), so hot pages skip the socket.
 import { MappedMemory, memfdCreate, allocate, type OwnedFd } from '@vfu/native';
+import { isPow2 } from './bits.js';
 
 export class RegionAccessError extends Error {
   override readonly name = 'RegionAccessError';
@@ -29,8 +30,6 @@ export interface Bar {
   /** The bits a BAR register always reads back with. */
   readonly typeBits: number;
 }
-
-const isPow2 = (n: number) => n > 0 && Number.isInteger(Math.log2(n));
 
 /**
  * Declares a BAR. Sizes must be powers of two (QEMU aborts otherwise), memory

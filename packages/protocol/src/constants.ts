@@ -65,6 +65,20 @@ export const RegionCapId = { SPARSE_MMAP: 1, TYPE: 2 } as const;
 export const MIGRATION_REGION_TYPE = 3,
   MIGRATION_REGION_SUBTYPE = 1;
 
+/**
+ * The v1 migration region's registers (§7.1; v1 vfio.h, struct vfio_device_migration_info):
+ * offsets in the region's first page. The data window starts at V1_DATA_WINDOW.
+ */
+export const V1MigrationReg = {
+  DEVICE_STATE: 0,
+  RESERVED: 4,
+  PENDING_BYTES: 8,
+  DATA_OFFSET: 16,
+  DATA_SIZE: 24,
+} as const;
+/** Where the v1 data window begins in the migration region (after the register page). */
+export const V1_DATA_WINDOW = 4096;
+
 export const Irq = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4, COUNT: 5 } as const;
 export const IrqInfoFlag = { EVENTFD: 1, MASKABLE: 2, AUTOMASKED: 4, NORESIZE: 8 } as const;
 export const IrqSetFlag = {

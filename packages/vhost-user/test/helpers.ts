@@ -23,7 +23,7 @@ import { DriverQueue, type VirtioRequest } from '@vfu/virtio';
 export const RAM = 1 << 20;
 /** The front-end's (pretend) address of guest RAM: ring addresses are given in it. */
 export const USER_BASE = 0x7f1200000000;
-export const QSIZE = 16;
+const QSIZE = 16;
 export const ringLayout = (q: number) => ({
   size: QSIZE,
   desc: 0x1000 + q * 0x1000 * 4,
@@ -121,7 +121,7 @@ function expectZero(v: bigint): void {
   if (v !== 0n) throw new Error(`acknowledged with ${v}`);
 }
 
-export interface Ring {
+interface Ring {
   driver: DriverQueue;
   kick: OwnedFd;
   call: OwnedFd;

@@ -42,7 +42,7 @@ export interface QueueFeatures {
   maxChainBytes: number;
 }
 
-export const MAX_QUEUE_SIZE = 32768;
+const MAX_QUEUE_SIZE = 32768;
 
 /** Why a queue's layout cannot be used (virtio 1.2 §2.7: sizes and alignments), or null. */
 export function layoutProblem(l: QueueLayout): string | null {

@@ -17,8 +17,6 @@ import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
 import { MigrationError } from './errors.js';
 
-export { MigrationError };
-
 export type Transport = 'v1' | 'v2';
 
 export class Migration {

@@ -1,22 +1,17 @@
 // The v1 migration region (§7.1): registers on the first page and a data window after it,
 // adapted to the stream package's v1 save iteration (§7.5) and to the same load session the v2
 // messages use.
-import { Errno } from '@vfu/protocol';
+import { Errno, V1MigrationReg, V1_DATA_WINDOW } from '@vfu/protocol';
 import { S, toV1 } from '@vfu/fsm';
 import { V1SaveIteration } from '@vfu/stream';
 import { RegionAccessError, type RegionHandler } from '@vfu/pci';
 import { MigrationError } from './errors.js';
 import type { Migration } from './index.js';
 
-export const V1Reg = {
-  DEVICE_STATE: 0,
-  RESERVED: 4,
-  PENDING_BYTES: 8,
-  DATA_OFFSET: 16,
-  DATA_SIZE: 24,
-} as const;
-export const DATA_OFFSET = 4096;
-export const WINDOW = 1 << 20;
+const V1Reg = V1MigrationReg;
+const DATA_OFFSET = V1_DATA_WINDOW;
+/** Size of the data window: the largest chunk the save iteration offers at once. */
+const WINDOW = 1 << 20;
 
 const bad = (msg: string, errno: number = Errno.EINVAL) => new RegionAccessError(errno, msg);
 
