@@ -2,15 +2,34 @@
 import type { FuzzReport } from './fuzz.ts';
 import type { CyclesReport } from './cycles.ts';
 
-/** How far apart the lowest and highest RSS samples (after the first) may be. */
-export const RSS_SPREAD_BOUND_MIB = 16;
+/**
+ * How far apart the lowest and highest RSS samples (after the first) may be: a Node process's
+ * RSS saw-tooths with its garbage collector (about 90 MiB here), a leak climbs without end.
+ */
+export const RSS_SPREAD_BOUND_MIB = 128;
+/** The steepest least-squares trend of the RSS samples allowed, in MiB per 100,000 messages. */
+export const RSS_SLOPE_BOUND_MIB = 4;
+
+/** Least-squares slope of RSS over messages, in MiB per 100,000 messages. */
+function slope(samples: { messages: number; rssKiB: number }[]): number {
+  const k = samples.length;
+  if (k < 2) return 0;
+  const mx = samples.reduce((a, s) => a + s.messages, 0) / k;
+  const my = samples.reduce((a, s) => a + s.rssKiB, 0) / k;
+  const sxy = samples.reduce((a, s) => a + (s.messages - mx) * (s.rssKiB - my), 0);
+  const sxx = samples.reduce((a, s) => a + (s.messages - mx) ** 2, 0);
+  return ((sxy / sxx) * 100_000) / 1024;
+}
 
 const n = (v: number) => v.toLocaleString('en-US');
 const mib = (kib: number) => (kib / 1024).toFixed(1);
 
 export function describeFuzz(rep: FuzzReport, seed: number): string[] {
   const rate = rep.messages / rep.seconds;
+  const rss = rep.samples.map(s => s.rssKiB);
   return [
+    `fuzz: server RSS ${mib(Math.min(...rss))}-${mib(Math.max(...rss))} MiB over ` +
+      `${rss.length} samples (first ${mib(rss[0] ?? 0)}, last ${mib(rss[rss.length - 1] ?? 0)})`,
     `fuzz: ${n(rep.messages)} messages (${n(rep.valid)} valid, ${n(rep.mutated)} mutated, ` +
       `${n(rep.withFd)} carrying an fd, ${n(rep.unframed)} with a lying msg_size) in ` +
       `${n(rep.sessions)} sessions, seed ${seed}`,
@@ -32,12 +51,15 @@ export function describeMemory(
   );
   const later = rep.samples.slice(1).map(s => s.rssKiB);
   const spread = later.length ? Math.max(...later) - Math.min(...later) : 0;
+  const trend = slope(rep.samples.slice(1));
   const fdsFlat = rep.samples.every(s => s.fds === baselineFds);
-  const held = spread <= RSS_SPREAD_BOUND_MIB * 1024 && fdsFlat;
+  const held = spread <= RSS_SPREAD_BOUND_MIB * 1024 && trend <= RSS_SLOPE_BOUND_MIB && fdsFlat;
   lines.push(
-    `memory: RSS spread after the first sample ${mib(spread)} MiB ` +
-      `(bound ${RSS_SPREAD_BOUND_MIB} MiB); fds ${fdsFlat ? 'all' : 'NOT all'} at the ` +
-      `baseline ${baselineFds}; ${held ? 'held' : 'DID NOT HOLD'}`,
+    `memory: RSS after the first sample ${mib(Math.min(...later))}-${mib(Math.max(...later))} ` +
+      `MiB: spread ${mib(spread)} MiB (bound ${RSS_SPREAD_BOUND_MIB}), trend ` +
+      `${trend.toFixed(2)} MiB per 100,000 messages (bound ${RSS_SLOPE_BOUND_MIB}); fds ` +
+      `${fdsFlat ? 'all' : 'NOT all'} at the baseline ${baselineFds}; ` +
+      `${held ? 'held' : 'DID NOT HOLD'}`,
   );
   return { lines, held };
 }
