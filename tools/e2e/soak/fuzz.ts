@@ -5,6 +5,8 @@
 // the server, not in the generator.
 import { connectUnix, memfdCreate, MessageSocket, NativeError, type OwnedFd } from '@vfu/native';
 import { decodeHeader, encode, encodeVersion, featureData, HEADER_SIZE } from '@vfu/protocol';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { SoakServer } from './server.ts';
 
 /** xorshift32: small, fast and repeatable; not for anything but choosing test inputs. */
@@ -12,6 +14,10 @@ export class Rng {
   #s: number;
   constructor(seed: number) {
     this.#s = seed >>> 0 || 1;
+  }
+  /** The generator's state: a run restarted from it repeats what followed. */
+  get state(): number {
+    return this.#s;
   }
   next(): number {
     let x = this.#s;
@@ -179,6 +185,8 @@ export interface FuzzReport {
   busy: number;
   /** Bytes of replies read back: the server answered rather than swallowed. */
   replyBytes: number;
+  /** The last session: the generator's state at its start and its messages (hex), to replay. */
+  lastSession: { state: number; messages: string[] };
   /** Health checks (a real client negotiating and reading a register) that passed. */
   checks: number;
   samples: Sample[];
@@ -263,31 +271,50 @@ export async function fuzzServer(server: SoakServer, o: FuzzOptions): Promise<Fu
     closedByServer: 0,
     busy: 0,
     replyBytes: 0,
+    lastSession: { state: 0, messages: [] },
     checks: 0,
     samples: [],
     seconds: 0,
   };
   const start = Date.now();
   const mem = memfdCreate('soak-fuzz', 0x10000);
-  let nextSample = o.sampleEvery ?? Number.POSITIVE_INFINITY;
   try {
-    while (rep.messages < o.messages) {
-      await session(server, r, rep, o, mem);
-      rep.sessions++;
-      await server.idle();
-      if (rep.sessions % (o.checkEvery ?? 50) === 0) await healthy(server, rep);
-      if (rep.messages >= nextSample) {
-        rep.samples.push({ messages: rep.messages, rssKiB: server.rssKiB(), fds: server.fds() });
-        nextSample += o.sampleEvery!;
-        o.progress?.(progressLine(rep, start));
-      }
-    }
-    await healthy(server, rep);
+    await fuzzLoop(server, r, rep, o, mem);
+  } catch (e) {
+    // The failing session, to replay: the generator's state at its start, then its messages.
+    const file = `${tmpdir()}/vfu-soak-failure-${process.pid}.txt`;
+    writeFileSync(file, `${rep.lastSession.state}\n${rep.lastSession.messages.join('\n')}\n`);
+    const where = `after ${rep.messages} messages; the last session is in ${file}`;
+    throw new Error(`${(e as Error).message}\n(${where})`);
   } finally {
     mem.close();
   }
   rep.seconds = (Date.now() - start) / 1000;
   return rep;
+}
+
+async function fuzzLoop(
+  server: SoakServer,
+  r: Rng,
+  rep: FuzzReport,
+  o: FuzzOptions,
+  mem: OwnedFd,
+): Promise<void> {
+  const start = Date.now();
+  let nextSample = o.sampleEvery ?? Number.POSITIVE_INFINITY;
+  while (rep.messages < o.messages) {
+    await session(server, r, rep, o, mem);
+    rep.sessions++;
+    // Bounded generously: under nice 19 on a busy machine the server may get little CPU.
+    await server.idle(60_000);
+    if (rep.sessions % (o.checkEvery ?? 50) === 0) await healthy(server, rep);
+    if (rep.messages >= nextSample) {
+      rep.samples.push({ messages: rep.messages, rssKiB: server.rssKiB(), fds: server.fds() });
+      nextSample += o.sampleEvery!;
+      o.progress?.(progressLine(rep, start));
+    }
+  }
+  await healthy(server, rep);
 }
 
 async function healthy(server: SoakServer, rep: FuzzReport): Promise<void> {
@@ -341,6 +368,7 @@ async function session(
 ): Promise<void> {
   const [fd, ms] = await open(server, rep);
   const drain = drainer(ms, rep);
+  rep.lastSession = { state: r.state, messages: [] };
   const length = 1 + r.below(o.maxSession ?? 200);
   try {
     for (let i = 0; i < length && rep.messages < o.messages; i++) {
@@ -348,6 +376,7 @@ async function session(
       const last = i === length - 1 && r.chance(0.1);
       const m = last ? unframed(r, valid) : r.chance(0.5) ? valid : mutate(r, valid);
       const fds = r.chance(0.05) ? [mem.fd] : [];
+      rep.lastSession.messages.push(`${fds.length ? 'fd ' : ''}${Buffer.from(m).toString('hex')}`);
       await sendAll(ms, m, fds, drain);
       rep.messages++;
       if (m === valid) rep.valid++;

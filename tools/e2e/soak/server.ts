@@ -3,7 +3,7 @@
 // logs a line per session).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { VfioUserClient } from '@vfu/client';
 import { EDU_ID, Reg } from '@vfu/device-edu';
 
@@ -69,6 +69,19 @@ export class SoakServer {
   fds(): number {
     return readdirSync(`/proc/${this.proc.pid}/fd`).length;
   }
+  /** What each open fd of the server is (for a leak's report). */
+  fdTargets(): string {
+    const dir = `/proc/${this.proc.pid}/fd`;
+    return readdirSync(dir)
+      .map(fd => {
+        try {
+          return `${fd}->${readlinkSync(`${dir}/${fd}`)}`;
+        } catch {
+          return `${fd}->?`;
+        }
+      })
+      .join(' ');
+  }
   rssKiB(): number {
     const status = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
     return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
@@ -85,7 +98,10 @@ export class SoakServer {
       const n = this.fds();
       if (n === target) return;
       if (Date.now() - t > ms)
-        throw new Error(`server fds stayed at ${n}, not ${target}, for ${ms} ms`);
+        throw new Error(
+          `server fds stayed at ${n}, not ${target}, for ${ms} ms: ${this.fdTargets()}\n` +
+            `server output: ${this.tail.slice(-4000)}`,
+        );
     }
   }
 
