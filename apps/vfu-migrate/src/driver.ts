@@ -32,6 +32,10 @@ export interface MigrateOptions {
   /** Ranges of guest RAM to log for DMA (v2 DMA logging / v1 DIRTY_PAGES). */
   dmaRanges?: { iova: number; length: number }[];
   onProgress?: (p: Progress) => void;
+  /** Migrate into a destination that runs a used device of its own (its state is overwritten). */
+  force?: boolean;
+  /** Abandons the migration (Ctrl-C): both devices are left as a failure leaves them. */
+  signal?: AbortSignal;
 }
 
 export class MigrationFailure extends Error {}
@@ -46,6 +50,47 @@ function explainSourceRefusal(e: unknown): unknown {
       'elsewhere; reset it or resume it through its control socket first',
   );
 }
+
+/** What a server says of its device (the VFU_STATUS extension); null if it does not say. */
+interface DeviceStatus {
+  state: string;
+  migratedAway: boolean;
+  used: boolean;
+  lastRefusal: string | null;
+}
+
+export async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | null> {
+  try {
+    const r = await c.feature(FeatureFlag.GET | Feature.VFU_STATUS, new Uint8Array(0), 8 + 4096);
+    return JSON.parse(Buffer.from(r.data).toString('utf8')) as DeviceStatus;
+  } catch {
+    return null; // another server: nothing known
+  }
+}
+
+/**
+ * A destination that runs a device of its own (used since it started or was last reset) would
+ * lose that state: refused unless forced. A fresh destination, or one whose device was migrated
+ * away (stopped, its state elsewhere), is what QEMU's incoming side is: never run.
+ */
+async function checkDestination(dst: VfioUserClient, force: boolean): Promise<void> {
+  const st = await deviceStatus(dst);
+  if (force || !st || st.state !== 'RUNNING' || !st.used) return;
+  throw new MigrationFailure(
+    'the destination is running a device of its own (used since it started or was last reset); ' +
+      'migrating into it would overwrite that state: use --force to do so',
+  );
+}
+
+/** Why the destination refused, in its own words, if it says. */
+async function destinationRefusal(dst: VfioUserClient, e: unknown): Promise<unknown> {
+  const why = (await deviceStatus(dst))?.lastRefusal;
+  return why ? new MigrationFailure(`the destination refused the state: ${why}`) : e;
+}
+
+const interrupted = (signal?: AbortSignal): void => {
+  if (signal?.aborted) throw new MigrationFailure(`interrupted (${signal.reason ?? 'signal'})`);
+};
 
 interface Endpoint {
   /** Moves the device toward a migration state (v2 state numbers). */
@@ -224,6 +269,8 @@ export async function migrate(
     a = protocol === 'v2' ? v2(src) : await v1(src);
     b = protocol === 'v2' ? v2(dst) : await v1(dst);
     let preCopy = true;
+    interrupted(opts.signal);
+    await checkDestination(dst, opts.force ?? false);
     if (protocol === 'v2') {
       const flags = await src.migrationFlags();
       if (!(flags & MigrationFlag.STOP_COPY))
@@ -258,6 +305,7 @@ export async function migrate(
       const limit = opts.downtimeLimitMs ?? 300,
         maxIt = opts.maxIterations ?? 30;
       for (;;) {
+        interrupted(opts.signal);
         rep.iterations++;
         // bounded: a device dirtying fast must not hold the round
         rep.precopyBytes += await move('precopy', buf, 256 << 20);
@@ -283,10 +331,12 @@ export async function migrate(
         });
         const remaining =
           protocol === 'v2' ? p.dirty + Math.min(p.stopCopy, p.dirty + 64 * 1024) : p.dirty;
-        if ((p.initial === 0 && remaining <= bandwidth * limit) || rep.iterations >= maxIt) break;
+        const fits = limit > 0 && p.initial === 0 && remaining <= bandwidth * limit; // 0: never
+        if (fits || rep.iterations >= maxIt) break;
       }
     }
     // Switchover: the source stops; what is left moves; the destination loads and runs.
+    interrupted(opts.signal);
     const down = now();
     await a.set(S.STOP_COPY).catch(e => {
       throw explainSourceRefusal(e);
@@ -300,19 +350,21 @@ export async function migrate(
     opts.onProgress?.({ phase: 'resume', iteration: rep.iterations, bytes: rep.bytes, pending: 0 });
     const resume = now();
     rep.stopCopyMs = resume - down;
+    interrupted(opts.signal);
     try {
       await b.set(S.RUNNING);
     } catch (e) {
-      throw new MigrationFailure(
-        `the destination rejected the device state: ${(e as Error).message}`,
-      );
+      const why = (await deviceStatus(dst))?.lastRefusal ?? (e as Error).message;
+      throw new MigrationFailure(`the destination rejected the device state: ${why}`);
     }
     rep.downtimeMs = now() - down;
     rep.resumeMs = now() - resume;
     await a.set(S.STOP); // the source stays paused, as QEMU leaves it
     rep.outcome = 'completed';
   } catch (e) {
-    rep.error = (e as Error).message;
+    const refused = destinationTouched && !(e instanceof MigrationFailure);
+    rep.error = ((refused ? await destinationRefusal(dst, e) : e) as Error).message;
+    if (opts.signal?.aborted) rep.outcome = 'cancelled';
     // Recovery as QEMU does it: the source runs again with nothing lost; a destination that
     // holds half a state is reset so it is usable.
     // A source that refuses to run (migrated away: its state lives elsewhere) is left as it is;

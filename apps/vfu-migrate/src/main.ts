@@ -1,23 +1,14 @@
-import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
 import { VfioUserClient } from '@vfu/client';
-import { migrate, type MigrateOptions } from './driver.js';
+import { migrate } from './driver.js';
 import { memoryWorkload } from './workload.js';
 import type { Report, Progress } from './report.js';
-
-const USAGE = `usage: vfu-migrate --source PATH --destination PATH [options]
-
-  --protocol v2|v1          migration protocol (default v2: DEVICE_FEATURE + MIG_DATA_*)
-  --downtime-limit MS       switch over once the rest fits in this downtime (default 300)
-  --max-iterations N        at most N pre-copy rounds (default 30)
-  --workload                dirty the source's device memory during pre-copy
-  --cancel-after N          cancel after N pre-copy rounds (the source goes on running)
-  --json                    print the report as JSON
-  --no-progress             no progress bar
-
-Run both servers with --on-disconnect keep, so that the destination keeps the migrated
-device when this driver disconnects.`;
+import { parse, USAGE, UsageError, type Options } from './options.js';
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+
+export const version = (): string =>
+  (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 function bar(p: Progress): string {
   const w = 24,
@@ -41,77 +32,150 @@ export function describe(r: Report): string {
   return lines.join('\n');
 }
 
-export async function main(argv: string[]): Promise<number> {
-  let v: Record<string, string | boolean | undefined>;
-  try {
-    v = parseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        source: { type: 'string' },
-        destination: { type: 'string' },
-        protocol: { type: 'string' },
-        'downtime-limit': { type: 'string' },
-        'max-iterations': { type: 'string' },
-        workload: { type: 'boolean' },
-        'cancel-after': { type: 'string' },
-        json: { type: 'boolean' },
-        'no-progress': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }).values;
-  } catch (e) {
-    process.stderr.write(`vfu-migrate: ${(e as Error).message}\n\n${USAGE}\n`);
-    return 2;
-  }
-  if (v.help) {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  const num = (k: string) => {
-    const x = v[k];
-    if (x === undefined) return undefined;
-    const n = Number(x);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} takes a number`);
-    return n;
+/** Figures as a reader wants them: milliseconds to 0.1, throughput to 0.001 GiB/s. */
+export function rounded(r: Report): Report {
+  const ms = (x: number) => Math.round(x * 10) / 10;
+  return {
+    ...r,
+    downtimeMs: ms(r.downtimeMs),
+    stopCopyMs: ms(r.stopCopyMs),
+    resumeMs: ms(r.resumeMs),
+    totalMs: ms(r.totalMs),
+    throughputGiBps: Math.round(r.throughputGiBps * 1000) / 1000,
   };
-  let opts: Pick<
-    MigrateOptions,
-    'protocol' | 'downtimeLimitMs' | 'maxIterations' | 'cancelAfterIterations'
-  >;
+}
+
+const say = (line: string) => process.stderr.write(`vfu-migrate: ${line}\n`);
+const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
+
+/** One side that could not be reached or would not negotiate. */
+class SideError extends Error {}
+
+/** A reason a user can act on, from a connect or negotiation error. */
+function connectReason(e: unknown, timeoutMs: number): string {
+  const m = (e as Error).message;
+  if (/ENOENT/.test(m)) return 'no such socket (is the server running?)';
+  if (/ECONNREFUSED/.test(m)) return 'nobody listens on it (a dead server left it behind?)';
+  if (/EBUSY/.test(m)) return 'the server already has a client (it serves one at a time)';
+  if (/no reply|timed out|timeout/i.test(m))
+    return `no answer to the vfio-user negotiation within ${timeoutMs} ms`;
+  return m;
+}
+
+/** Connects and negotiates with one side within the timeout. */
+async function connectSide(
+  side: 'source' | 'destination',
+  path: string,
+  timeoutMs: number,
+): Promise<VfioUserClient> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('timed out')), timeoutMs + 1000);
+  });
   try {
-    if (!v.source || !v.destination) throw new Error('--source and --destination are required');
-    if (v.protocol && v.protocol !== 'v1' && v.protocol !== 'v2')
-      throw new Error('--protocol must be v1 or v2');
-    opts = {
-      protocol: (v.protocol ?? 'v2') as 'v1' | 'v2',
-      downtimeLimitMs: num('downtime-limit'),
-      maxIterations: num('max-iterations'),
-      cancelAfterIterations: num('cancel-after'),
-    };
+    return await Promise.race([VfioUserClient.connect(path, { timeoutMs }), late]);
   } catch (e) {
-    process.stderr.write(`vfu-migrate: ${(e as Error).message}\n\n${USAGE}\n`);
-    return 2;
+    throw new SideError(`${side} ${path}: ${connectReason(e, timeoutMs)}`);
+  } finally {
+    clearTimeout(timer);
   }
-  let src: VfioUserClient, dst: VfioUserClient;
+}
+
+/** Progress for --json: an event when a phase starts, then at most one every 200 ms. */
+function progressEvents(): (p: Progress) => void {
+  let last = { phase: '', at: 0 };
+  const t0 = performance.now();
+  return p => {
+    const at = performance.now();
+    if (p.phase === last.phase && at - last.at < 200) return;
+    last = { phase: p.phase, at };
+    emit({ event: 'progress', ...p, elapsedMs: Math.round(at - t0) });
+  };
+}
+
+/** Terminating signals abandon the migration (once); a second one ends the command at once. */
+function onSignals(abort: AbortController): () => void {
+  const handler = (sig: NodeJS.Signals) => {
+    if (abort.signal.aborted) {
+      say(`${sig} again: exiting now; each server handles its client going away`);
+      process.exit(130);
+    }
+    abort.abort(sig);
+  };
+  const sigs = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of sigs) process.on(s, handler);
+  return () => {
+    for (const s of sigs) process.off(s, handler);
+  };
+}
+
+async function run(o: Options, abort: AbortController): Promise<number> {
+  const clients: VfioUserClient[] = [];
   try {
-    src = await VfioUserClient.connect(v.source as string);
-    dst = await VfioUserClient.connect(v.destination as string);
+    for (const [side, path] of [
+      ['source', o.source],
+      ['destination', o.destination],
+    ] as const) {
+      clients.push(await connectSide(side, path, o.connectTimeoutMs));
+      if (abort.signal.aborted) {
+        say(`interrupted (${abort.signal.reason}) before the migration started; nothing changed`);
+        return 130;
+      }
+    }
   } catch (e) {
-    process.stderr.write(`vfu-migrate: cannot connect: ${(e as Error).message}\n`);
+    if (!(e instanceof SideError)) throw e;
+    say(`cannot connect to the ${e.message}`);
+    if (o.json) emit({ event: 'error', error: `cannot connect to the ${e.message}` });
     return 1;
+  } finally {
+    if (clients.length < 2 || abort.signal.aborted) for (const c of clients) c.close();
   }
-  const wl = v.workload ? await memoryWorkload(src) : null;
-  const tty = process.stderr.isTTY && !v['no-progress'] && !v.json;
+  const [src, dst] = clients;
+  const wl = o.workload ? await memoryWorkload(src) : null;
+  const tty = process.stderr.isTTY && o.progress && !o.json;
   const report = await migrate(src, dst, {
-    ...opts,
+    protocol: o.protocol,
+    downtimeLimitMs: o.downtimeLimitMs,
+    maxIterations: o.maxIterations,
+    cancelAfterIterations: o.cancelAfterIterations,
+    force: o.force,
+    signal: abort.signal,
     workload: wl?.round,
-    onProgress: tty ? p => process.stderr.write(bar(p)) : undefined,
+    onProgress: tty ? p => process.stderr.write(bar(p)) : o.json ? progressEvents() : undefined,
   });
   if (tty) process.stderr.write('\n');
   wl?.close();
   src.close();
   dst.close();
-  process.stdout.write(`${v.json ? JSON.stringify(report, null, 2) : describe(report)}\n`);
+  if (o.json) emit({ event: 'report', ...rounded(report) });
+  // A signal after the switchover comes too late to abandon anything: the report stands.
+  if (abort.signal.aborted && report.outcome !== 'completed') {
+    const where = `source ${report.source.state}, destination ${report.destination.state}`;
+    say(`interrupted (${abort.signal.reason}): migration abandoned; ${where}`);
+    return 130;
+  }
+  if (!o.json) process.stdout.write(`${describe(report)}\n`);
   return report.outcome === 'completed' ? 0 : 1;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o: Options | 'help' | 'version';
+  try {
+    o = parse(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    say(`${e.message} (--help lists the options)`);
+    return 2;
+  }
+  if (o === 'help' || o === 'version') {
+    process.stdout.write(`${o === 'help' ? USAGE : `vfu-migrate ${version()}`}\n`);
+    return 0;
+  }
+  const abort = new AbortController();
+  const off = onSignals(abort);
+  try {
+    return await run(o, abort);
+  } finally {
+    off();
+  }
 }

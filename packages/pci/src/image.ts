@@ -5,9 +5,12 @@ import {
   decodeState,
   assignState,
   schemaSignature,
+  sizeText,
   type DeviceImage,
   type Schema,
+  type DeviceIdentity,
 } from '@vfu/stream';
+import { Region } from '@vfu/protocol';
 import type { PciDevice } from './device.js';
 
 /** The stream's view of a device: identity, declared state, config space and memories. */
@@ -17,6 +20,7 @@ export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
     deviceId: dev.def.id,
     deviceVersion: dev.def.version,
     schema: schemaSignature(schema),
+    identity: deviceIdentity(dev),
     saveState: () => encodeState(schema, dev.state),
     checkState: b => {
       const s = decodeState(schema, b);
@@ -35,4 +39,52 @@ export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
       bytes: m.bytes,
     })),
   };
+}
+
+const hex = (v: number, digits: number) => v.toString(16).padStart(digits, '0');
+
+/**
+ * What a guest can see of the device, whatever options built it: every BAR's type and size, the
+ * ROM's size, each memory's size, the config space's size and read-only identity (vendor,
+ * device, revision, class, subsystem, interrupt pin) and its capability list. Options reach the
+ * guest only through these, so two devices with equal identities are interchangeable.
+ */
+export function deviceIdentity<S extends Schema>(dev: PciDevice<S>): DeviceIdentity {
+  const id: DeviceIdentity = {};
+  for (let i = Region.BAR0; i <= Region.BAR5; i++) {
+    const b = dev.bars[i];
+    if (b) id[`BAR${i}`] = `${b.kind}${b.prefetchable ? ' prefetchable' : ''} ${sizeText(b.size)}`;
+  }
+  const rom = dev.region(Region.ROM);
+  if (rom) id.ROM = sizeText(rom.size);
+  for (const [name, m] of dev.memories) id[`memory ${name}`] = sizeText(m.size);
+  const c = dev.config.bytes,
+    dv = new DataView(c.buffer, c.byteOffset, c.length);
+  id['config space'] = sizeText(c.length);
+  id['PCI ids'] =
+    `vendor ${hex(dv.getUint16(0, true), 4)} device ${hex(dv.getUint16(2, true), 4)} ` +
+    `revision ${hex(c[8], 2)} class ${hex(dv.getUint32(8, true) >>> 8, 6)} ` +
+    `subsystem ${hex(dv.getUint16(0x2c, true), 4)}:${hex(dv.getUint16(0x2e, true), 4)} ` +
+    `pin ${c[0x3d]}`;
+  id.capabilities = capabilityList(c, dv);
+  return id;
+}
+
+/**
+ * The standard capability list: each ID at its offset, with the read-only parts of MSI's and
+ * MSI-X's message control (vectors, 64-bit, per-vector masking; table size).
+ */
+function capabilityList(c: Uint8Array, dv: DataView): string {
+  const out: string[] = [];
+  const seen = new Set<number>();
+  for (let at = c[0x34] & ~3; at >= 0x40 && at + 2 <= c.length && !seen.has(at); ) {
+    seen.add(at);
+    const capId = c[at];
+    let fact = `${hex(capId, 2)}@${hex(at, 2)}`;
+    if (capId === 0x05) fact += ` msi ${hex(dv.getUint16(at + 2, true) & 0x018e, 4)}`;
+    if (capId === 0x11) fact += ` msix ${(dv.getUint16(at + 2, true) & 0x7ff) + 1}`;
+    out.push(fact);
+    at = c[at + 1] & ~3;
+  }
+  return out.join(', ') || 'none';
 }

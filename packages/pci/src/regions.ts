@@ -182,12 +182,15 @@ export function sharedMemory(
   };
 }
 
-/** Parses sizes such as 4096, 64K, 64M, 1G. */
+/** Parses sizes such as 4096, 64K, 64M, 1G, 1T (binary units; "iB" or "B" may follow). */
 export function parseSize(s: string): number {
-  const m = /^(\d+)([KMG]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new RangeError(`not a size: ${s} (examples: 4096, 64K, 64M, 1G)`);
-  return (
-    Number(m[1]) *
-    { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G']
-  );
+  const m = /^(\d+)([KMGT]?)(?:iB|B)?$/i.exec(s.trim());
+  if (!m) throw new RangeError(`not a size: "${s}" (examples: 4096, 64K, 64M, 1G, 1T)`);
+  const unit = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[
+    m[2].toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'
+  ];
+  const n = Number(m[1]) * unit;
+  if (n === 0) throw new RangeError(`a size of zero ("${s}") leaves nothing to emulate`);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`"${s}" is too large a size`);
+  return n;
 }

@@ -109,6 +109,11 @@ export const Feature = {
    * data `{initial_bytes u64, dirty_bytes u64}`, valid in PRE_COPY and PRE_COPY_P2P only.
    */
   VFU_PRECOPY_INFO: 0xfe01,
+  /**
+   * Our extension: GET, data a JSON object (UTF-8, argsz at least 8 + 4096) of what a migration
+   * driver needs to know: `{state, migratedAway, used, lastRefusal}` (docs/migration.md).
+   */
+  VFU_STATUS: 0xfe02,
 } as const;
 export const MigrationFlag = { STOP_COPY: 1, P2P: 2, PRE_COPY: 4 } as const;
 /** v2 device states (§8.1). */

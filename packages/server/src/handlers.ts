@@ -33,6 +33,7 @@ export interface HandlerContext {
   resetDevice(reason: string): void;
   /** The handler keeps no reference to this payload: the transport may reuse its memory. */
   payloadDone(payload: Uint8Array): void;
+  /** Logs a failure or a refusal (at warn). */
   log(message: string): void;
 }
 

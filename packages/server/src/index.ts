@@ -8,3 +8,4 @@ export type {
   Reply,
   RequestBody,
 } from './handlers.js';
+export { silentLogger, type Logger } from './logger.js';

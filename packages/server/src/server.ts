@@ -6,6 +6,7 @@ import { Session } from './session.js';
 import { deviceHandlers, type HandlerTable } from './handlers.js';
 import { defaultLimits, type ServerLimits } from './limits.js';
 import { Migration } from './migration/index.js';
+import { silentLogger, type Logger } from './logger.js';
 
 export interface ServerOptions {
   device: PciDevice;
@@ -24,7 +25,8 @@ export interface ServerOptions {
   onDisconnect?: 'reset' | 'keep';
   /** Advertise migration (v2 features and the v1 region). */
   migration?: { v1Region?: boolean } | false;
-  log?: (line: string) => void;
+  /** Where the server logs, by level (a pino logger fits); nothing is logged without one. */
+  log?: Logger;
   trace?: (line: string) => void;
 }
 
@@ -40,13 +42,13 @@ export class VfioUserServer {
   #session: Session | null = null;
   #sessions = 0;
   #waiters: (() => void)[] = [];
-  readonly #log: (l: string) => void;
+  readonly #log: Logger;
 
   constructor(readonly options: ServerOptions) {
     this.device = options.device;
     this.limits = { ...defaultLimits, ...options.limits };
-    this.#log = options.log ?? (() => {});
-    this.device.log = m => this.#log(`device: ${m}`);
+    this.#log = options.log ?? silentLogger;
+    this.device.log = m => this.#log.warn(`device: ${m}`);
     this.migration =
       options.migration === false
         ? null
@@ -58,7 +60,7 @@ export class VfioUserServer {
 
   listen(): this {
     this.#listener = Listener.listen(this.options.socketPath, fd => this.#accept(fd));
-    this.#listener.onError = e => this.#log(`failed to accept a connection: ${e.message}`);
+    this.#listener.onError = e => this.#log.error(`failed to accept a connection: ${e.message}`);
     return this;
   }
 
@@ -81,7 +83,7 @@ export class VfioUserServer {
       trace: this.options.trace,
     });
     if (this.#session) {
-      this.#log('refused a second client: one client at a time (EBUSY)');
+      this.#log.warn('refused a second client: one client at a time (EBUSY)');
       conn.onMessage = m => {
         m.fds.forEach(f => f.close());
         conn.replyError(m.header, Errno.EBUSY);
@@ -109,7 +111,7 @@ export class VfioUserServer {
     );
     this.#session = session;
     this.#sessions++;
-    this.#log('client connected');
+    this.#log.info('client connected');
     conn.onClose = reason => {
       session.end();
       if ((this.options.onDisconnect ?? 'reset') === 'reset') {
@@ -118,7 +120,7 @@ export class VfioUserServer {
         this.device.setRunning(true);
       } else this.migration?.clientGone();
       this.#session = null;
-      this.#log(`client disconnected (${reason}); ready for the next`);
+      this.#log.info(`client disconnected (${reason}); ready for the next`);
       for (const w of this.#waiters.splice(0)) w();
     };
   }

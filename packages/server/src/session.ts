@@ -22,6 +22,7 @@ import type { PciDevice, RegionHandler } from '@vfu/pci';
 import type { Handler, HandlerContext, HandlerTable, Reply } from './handlers.js';
 import { regionReadInPlace, regionWriteInPlace, writeMultiInPlace } from './in-place.js';
 import type { ServerLimits } from './limits.js';
+import type { Logger } from './logger.js';
 
 export interface SessionHooks {
   handlers: HandlerTable;
@@ -48,7 +49,7 @@ export class Session {
     readonly device: PciDevice,
     readonly limits: ServerLimits,
     private readonly hooks: SessionHooks,
-    readonly log: (m: string) => void,
+    readonly log: Logger,
     dmaLayout: DmaLayout,
   ) {
     this.extraRegions = hooks.extraRegions;
@@ -95,7 +96,7 @@ export class Session {
       region: i => this.#region(i),
       resetDevice: reason => this.resetDevice(reason),
       payloadDone: payload => this.conn.recycle(payload),
-      log: m => this.log(m),
+      log: m => this.log.warn(m), // what handlers log is a failure or a refusal
     };
   }
 
@@ -185,7 +186,7 @@ export class Session {
         writeMultiple: offered.writeMultiple,
       };
       this.conn.send(encodeVersion(h.id, true, 0, Math.min(v.minor, 2), capabilitiesJson(reply)));
-      this.log(`client negotiated: ${v.json || '(no capabilities)'}`);
+      this.log.debug(`client negotiated: ${v.json || '(no capabilities)'}`);
       return;
     }
     return this.#dispatch(m);
@@ -211,7 +212,7 @@ export class Session {
       return;
     }
     const failed = (e: unknown) => {
-      this.log(`${commandName(h.cmd)} failed: ${(e as Error).stack ?? e}`);
+      this.log.error(`${commandName(h.cmd)} failed: ${(e as Error).stack ?? e}`);
       this.conn.replyError(h, (e as { errno?: number }).errno ?? Errno.EIO);
     };
     try {
@@ -225,7 +226,7 @@ export class Session {
   }
 
   #note(cmd: number, why: string): void {
-    this.log(`refused ${commandName(cmd)}: ${why}`);
+    this.log.warn(`refused ${commandName(cmd)}: ${why}`);
   }
 
   /** DMA_READ/DMA_WRITE to the client for fd-less mappings, in chunks of its max_data_xfer_size. */

@@ -3,9 +3,11 @@
 // header; later records of the same kind supersede earlier ones, so pre-copy data followed by
 // stop-copy data is one valid stream (QEMU sends them one after the other, §10.2).
 import { crc32 } from 'node:zlib';
+import type { DeviceIdentity } from './identity.js';
 
 export const MAGIC = 'VFUSTRM1';
-export const FORMAT_VERSION = 1;
+/** 2: the header carries the device's identity (its guest-visible layout) after the schema. */
+export const FORMAT_VERSION = 2;
 export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5 } as const;
 export const RECORD_OVERHEAD = 12;
 /**
@@ -17,6 +19,8 @@ export interface StreamHeader {
   deviceId: string;
   deviceVersion: number;
   schema: string;
+  /** The device's identity as JSON (see identity.ts). */
+  identity: string;
   formatVersion: number;
 }
 
@@ -33,10 +37,13 @@ export function record(type: number, payload: Uint8Array): Uint8Array {
   return out;
 }
 
-export function headerPayload(h: Omit<StreamHeader, 'formatVersion'>): Uint8Array {
+export function headerPayload(
+  h: Omit<StreamHeader, 'formatVersion' | 'identity'> & { identity?: DeviceIdentity },
+): Uint8Array {
   const id = enc.encode(h.deviceId),
-    schema = enc.encode(h.schema);
-  const out = new Uint8Array(8 + 2 + 4 + 2 + id.length + 4 + schema.length);
+    schema = enc.encode(h.schema),
+    identity = enc.encode(JSON.stringify(h.identity ?? {}));
+  const out = new Uint8Array(8 + 2 + 4 + 2 + id.length + 4 + schema.length + 4 + identity.length);
   const dv = new DataView(out.buffer);
   out.set(enc.encode(MAGIC), 0);
   dv.setUint16(8, FORMAT_VERSION, true);
@@ -45,6 +52,9 @@ export function headerPayload(h: Omit<StreamHeader, 'formatVersion'>): Uint8Arra
   out.set(id, 16);
   dv.setUint32(16 + id.length, schema.length, true);
   out.set(schema, 20 + id.length);
+  const at = 20 + id.length + schema.length;
+  dv.setUint32(at, identity.length, true);
+  out.set(identity, at + 4);
   return out;
 }
 
@@ -58,11 +68,16 @@ export function parseHeader(p: Uint8Array): StreamHeader | string {
   if (16 + idLen + 4 > p.length) return 'stream header truncated';
   const schemaLen = dv.getUint32(16 + idLen, true);
   if (20 + idLen + schemaLen > p.length) return 'stream header truncated';
+  const at = 20 + idLen + schemaLen;
+  // A format-1 header ends here: its identity is empty (the version check refuses it anyway).
+  const identityLen = at + 4 <= p.length ? dv.getUint32(at, true) : 0;
+  if (at + 4 + identityLen > p.length && identityLen) return 'stream header truncated';
   return {
     formatVersion,
     deviceVersion,
     deviceId: dec.decode(p.subarray(16, 16 + idLen)),
-    schema: dec.decode(p.subarray(20 + idLen, 20 + idLen + schemaLen)),
+    schema: dec.decode(p.subarray(20 + idLen, at)),
+    identity: identityLen ? dec.decode(p.subarray(at + 4, at + 4 + identityLen)) : '{}',
   };
 }
 

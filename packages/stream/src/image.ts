@@ -1,3 +1,5 @@
+import type { DeviceIdentity } from './identity.js';
+
 /**
  * What the stream needs to know of a device: its identity, its declared state and config as
  * bytes, and its memories. Built by the server from a device model; pure data access here.
@@ -7,6 +9,8 @@ export interface DeviceImage {
   deviceVersion: number;
   /** Signature of the declared state's schema (a changed layout must bump the version). */
   schema: string;
+  /** What a guest sees of the device (BARs, ROM, memories, IDs, capabilities); none if absent. */
+  identity?: DeviceIdentity;
   saveState(): Uint8Array;
   /** Checks state bytes; an error message, or null. Nothing is applied. */
   checkState(b: Uint8Array): string | null;

@@ -13,3 +13,4 @@ export type { DeviceImage } from './image.js';
 export { SaveSession, PAGE } from './save.js';
 export { LoadSession, StreamError } from './load.js';
 export { V1SaveIteration } from './v1-iteration.js';
+export { identityMismatch, parseIdentity, sizeText, type DeviceIdentity } from './identity.js';

@@ -4,6 +4,7 @@
 import { crc32 } from 'node:zlib';
 import { parseHeader, Rec, RECORD_OVERHEAD, MAX_RECORD_PAYLOAD, FORMAT_VERSION } from './format.js';
 import type { DeviceImage } from './image.js';
+import { identityMismatch, parseIdentity } from './identity.js';
 
 export class StreamError extends Error {
   override readonly name = 'StreamError';
@@ -175,6 +176,7 @@ export class LoadSession {
           );
         if (h.schema !== img.schema)
           this.#fail(`${h.deviceId} state layout differs (${h.schema} vs ${img.schema})`);
+        this.#checkIdentity(h.deviceId, h.identity);
         if (this.#header) this.#fail('a second stream header');
         this.#header = true;
         return;
@@ -212,6 +214,14 @@ export class LoadSession {
       default:
         this.#fail(`unknown record type ${type}`);
     }
+  }
+
+  /** Refuses a stream from a device a guest would see differently (another size of BAR...). */
+  #checkIdentity(model: string, text: string): void {
+    const theirs = parseIdentity(text);
+    if (typeof theirs === 'string') this.#fail(theirs);
+    const differs = identityMismatch(theirs, this.image.identity ?? {});
+    if (differs) this.#fail(`not the same ${model} device: ${differs}`);
   }
 
   /**

@@ -330,7 +330,7 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
       const r = await control(ctl, { get: 'migration' });
       return r.migration.migratedAway ? r : null;
     }, 'the source to notice the driver left');
-    expect(away?.migration).toEqual({ state: 'STOP', migratedAway: true });
+    expect(away?.migration).toMatchObject({ state: 'STOP', migratedAway: true });
     // The next client finds it stopped, and cannot run it.
     const next = await VfioUserClient.connect(a.socket);
     clients.push(next);

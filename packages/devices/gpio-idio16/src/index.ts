@@ -39,6 +39,8 @@ type Dev = DeviceContext<typeof state>;
 
 /** Changes the inputs as the outside world would; an enabled interrupt fires on any change. */
 export function setInputs(dev: Dev, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffff)
+    throw new RangeError(`inputs takes 16 bits, 0 to 65535 (0xffff); got ${value}`);
   const s = dev.state;
   const changed = (s.inputs ^ value) & 0xffff;
   s.inputs = value & 0xffff;

@@ -26,13 +26,14 @@ const OPS: Record<number, number> = {
   [Feature.DMA_LOGGING_REPORT]: GET,
   [Feature.MIG_DATA_SIZE]: GET,
   [Feature.VFU_PRECOPY_INFO]: GET,
+  [Feature.VFU_STATUS]: GET,
 };
 
 const errnoOf = (e: unknown): number =>
   e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO;
 
 export function featureHandlers(m: Migration): HandlerTable {
-  const log = (msg: string) => m.opts.log(msg);
+  const log = m.opts.log;
   return {
     [Command.DEVICE_FEATURE]: (_ctx, id, body) => {
       const { flags, argsz, data } = body;
@@ -45,6 +46,7 @@ export function featureHandlers(m: Migration): HandlerTable {
           ? { msg: encode.featureReply(id, flags, data) }
           : Errno.EINVAL;
       if (!(ops & supported)) return Errno.EINVAL;
+      log.debug(`DEVICE_FEATURE 0x${feature.toString(16)} flags 0x${flags.toString(16)}`);
       const reply = (d: Uint8Array) => ({ msg: encode.featureReply(id, flags, d) });
       const room = argsz - 8; // what the client can take after the feature header
       try {
@@ -68,13 +70,17 @@ export function featureHandlers(m: Migration): HandlerTable {
             const p = m.save.precopyInfo();
             return reply(featureData.precopyInfo(p.initialBytes, p.dirtyBytes));
           }
+          case Feature.VFU_STATUS: {
+            const status = new TextEncoder().encode(JSON.stringify(m.status()));
+            return room < status.length ? Errno.EINVAL : reply(status);
+          }
           case Feature.DMA_LOGGING_START: {
             const d = decodeFeatureData.loggingStart(data);
             if (d instanceof ProtocolError) return d.errno;
             if (d.pageSize === 0) return Errno.EINVAL;
             const e = m.device.guest.startLogging(d.pageSize, d.ranges);
             if (e) return e;
-            log(`dirty logging started (page ${d.pageSize}, ${d.ranges.length} ranges)`);
+            log.debug(`dirty logging started (page ${d.pageSize}, ${d.ranges.length} ranges)`);
             return reply(data);
           }
           case Feature.DMA_LOGGING_STOP:
@@ -92,7 +98,7 @@ export function featureHandlers(m: Migration): HandlerTable {
           }
         }
       } catch (e) {
-        log(`DEVICE_FEATURE ${feature}: ${(e as Error).message}`);
+        log.warn(`DEVICE_FEATURE ${feature}: ${(e as Error).message}`);
         return errnoOf(e);
       }
       return Errno.EINVAL;
@@ -109,7 +115,7 @@ export function featureHandlers(m: Migration): HandlerTable {
       try {
         m.loadWrite(body.data!);
       } catch (e) {
-        log(`MIG_DATA_WRITE: ${(e as Error).message}`);
+        log.debug(`MIG_DATA_WRITE: ${(e as Error).message}`);
         return errnoOf(e);
       }
       // The load session keeps no reference to the data: its buffer takes the next message.

@@ -10,12 +10,13 @@ import {
   type RegionCap,
 } from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
-import { SaveSession, LoadSession, StreamError } from '@vfu/stream';
+import { SaveSession, LoadSession, StreamError, encodeState } from '@vfu/stream';
 import { deviceImage, type PciDevice, type RegionHandler } from '@vfu/pci';
 import type { HandlerTable } from '../handlers.js';
 import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
 import { MigrationError } from './errors.js';
+import type { Logger } from '../logger.js';
 
 export type Transport = 'v1' | 'v2';
 
@@ -36,9 +37,10 @@ export class Migration {
 
   constructor(
     readonly device: PciDevice,
-    readonly opts: { v1Region: boolean; log: (m: string) => void },
+    readonly opts: { v1Region: boolean; log: Logger },
   ) {
     this.handlers = featureHandlers(this);
+    this.#fresh = { state: this.#stateBytes(), config: device.config.snapshot() };
     if (opts.v1Region) {
       this.v1 = new V1Region(this);
       this.extraRegions.push(this.v1);
@@ -108,6 +110,7 @@ export class Migration {
           dev.setRunning(true);
           break;
         case 'RUNNING>PRE_COPY':
+          this.lastRefusal = null;
           this.#startSave();
           break;
         case 'PRE_COPY>RUNNING':
@@ -128,6 +131,7 @@ export class Migration {
           break;
         case 'STOP>RESUMING':
           this.#endSessions();
+          this.lastRefusal = null;
           // Memory records land in device memory as they arrive (no copy of every byte at the
           // commit, inside the downtime); what they replace is kept in undo buffers reused
           // across sessions (allocated lazily, never cleared), for a stream that fails.
@@ -139,7 +143,7 @@ export class Migration {
           this.load = null; // taken for the commit: not discarded with the session
           this.#endSessions();
           if (!load || load.bytesIn === 0) {
-            this.opts.log('migration: resume ended with no data; device unchanged');
+            this.opts.log.info('migration: resume ended with no data; device unchanged');
             break;
           }
           try {
@@ -150,10 +154,7 @@ export class Migration {
             // The device's own state was never touched, but the resume session cannot complete:
             // only a reset leaves this (§8.2).
             this.fsm.fail();
-            throw new MigrationError(
-              Errno.EINVAL,
-              `migration data rejected: ${(e as Error).message}`,
-            );
+            throw this.#refuse(Errno.EINVAL, `migration data rejected: ${(e as Error).message}`);
           }
           break;
         }
@@ -173,7 +174,7 @@ export class Migration {
     }
     this.fsm.enter(next);
     if (next === S.RUNNING) this.#handedOver = false;
-    this.opts.log(`migration: ${stateName(from)} -> ${stateName(next)}`);
+    this.opts.log.info(`migration: ${stateName(from)} -> ${stateName(next)}`);
   }
 
   /**
@@ -193,14 +194,48 @@ export class Migration {
     return this.#migratedAway;
   }
 
-  /** What the control socket reports. */
-  status(): { state: string; migratedAway: boolean } {
-    return { state: stateName(this.state), migratedAway: this.#migratedAway };
+  /** Why the last migration request was refused (a stream, a commit, a run): for the driver. */
+  lastRefusal: string | null = null;
+
+  /** Records and logs (warn) a refusal; returns the error to throw. */
+  #refuse(errno: number, why: string): MigrationError {
+    this.lastRefusal = why.length > 1024 ? `${why.slice(0, 1021)}...` : why;
+    this.opts.log.warn(`migration: refused: ${why}`);
+    return new MigrationError(errno, why);
+  }
+
+  /** The declared state and config space of the device as built (and as a reset leaves them). */
+  readonly #fresh: { state: Uint8Array; config: Uint8Array };
+  #stateBytes(): Uint8Array {
+    return encodeState(this.device.def.state, this.device.state);
+  }
+
+  /**
+   * Whether the device holds something of its own: its declared state or its config space
+   * differs from a freshly reset device's (a guest that used it enabled it in the Command
+   * register and programmed its BARs; a client that used it changed its registers). Loading a
+   * state into a used, running device would overwrite that: vfu-migrate refuses unless --force.
+   */
+  get used(): boolean {
+    return (
+      Buffer.compare(this.#stateBytes(), this.#fresh.state) !== 0 ||
+      Buffer.compare(this.device.config.bytes, this.#fresh.config) !== 0
+    );
+  }
+
+  /** What the control socket and the VFU_STATUS feature report. */
+  status(): { state: string; migratedAway: boolean; used: boolean; lastRefusal: string | null } {
+    return {
+      state: stateName(this.state),
+      migratedAway: this.#migratedAway,
+      used: this.used,
+      lastRefusal: this.lastRefusal,
+    };
   }
 
   #refuseIfMigratedAway(): void {
     if (!this.#migratedAway) return;
-    throw new MigrationError(
+    throw this.#refuse(
       Errno.EPERM,
       'the device was migrated away (its state was handed over); ' +
         'it runs again only after DEVICE_RESET or a resume through the control socket',
@@ -210,7 +245,7 @@ export class Migration {
   #clearMigratedAway(why: string): void {
     if (!this.#migratedAway) return;
     this.#migratedAway = false;
-    this.opts.log(`migration: no longer migrated away (${why})`);
+    this.opts.log.warn(`migration: no longer migrated away (${why})`);
   }
 
   /** An operator's explicit resume of a migrated-away device (the control socket's `resume`). */
@@ -270,7 +305,8 @@ export class Migration {
     this.#handedOver = false;
     this.#clearMigratedAway(`device reset: ${reason}`);
     this.device.setRunning(true);
-    if (was !== S.RUNNING) this.opts.log(`migration: ${stateName(was)} -> RUNNING (${reason})`);
+    if (was !== S.RUNNING)
+      this.opts.log.info(`migration: ${stateName(was)} -> RUNNING (${reason})`);
   }
 
   /**
@@ -283,7 +319,7 @@ export class Migration {
     if (this.state === S.STOP && this.#handedOver) {
       this.#handedOver = false;
       this.#migratedAway = true;
-      this.opts.log(
+      this.opts.log.warn(
         'migration: migrated away: the state was handed over and the client went away; ' +
           'the device stays stopped until DEVICE_RESET or a resume through the control socket',
       );
@@ -301,14 +337,14 @@ export class Migration {
     } catch {
       this.onDeviceReset('cancel failed');
     }
-    this.opts.log(`migration: cancelled from ${stateName(was)} when the client went away`);
+    this.opts.log.warn(`migration: cancelled from ${stateName(was)} when the client went away`);
   }
 
   loadWrite(data: Uint8Array): void {
     try {
       this.load!.write(data);
     } catch (e) {
-      if (e instanceof StreamError) throw new MigrationError(Errno.EINVAL, e.message);
+      if (e instanceof StreamError) throw this.#refuse(Errno.EINVAL, e.message);
       throw e;
     }
   }
