@@ -62,6 +62,11 @@ export interface DeviceDefinition<S extends Schema = Schema> {
   /** After migrated state was loaded (e.g. re-derive things not in the state). */
   afterLoad?(dev: DeviceContext<S>): void;
   /**
+   * Facts a guest sees beyond the PCI layout (e.g. a virtio device's features and configuration),
+   * named and printable: a migration stream from a device that differs in one is refused.
+   */
+  identity?(dev: DeviceContext<S>): Record<string, string>;
+  /**
    * What the outside world can do to the device (e.g. change a card's inputs), for tests and demos.
    */
   controls?: Record<string, (dev: DeviceContext<S>, value: number) => void>;

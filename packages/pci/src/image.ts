@@ -67,7 +67,7 @@ export function deviceIdentity<S extends Schema>(dev: PciDevice<S>): DeviceIdent
     `subsystem ${hex(dv.getUint16(0x2c, true), 4)}:${hex(dv.getUint16(0x2e, true), 4)} ` +
     `pin ${c[0x3d]}`;
   id.capabilities = capabilityList(c, dv);
-  return id;
+  return { ...id, ...dev.def.identity?.(dev.context) };
 }
 
 /**

@@ -88,5 +88,6 @@ export function defineVirtioDevice<S extends Schema, B>(
     onReset: dev => of(dev).reset(),
     onRun: dev => of(dev).run(),
     afterLoad: dev => of(dev).loaded(),
+    identity: dev => of(dev).identity(),
   });
 }

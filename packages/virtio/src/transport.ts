@@ -138,6 +138,16 @@ export class VirtioPci<S extends Schema, B> {
     );
   }
 
+  /** What a driver sees of the device before it runs: offered features, queues, configuration. */
+  identity(): Record<string, string> {
+    const hex = (n: number) => n.toString(16).padStart(8, '0');
+    return {
+      'virtio features': `${hex(this.#offered[1])}${hex(this.#offered[0])}`,
+      'virtio queues': `${this.#queues.count} of ${this.#queues.size}`,
+      'virtio config': Buffer.from(this.#config).toString('hex'),
+    };
+  }
+
   // --- status, reset, features (§2.1, §2.2, §3.1) ------------------------------------------
 
   /** Device reset (§2.4): registers to their initial values, requests in flight forgotten. */

@@ -124,6 +124,38 @@ describe('vfu-migrate', () => {
     }
   });
 
+  it('refuses a virtio-blk of another capacity (virtio config is in the identity)', async () => {
+    const a = await server(
+      'vb1',
+      '--device',
+      'virtio-blk',
+      '--disk',
+      tmp.path('1.img'),
+      '--size',
+      '1M',
+    );
+    const b = await server(
+      'vb2',
+      '--device',
+      'virtio-blk',
+      '--disk',
+      tmp.path('2.img'),
+      '--size',
+      '2M',
+    );
+    try {
+      const r = migrate(a, b);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(
+        /the destination refused the state: not the same virtio-blk device: virtio config is /,
+      );
+      expect(r.stdout).toMatch(/devices\s+source RUNNING, destination RUNNING/);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+
   it('refuses a destination running a used device of its own unless --force', async () => {
     const a = await server('fa'),
       b = await server('fb');
