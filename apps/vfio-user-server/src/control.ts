@@ -10,7 +10,7 @@ import { createServer, type Server } from 'node:net';
 import type { PciDevice } from '@vfu/pci';
 import type { VfioUserServer, Logger } from '@vfu/server';
 
-export const MAX_LINE = 4096;
+const MAX_LINE = 4096;
 
 interface Request {
   get?: unknown;

@@ -9,12 +9,12 @@ import { parse, usage, UsageError, type Parsed } from './options.js';
 import { createLogger, tracer } from './log.js';
 import { checkSocketPath, removeStale, PathError } from './paths.js';
 
-export { parse, UsageError };
+export { parse };
 
 /** Signals that end the server; each removes its sockets first. */
 const TERMINATING = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const;
 
-export const version = (): string =>
+const version = (): string =>
   (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 /** The logger once there is one (signals may come before). */

@@ -59,7 +59,7 @@ interface DeviceStatus {
   lastRefusal: string | null;
 }
 
-export async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | null> {
+async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | null> {
   try {
     const r = await c.feature(FeatureFlag.GET | Feature.VFU_STATUS, new Uint8Array(0), 8 + 4096);
     return JSON.parse(Buffer.from(r.data).toString('utf8')) as DeviceStatus;

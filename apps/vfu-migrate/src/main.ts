@@ -7,7 +7,7 @@ import { parse, USAGE, UsageError, type Options } from './options.js';
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
-export const version = (): string =>
+const version = (): string =>
   (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 function bar(p: Progress): string {
@@ -33,7 +33,7 @@ export function describe(r: Report): string {
 }
 
 /** Figures as a reader wants them: milliseconds to 0.1, throughput to 0.001 GiB/s. */
-export function rounded(r: Report): Report {
+function rounded(r: Report): Report {
   const ms = (x: number) => Math.round(x * 10) / 10;
   return {
     ...r,

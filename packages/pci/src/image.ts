@@ -49,7 +49,7 @@ const hex = (v: number, digits: number) => v.toString(16).padStart(digits, '0');
  * device, revision, class, subsystem, interrupt pin) and its capability list. Options reach the
  * guest only through these, so two devices with equal identities are interchangeable.
  */
-export function deviceIdentity<S extends Schema>(dev: PciDevice<S>): DeviceIdentity {
+function deviceIdentity<S extends Schema>(dev: PciDevice<S>): DeviceIdentity {
   const id: DeviceIdentity = {};
   for (let i = Region.BAR0; i <= Region.BAR5; i++) {
     const b = dev.bars[i];
