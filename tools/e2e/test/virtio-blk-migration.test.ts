@@ -5,13 +5,12 @@
 // does. Every request completes exactly once, OK, and the image holds what was written.
 import { describe, it, expect, afterEach } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { startServer, type ServerProcess } from '@vfu/qemu-harness';
+import { startServer, VirtioBlkDriver, pattern, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { migrate } from '@vfu/vfu-migrate';
 import { BlkStatus, BlkType, SECTOR } from '@vfu/device-virtio-blk';
 import { MAX_QUEUES, Q, QREC } from '@vfu/virtio';
 import { tempDir, until, control } from './helpers.ts';
-import { VirtioBlkDriver, pattern } from './virtio-blk-driver.ts';
 
 const tmp = tempDir('vfu-vblk-mig-');
 const servers: ServerProcess[] = [];

@@ -1,15 +1,15 @@
 // virtio-blk served by a real server process, driven over its socket by a virtio driver that
-// plays the guest (virtio-blk-driver.ts): identity and capabilities, many requests in flight on
-// several queues, the image file compared on the host, every request type, a read-only disk,
-// and hostile rings that set DEVICE_NEEDS_RESET while the device keeps serving.
+// plays the guest (VirtioBlkDriver of @vfu/qemu-harness): identity and capabilities, many
+// requests in flight on several queues, the image file compared on the host, every request
+// type, a read-only disk, and hostile rings that set DEVICE_NEEDS_RESET while the device
+// keeps serving.
 import { describe, it, expect, afterEach } from 'vitest';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { startServer, type ServerProcess } from '@vfu/qemu-harness';
+import { startServer, VirtioBlkDriver, pattern, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { BlkStatus, BlkType, BlkFeature, SECTOR } from '@vfu/device-virtio-blk';
 import { Desc, Feature, Status, type DriverQueue } from '@vfu/virtio';
 import { tempDir, until } from './helpers.ts';
-import { VirtioBlkDriver, pattern } from './virtio-blk-driver.ts';
 
 const tmp = tempDir('vfu-vblk-');
 const servers: ServerProcess[] = [];
