@@ -8,3 +8,4 @@ if command -v taskset >/dev/null; then pin=(taskset -c 1); export BENCH_PINNED=1
 "${pin[@]}" node dist/region.js
 "${pin[@]}" node dist/migration.js
 "${pin[@]}" node dist/virtio-blk.js
+"${pin[@]}" node dist/remote.js

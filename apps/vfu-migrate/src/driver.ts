@@ -19,6 +19,7 @@ import {
 } from '@vfu/protocol';
 import { S, fromV1, stateName, toV1 } from '@vfu/fsm';
 import type { Report, Progress } from './report.js';
+import { LocalDestination, SwitchoverInDoubt, type Destination } from './destination.js';
 
 export interface MigrateOptions {
   protocol?: 'v1' | 'v2';
@@ -36,6 +37,8 @@ export interface MigrateOptions {
   force?: boolean;
   /** Abandons the migration (Ctrl-C): both devices are left as a failure leaves them. */
   signal?: AbortSignal;
+  /** false: no pre-copy rounds, the device stops at once (a snapshot). */
+  preCopy?: boolean;
 }
 
 export class MigrationFailure extends Error {}
@@ -59,7 +62,7 @@ interface DeviceStatus {
   lastRefusal: string | null;
 }
 
-async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | null> {
+export async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | null> {
   try {
     const r = await c.feature(FeatureFlag.GET | Feature.VFU_STATUS, new Uint8Array(0), 8 + 4096);
     return JSON.parse(Buffer.from(r.data).toString('utf8')) as DeviceStatus;
@@ -92,7 +95,7 @@ const interrupted = (signal?: AbortSignal): void => {
   if (signal?.aborted) throw new MigrationFailure(`interrupted (${signal.reason ?? 'signal'})`);
 };
 
-interface Endpoint {
+export interface Endpoint {
   /** Moves the device toward a migration state (v2 state numbers). */
   set(state: number): Promise<void>;
   state(): Promise<number>;
@@ -103,7 +106,7 @@ interface Endpoint {
   pending(): Promise<{ initial: number; dirty: number; stopCopy: number }>;
 }
 
-function v2(c: VfioUserClient): Endpoint {
+export function v2(c: VfioUserClient): Endpoint {
   return {
     set: s => c.setState(s),
     state: () => c.getState(),
@@ -132,7 +135,7 @@ function v2(c: VfioUserClient): Endpoint {
 }
 
 /** v1: the migration region, found by its type capability as QEMU does (§10.6). */
-async function v1(c: VfioUserClient): Promise<Endpoint> {
+export async function v1(c: VfioUserClient): Promise<Endpoint> {
   const info = await c.deviceInfo();
   let region = -1;
   for (let i = 9; i < info.numRegions && region < 0; i++) {
@@ -196,13 +199,18 @@ async function v1(c: VfioUserClient): Promise<Endpoint> {
   };
 }
 
+/** The destination half for a destination server's client in this process. */
+export const localDestination = (dst: VfioUserClient): LocalDestination =>
+  new LocalDestination(dst, (c, protocol) => (protocol === 'v2' ? Promise.resolve(v2(c)) : v1(c)));
+
 /**
- * Live-migrates the device behind `src` into the device behind `dst`. Never throws: the report says
+ * Live-migrates the device behind `src` into the device behind `dst` (a destination server's
+ * client, or another destination half: a remote one, a file). Never throws: the report says
  * what happened.
  */
 export async function migrate(
   src: VfioUserClient,
-  dst: VfioUserClient,
+  dst: VfioUserClient | Destination,
   opts: MigrateOptions = {},
 ): Promise<Report> {
   const protocol = opts.protocol ?? 'v2';
@@ -225,15 +233,13 @@ export async function migrate(
     workloadWrites: 0,
   };
   let a: Endpoint,
-    b: Endpoint,
+    b: Destination,
     dataTime = 0;
   let destinationTouched = false;
   let expected = 0; // bytes the source last said it had to send (for progress)
   const where = async () => {
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
-    rep.destination.state = await b
-      .state()
-      .then(stateName, e => `unknown (${(e as Error).message})`);
+    rep.destination.state = await b.describe();
   };
   // Moves data source -> destination until the source has none (or `limit` bytes moved). The
   // next read is in flight while the previous chunk is written: both servers work at once.
@@ -267,16 +273,16 @@ export async function migrate(
   };
   try {
     a = protocol === 'v2' ? v2(src) : await v1(src);
-    b = protocol === 'v2' ? v2(dst) : await v1(dst);
-    let preCopy = true;
+    b = 'open' in dst ? dst : localDestination(dst);
+    await b.open(protocol);
+    let preCopy = opts.preCopy ?? true;
     interrupted(opts.signal);
-    await checkDestination(dst, opts.force ?? false);
+    if (!('open' in dst)) await checkDestination(dst, opts.force ?? false);
     if (protocol === 'v2') {
       const flags = await src.migrationFlags();
       if (!(flags & MigrationFlag.STOP_COPY))
         throw new MigrationFailure('the source device does not support migration (no STOP_COPY)');
-      await dst.migrationFlags();
-      preCopy = (flags & MigrationFlag.PRE_COPY) !== 0;
+      preCopy &&= (flags & MigrationFlag.PRE_COPY) !== 0;
     }
     // save_setup / load_setup
     const buf = Math.min(
@@ -295,7 +301,7 @@ export async function migrate(
         throw explainSourceRefusal(e);
       }
     }
-    await b.set(S.RESUMING);
+    await b.start();
     destinationTouched = true;
     if (preCopy) {
       const first = await a.pending();
@@ -314,7 +320,7 @@ export async function migrate(
           rep.iterations >= opts.cancelAfterIterations
         ) {
           await a.set(S.RUNNING); // cancel: PRE_COPY -> RUNNING, the source goes on untouched
-          await dst.reset();
+          await b.abort('cancelled');
           rep.outcome = 'cancelled';
           rep.error = `cancelled after ${rep.iterations} pre-copy iterations`;
           return rep;
@@ -352,8 +358,9 @@ export async function migrate(
     rep.stopCopyMs = resume - down;
     interrupted(opts.signal);
     try {
-      await b.set(S.RUNNING);
+      await b.finish();
     } catch (e) {
+      if ('open' in dst) throw e; // a remote half or a file says why in its own words
       const why = (await deviceStatus(dst))?.lastRefusal ?? (e as Error).message;
       throw new MigrationFailure(`the destination rejected the device state: ${why}`);
     }
@@ -363,20 +370,21 @@ export async function migrate(
     rep.outcome = 'completed';
   } catch (e) {
     const refused = destinationTouched && !(e instanceof MigrationFailure);
-    rep.error = ((refused ? await destinationRefusal(dst, e) : e) as Error).message;
+    const asked = refused && !('open' in dst) ? await destinationRefusal(dst, e) : e;
+    rep.error = (asked as Error).message;
     if (opts.signal?.aborted) rep.outcome = 'cancelled';
     // Recovery as QEMU does it: the source runs again with nothing lost; a destination that
     // holds half a state is reset so it is usable.
     // A source that refuses to run (migrated away: its state lives elsewhere) is left as it is;
     // only one in ERROR is reset.
-    if (a!)
+    // After a switchover whose answer never came, the destination may run the device: the
+    // source stays stopped (its state handed over), never a second running copy.
+    if (a! && e instanceof SwitchoverInDoubt) await a.set(S.STOP).catch(() => {});
+    else if (a!)
       await a.set(S.RUNNING).catch(async () => {
         if ((await a.state().catch(() => S.ERROR)) === S.ERROR) await src.reset().catch(() => {});
       });
-    if (b! && destinationTouched) {
-      const st = await b.state().catch(() => -1);
-      if (st !== S.RUNNING) await dst.reset().catch(() => {});
-    }
+    if (b! && destinationTouched) await b.abort(rep.error).catch(() => {});
   } finally {
     rep.totalMs = now() - t0;
     rep.throughputGiBps = dataTime > 0 ? rep.bytes / 2 ** 30 / (dataTime / 1000) : 0;

@@ -4,6 +4,7 @@ import { migrate } from './driver.js';
 import { memoryWorkload } from './workload.js';
 import type { Report, Progress } from './report.js';
 import { parse, USAGE, UsageError, type Options } from './options.js';
+import { subcommand, SUBCOMMANDS_USAGE } from './cli/index.js';
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
@@ -159,6 +160,8 @@ async function run(o: Options, abort: AbortController): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const sub = await subcommand(argv, describe);
+  if (sub !== null) return sub;
   let o: Options | 'help' | 'version';
   try {
     o = parse(argv);
@@ -168,7 +171,8 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (o === 'help' || o === 'version') {
-    process.stdout.write(`${o === 'help' ? USAGE : `vfu-migrate ${version()}`}\n`);
+    const help = `${USAGE}\n${SUBCOMMANDS_USAGE}`;
+    process.stdout.write(`${o === 'help' ? help : `vfu-migrate ${version()}`}\n`);
     return 0;
   }
   const abort = new AbortController();

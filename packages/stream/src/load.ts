@@ -1,8 +1,8 @@
 // Taking a device's stream in (the destination side): records are parsed as bytes arrive in any
 // chunking, checked (checksum, device model, version, schema, bounds) and staged; nothing
 // touches the device until commit(), which needs a complete stream.
-import { crc32 } from 'node:zlib';
-import { parseHeader, Rec, RECORD_OVERHEAD, MAX_RECORD_PAYLOAD, FORMAT_VERSION } from './format.js';
+import { parseHeader, Rec, FORMAT_VERSION } from './format.js';
+import { RecordFramer, RecordError } from './records.js';
 import type { DeviceImage } from './image.js';
 import { identityMismatch, parseIdentity } from './identity.js';
 
@@ -25,8 +25,7 @@ export interface LoadOptions {
 }
 
 export class LoadSession {
-  #buf = new Uint8Array(64 * 1024);
-  #have = 0;
+  readonly #framer = new RecordFramer(r => this.#record(r));
   #header = false;
   #state: Uint8Array | null = null;
   #config: Uint8Array | null = null;
@@ -58,43 +57,11 @@ export class LoadSession {
   write(data: Uint8Array): void {
     if (this.#error) throw new StreamError(`stream already rejected: ${this.#error}`);
     this.bytesIn += data.length;
-    let off = 0;
-    while (off < data.length) {
-      // Fast path: a whole record inside this write is parsed where it lies (no copy).
-      if (this.#have === 0 && data.length - off >= 8) {
-        const len = new DataView(data.buffer, data.byteOffset + off, 8).getUint32(4, true);
-        if (len > MAX_RECORD_PAYLOAD)
-          this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
-        if (data.length - off >= len + RECORD_OVERHEAD) {
-          this.#record(data.subarray(off, off + len + RECORD_OVERHEAD));
-          off += len + RECORD_OVERHEAD;
-          continue;
-        }
-      }
-      if (this.#have < 8) {
-        const n = Math.min(8 - this.#have, data.length - off);
-        this.#buf.set(data.subarray(off, off + n), this.#have);
-        this.#have += n;
-        off += n;
-        if (this.#have < 8) break;
-      }
-      const dv = new DataView(this.#buf.buffer);
-      const len = dv.getUint32(4, true);
-      if (len > MAX_RECORD_PAYLOAD)
-        this.#fail(`record of ${len} bytes exceeds ${MAX_RECORD_PAYLOAD} (corrupted stream?)`);
-      const total = len + RECORD_OVERHEAD;
-      if (this.#buf.length < total) {
-        const b = new Uint8Array(total);
-        b.set(this.#buf.subarray(0, this.#have));
-        this.#buf = b;
-      }
-      const n = Math.min(total - this.#have, data.length - off);
-      this.#buf.set(data.subarray(off, off + n), this.#have);
-      this.#have += n;
-      off += n;
-      if (this.#have < total) break;
-      this.#record(this.#buf.subarray(0, total));
-      this.#have = 0;
+    try {
+      this.#framer.write(data);
+    } catch (e) {
+      if (e instanceof RecordError) this.#fail(e.message);
+      throw e;
     }
   }
 
@@ -150,8 +117,6 @@ export class LoadSession {
     const dv = new DataView(r.buffer, r.byteOffset, r.length);
     const type = dv.getUint16(0, true),
       len = dv.getUint32(4, true);
-    if (crc32(r.subarray(0, 8 + len)) !== dv.getUint32(8 + len, true))
-      this.#fail('checksum mismatch: the stream was corrupted in transfer');
     const p = r.subarray(8, 8 + len);
     if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
     if (this.#ended) this.#fail('data after the end of the stream');
@@ -231,7 +196,7 @@ export class LoadSession {
   commit(): void {
     if (this.#error) throw new StreamError(`stream was rejected: ${this.#error}`);
     if (!this.#header) throw new StreamError('no migration data was received');
-    if (!this.#ended || this.#have) {
+    if (!this.#ended || this.#framer.pending) {
       this.discard();
       throw new StreamError(`stream incomplete after ${this.bytesIn} bytes (no end record)`);
     }

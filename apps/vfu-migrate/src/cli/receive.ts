@@ -1,0 +1,84 @@
+import type { Describe } from './common.js';
+import { receive, type ReceiveReport } from '../receive.js';
+import { parseAddress } from '../wire/socket.js';
+import {
+  usage,
+  TLS_OPTIONS,
+  TLS_USAGE,
+  connect,
+  integer,
+  options,
+  out,
+  required,
+  say,
+  secret,
+  tlsFiles,
+  UsageError,
+} from './common.js';
+
+export const RECEIVE_USAGE = `usage:
+  vfu-migrate receive --destination SOCK --listen [HOST:]PORT [options]
+
+The destination half of a migration between hosts: takes one migration from a
+\`vfu-migrate send\`, then exits. It needs a way to tell who may push a state into the
+device: --secret-file, or --tls-ca (peers must hold a certificate that CA signed), or
+--insecure (anyone who reaches the port; for a trusted network only).
+  --json                    print the report as JSON
+  --insecure                accept a source half that proves nothing
+${TLS_USAGE}`;
+
+export async function receiveCommand(argv: string[], describe: Describe): Promise<number> {
+  const { v } = options(argv, {
+    destination: { type: 'string' },
+    listen: { type: 'string' },
+    json: { type: 'boolean' },
+    insecure: { type: 'boolean' },
+    ...TLS_OPTIONS,
+  });
+  if (v.help) return usage(RECEIVE_USAGE);
+  const destination = required(v, 'destination');
+  let listen: ReturnType<typeof parseAddress>;
+  try {
+    listen = parseAddress(required(v, 'listen'), '0.0.0.0');
+  } catch (e) {
+    throw new UsageError(`--listen: ${(e as Error).message}`);
+  }
+  const tls = tlsFiles(v);
+  if (tls && !tls.cert) throw new UsageError('a TLS listener needs --tls-cert and --tls-key');
+  const key = secret(v);
+  if (!key && !tls?.ca && !v.insecure)
+    throw new UsageError('say who may migrate in: --secret-file, --tls-ca or --insecure');
+  const dst = await connect('destination', destination);
+  // Ctrl-C while listening: stop, the device untouched (a migration under way ends by its bounds).
+  const stop = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => stop.abort(sig);
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  try {
+    const rep = await receive({
+      signal: stop.signal,
+      destination: dst,
+      listen,
+      tls,
+      secret: key,
+      timeoutMs: integer(v, 'timeout', 100, 3_600_000, 60_000),
+      software: 'vfu-migrate receive',
+      onListening: a => say(`listening on ${a.host}:${a.port}`),
+      onRefused: (peer, why) => say(`refused ${peer}: ${why}`),
+    });
+    out(v.json ? JSON.stringify(rep, null, 2) : describeReceived(rep, describe));
+    return rep.outcome === 'completed' ? 0 : 1;
+  } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    dst.close();
+  }
+}
+
+export function describeReceived(r: ReceiveReport, describe: Describe): string {
+  const lines = [
+    `received ${r.outcome} (${r.protocol}) from ${r.peer}${r.error ? `: ${r.error}` : ''}`,
+    `  device     held by the ${r.holder}; destination ${r.destination.state}`,
+    `  stream     ${r.bytes} bytes into the device`,
+  ];
+  if (r.source) lines.push(`  the source's report:`, describe(r.source).replace(/^/gm, '    '));
+  return lines.join('\n');
+}

@@ -1,0 +1,3 @@
+import { vfuVitest } from '../../tools/vitest/shared.ts';
+
+export default vfuVitest();
