@@ -41,6 +41,7 @@ describe('wire frames', () => {
     ]);
     for (const step of [1, 3, 7, 64, bytes.length]) {
       const d = new FrameDecoder();
+      d.maxData = MAX_DATA;
       const got = [];
       for (let off = 0; off < bytes.length; off += step)
         got.push(...d.push(bytes.subarray(off, off + step)));
@@ -59,7 +60,10 @@ describe('wire frames', () => {
   });
 
   it('refuses lengths over the limits before buffering, and stays failed', () => {
+    const early = new FrameDecoder(); // before the handshake: no stream data at all
+    expect(() => early.push(head(Msg.DATA, 1))).toThrow('DATA of 1 bytes exceeds 0');
     const d = new FrameDecoder();
+    d.maxData = MAX_DATA;
     expect(() => d.push(head(Msg.DATA, MAX_DATA + 1))).toThrow(
       new WireError(`DATA of ${MAX_DATA + 1} bytes exceeds ${MAX_DATA}`),
     );

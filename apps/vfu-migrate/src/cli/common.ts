@@ -4,7 +4,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { VfioUserClient } from '@vfu/client';
 import type { TlsFiles } from '../wire/socket.js';
-import type { Report } from '../report.js';
+import type { Progress, Report } from '../report.js';
 
 /** The one-host form's report printer (main.ts), which every subcommand's report uses. */
 export type Describe = (r: Report) => string;
@@ -15,6 +15,16 @@ export type Values = Record<string, string | boolean | undefined>;
 
 export const say = (line: string): void => void process.stderr.write(`vfu-migrate: ${line}\n`);
 export const out = (text: string): void => void process.stdout.write(`${text}\n`);
+
+/** Progress on stderr when it is a terminal (and no --json): phase, MiB moved, round. */
+export function progressLine(v: Values): ((p: Progress) => void) | undefined {
+  if (v.json || !process.stderr.isTTY) return undefined;
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  return p => {
+    const line = `${p.phase.padEnd(8)} ${mib(p.bytes)} MiB moved, round ${p.iteration}`;
+    process.stderr.write(`\r${line}, ${mib(p.pending)} MiB pending   `);
+  };
+}
 
 /** Prints a subcommand's --help; its exit status. */
 export function usage(text: string): number {

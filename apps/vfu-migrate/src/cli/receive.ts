@@ -8,6 +8,7 @@ import {
   connect,
   integer,
   options,
+  progressLine,
   out,
   required,
   say,
@@ -64,7 +65,9 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
       software: 'vfu-migrate receive',
       onListening: a => say(`listening on ${a.host}:${a.port}`),
       onRefused: (peer, why) => say(`refused ${peer}: ${why}`),
+      onProgress: progressLine(v),
     });
+    if (progressLine(v)) process.stderr.write('\n');
     out(v.json ? JSON.stringify(rep, null, 2) : describeReceived(rep, describe));
     return rep.outcome === 'completed' ? 0 : 1;
   } finally {

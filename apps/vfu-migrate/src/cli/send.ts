@@ -8,6 +8,7 @@ import {
   connect,
   integer,
   options,
+  progressLine,
   out,
   protocolOf,
   required,
@@ -52,10 +53,12 @@ export async function sendCommand(argv: string[], describe: Describe): Promise<n
     tls: tlsFiles(v),
     secret: secret(v),
     software: 'vfu-migrate send',
+    onProgress: progressLine(v),
   };
   const src = await connect('source', source);
   try {
     const rep = await send(src, opts);
+    if (opts.onProgress) process.stderr.write('\n');
     out(v.json ? JSON.stringify(rep, null, 2) : describe(rep));
     return rep.outcome === 'completed' ? 0 : 1;
   } finally {

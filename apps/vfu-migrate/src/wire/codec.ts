@@ -118,6 +118,11 @@ export class FrameDecoder {
   #have = 0;
   #type = 0;
   #payload = new Uint8Array(0);
+  /**
+   * Largest DATA payload taken now: none until the handshake is done (a peer that has proved
+   * nothing cannot make this side buffer a stream), MAX_DATA after.
+   */
+  maxData = 0;
 
   get state(): 'head' | 'payload' | 'failed' {
     return this.#state;
@@ -167,7 +172,7 @@ export class FrameDecoder {
       length = dv.getUint32(4, true);
     if (!names[type]) this.#fail(`unknown message type ${type} (corrupted wire?)`);
     if (reserved !== 0) this.#fail(`reserved bits set in a ${msgName(type)} frame`);
-    const max = type === Msg.DATA ? MAX_DATA : MAX_CONTROL;
+    const max = type === Msg.DATA ? this.maxData : MAX_CONTROL;
     if (length > max) this.#fail(`${msgName(type)} of ${length} bytes exceeds ${max}`);
     this.#type = type;
     this.#payload = new Uint8Array(length);

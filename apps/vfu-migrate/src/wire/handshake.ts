@@ -5,6 +5,9 @@ import { nonce, proof, verify } from './auth.js';
 import { Msg, WIRE_VERSION, type Role } from './codec.js';
 import type { Link } from './link.js';
 
+/** Longest a handshake may take: a silent peer must not hold a listener for long. */
+const HANDSHAKE_MS = 10_000;
+
 /** The handshake failed: the peer is not one to migrate with. */
 export class Refused extends Error {}
 
@@ -25,7 +28,8 @@ export async function handshake(link: Link, o: HandshakeOptions): Promise<void> 
     nonce: mine,
     software: o.software,
   });
-  const hello = await link.expect(Msg.HELLO);
+  const bound = Math.min(HANDSHAKE_MS, link.timeoutMs);
+  const hello = await link.expect(Msg.HELLO, bound);
   if (hello.type === Msg.ABORT) throw new Refused(`the peer refused: ${hello.body.reason}`);
   const theirs = hello.body;
   if (theirs.wire !== WIRE_VERSION)
@@ -34,10 +38,11 @@ export async function handshake(link: Link, o: HandshakeOptions): Promise<void> 
     return refuse(link, `the peer is a ${theirs.role} too; one side must be the ${peerRole}`);
   const own = o.secret ? proof(o.secret, o.role, mine, theirs.nonce) : '';
   await link.send(Msg.AUTH, { proof: own });
-  const auth = await link.expect(Msg.AUTH);
+  const auth = await link.expect(Msg.AUTH, bound);
   if (auth.type === Msg.ABORT) throw new Refused(`the peer refused: ${auth.body.reason}`);
   if (o.secret && !verify(o.secret, peerRole, theirs.nonce, mine, auth.body.proof))
     return refuse(link, `the ${peerRole} does not prove the shared secret`);
+  link.trust();
 }
 
 async function refuse(link: Link, reason: string): Promise<never> {

@@ -37,6 +37,11 @@ export class Link {
     socket.on('end', () => this.#end(new LinkClosed('the peer closed the connection')));
   }
 
+  /** The handshake is done: stream data may come. */
+  trust(): void {
+    this.#decoder.maxData = MAX_DATA;
+  }
+
   get closed(): Error | null {
     return this.#closed;
   }
@@ -102,8 +107,11 @@ export class Link {
   }
 
   /** The next message, which must be `type` (an ABORT is returned as it is, for the caller). */
-  async expect<T extends MsgType>(type: T): Promise<Extract<Message, { type: T }> | AbortMessage> {
-    const m = await this.next();
+  async expect<T extends MsgType>(
+    type: T,
+    timeoutMs = this.timeoutMs,
+  ): Promise<Extract<Message, { type: T }> | AbortMessage> {
+    const m = await this.next(timeoutMs);
     if (m.type !== type && m.type !== Msg.ABORT)
       throw new WireError(`expected ${msgName(type)}, got ${msgName(m.type)}`);
     return m as Extract<Message, { type: T }> | AbortMessage;
