@@ -71,14 +71,15 @@ const models: Record<
     set: async c => {
       await c.write32(0, Edu.LIVENESS, 0x1234);
       const mem = await c.mapRegion(2);
+      // At byte 64 of a page: the workload (memoryWorkload) writes its first 8 bytes.
       for (let p = 0; p < mem.length / 4096; p += 5)
-        mem.bytes(p * 4096, 4).set([p & 0xff, 7, 7, 7]);
+        mem.bytes(p * 4096 + 64, 4).set([p & 0xff, 7, 7, 7]);
       mem.release();
     },
     check: async (c, ref) => {
       expect(await c.read32(0, Edu.LIVENESS)).toBe(~0x1234 >>> 0);
       const mem = Buffer.from(await c.regionRead(2, 0, 1 << 20));
-      expect(mem.subarray(5 * 4096 + 1, 5 * 4096 + 4)).toEqual(Buffer.from([7, 7, 7]));
+      expect(mem.subarray(5 * 4096 + 64, 5 * 4096 + 68)).toEqual(Buffer.from([5, 7, 7, 7]));
       expect(mem.equals(Buffer.from(await ref.regionRead(2, 0, 1 << 20)))).toBe(true);
     },
   },

@@ -17,7 +17,7 @@ import {
   UsageError,
 } from './common.js';
 
-export const RECEIVE_USAGE = `usage:
+const RECEIVE_USAGE = `usage:
   vfu-migrate receive --destination SOCK --listen [HOST:]PORT [options]
 
 The destination half of a migration between hosts: takes one migration from a
@@ -76,7 +76,7 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
   }
 }
 
-export function describeReceived(r: ReceiveReport, describe: Describe): string {
+function describeReceived(r: ReceiveReport, describe: Describe): string {
   const lines = [
     `received ${r.outcome} (${r.protocol}) from ${r.peer}${r.error ? `: ${r.error}` : ''}`,
     `  device     held by the ${r.holder}; destination ${r.destination.state}`,

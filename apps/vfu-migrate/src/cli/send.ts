@@ -17,7 +17,7 @@ import {
   UsageError,
 } from './common.js';
 
-export const SEND_USAGE = `usage: vfu-migrate send --source SOCK --to HOST:PORT [options]
+const SEND_USAGE = `usage: vfu-migrate send --source SOCK --to HOST:PORT [options]
 
 The source half of a migration between hosts; \`vfu-migrate receive\` is the other half.
   --protocol v2|v1          migration protocol (default v2)

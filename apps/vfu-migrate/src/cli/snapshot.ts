@@ -3,19 +3,19 @@ import { describeStream, inspectFile } from '../inspect.js';
 import { restore, save } from '../snapshot.js';
 import { connect, options, out, protocolOf, required, usage, UsageError } from './common.js';
 
-export const SAVE_USAGE = `usage:
+const SAVE_USAGE = `usage:
   vfu-migrate save --source SOCK --file PATH [--resume] [--protocol v2|v1] [--json]
 
 Stops the device and writes its whole state to PATH (a new file). The device stays
 stopped (its state lives in the file) unless --resume runs it again.`;
 
-export const RESTORE_USAGE = `usage:
+const RESTORE_USAGE = `usage:
   vfu-migrate restore --destination SOCK --file PATH [--protocol v2|v1] [--json]
 
 Loads the state saved in PATH into the device, which then runs. A file that is not
 a complete, intact stream is refused before the device is touched.`;
 
-export const INSPECT_USAGE = `usage: vfu-migrate inspect PATH [--json]
+const INSPECT_USAGE = `usage: vfu-migrate inspect PATH [--json]
 
 Prints what a saved state holds (model, versions, records, sizes) and whether every
 record is intact. No server needed.`;

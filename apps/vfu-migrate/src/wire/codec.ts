@@ -6,7 +6,7 @@
 
 /** Version of this wire protocol; a peer speaking another is refused at HELLO. */
 export const WIRE_VERSION = 1;
-export const FRAME_HEAD = 8;
+const FRAME_HEAD = 8;
 /** Largest JSON payload: control messages are small; anything larger is a broken peer. */
 export const MAX_CONTROL = 64 * 1024;
 /** Largest DATA payload; a sender cuts bigger chunks. */
@@ -32,21 +32,21 @@ export const msgName = (t: number): string => names[t] ?? `type ${t}`;
 
 export type Role = 'source' | 'destination';
 
-export interface Hello {
+interface Hello {
   wire: number;
   role: Role;
   nonce: string;
   software: string;
 }
-export interface Auth {
+interface Auth {
   proof: string;
 }
-export interface DeviceMsg {
+interface DeviceMsg {
   protocol: 'v1' | 'v2';
   identity: Record<string, string>;
   state?: string;
 }
-export interface ProgressMsg {
+interface ProgressMsg {
   phase: string;
   iteration: number;
   bytes: number;
@@ -59,7 +59,7 @@ export interface ResultMsg {
   error?: string;
   report?: Record<string, unknown>;
 }
-export interface AbortMsg {
+interface AbortMsg {
   reason: string;
   state?: string;
 }

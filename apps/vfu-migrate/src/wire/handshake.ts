@@ -9,7 +9,7 @@ import type { Link } from './link.js';
 const HANDSHAKE_MS = 10_000;
 
 /** The handshake failed: the peer is not one to migrate with. */
-export class Refused extends Error {}
+class Refused extends Error {}
 
 export interface HandshakeOptions {
   role: Role;

@@ -15,7 +15,7 @@ import {
 } from './codec.js';
 
 /** The connection ended or went silent: `why` says which. */
-export class LinkClosed extends Error {}
+class LinkClosed extends Error {}
 
 export class Link {
   readonly #decoder = new FrameDecoder();
