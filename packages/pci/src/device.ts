@@ -93,6 +93,12 @@ export class PciDevice<S extends Schema = Schema> {
   #rom: RegionHandler | undefined;
   #running = true;
   #work: (() => void | Promise<void>)[] = [];
+  #workRequested = 0; // whenRunning calls so far (afterLoad is checked by what it adds)
+  /**
+   * Pieces of work the source had queued (by whenRunning, while stopped) that the last load's
+   * afterLoad did not re-create: lost in the migration (0 when none).
+   */
+  lostWork = 0;
   #inFlight = new Set<Promise<void>>(); // asynchronous device work not yet finished
   log: (m: string) => void = () => {};
 
@@ -146,6 +152,7 @@ export class PciDevice<S extends Schema = Schema> {
         return m;
       },
       whenRunning: work => {
+        this.#workRequested++;
         if (this.#running) this.#run(work);
         else this.#work.push(work);
       },
@@ -240,6 +247,31 @@ export class PciDevice<S extends Schema = Schema> {
     } else this.def.onStop?.(this.context);
   }
 
+  /** Device work waiting for the device to run again (closures: a migration cannot carry them). */
+  get queuedWork(): number {
+    return this.#work.length;
+  }
+
+  /**
+   * A migrated state was loaded (config, interrupts and declared state): work queued here before
+   * belongs to the state it replaced and is dropped; the model's afterLoad re-derives its pending
+   * work from the state. If the source had work queued and afterLoad queued none, that work is
+   * lost: said loudly, as the model breaks the contract (pending work lives in declared state).
+   */
+  loaded(queuedAtSource: number): void {
+    this.#work = [];
+    const before = this.#workRequested;
+    this.def.afterLoad?.(this.context);
+    const recreated = this.#workRequested - before;
+    this.lostWork = queuedAtSource > 0 && recreated === 0 ? queuedAtSource : 0;
+    if (this.lostWork)
+      this.log(
+        `warning: ${this.def.id}: ${this.lostWork} piece(s) of device work queued by whenRunning ` +
+          'at the migration source were not re-created by afterLoad and are lost (keep pending ' +
+          'work in the declared state and queue it again in afterLoad)',
+      );
+  }
+
   /** Device reset: declared state zeroed, config back to power-on, interrupts de-asserted. */
   reset(): void {
     resetState(this.def.state, this.state);
@@ -256,8 +288,7 @@ export class PciDevice<S extends Schema = Schema> {
   }
 
   #msixTable(vectors: number, tableOffset: number, pbaOffset: number): RegionHandler {
-    const table = new Uint8Array(vectors * 16);
-    for (let v = 0; v < vectors; v++) table[v * 16 + 12] = 1; // masked at reset
+    const table = this.irq.msixTable;
     const size = 2 ** Math.ceil(Math.log2(Math.max(4096, pbaOffset + Math.ceil(vectors / 64) * 8)));
     const irq = () => this.irq;
     return {

@@ -13,9 +13,13 @@ import {
 import { Region } from '@vfu/protocol';
 import type { PciDevice } from './device.js';
 
-/** The stream's view of a device: identity, declared state, config space and memories. */
+/**
+ * The stream's view of a device: identity, declared state, config space, the kit's own state
+ * (KIT record: work queued by whenRunning, as a count, and the interrupt state) and memories.
+ */
 export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
   const schema = dev.def.state;
+  let queuedAtSource = 0; // from the kit record, which is loaded before the state
   return {
     deviceId: dev.def.id,
     deviceVersion: dev.def.version,
@@ -28,11 +32,20 @@ export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
     },
     loadState: b => {
       assignState(schema, dev.state, decodeState(schema, b) as never);
-      dev.def.afterLoad?.(dev.context);
+      dev.loaded(queuedAtSource);
+      queuedAtSource = 0;
     },
     saveConfig: () => dev.config.snapshot(),
     configSize: dev.config.size,
     loadConfig: b => dev.config.restore(b),
+    kit: {
+      save: () => kitRecord(dev.queuedWork, dev.irq.save()),
+      check: b => (b.length < 4 ? 'kit record truncated' : dev.irq.check(b.subarray(4))),
+      load: b => {
+        queuedAtSource = view(b).getUint32(0, true);
+        dev.irq.load(b.subarray(4));
+      },
+    },
     memories: [...dev.memories.entries()].map(([name, m]) => ({
       name,
       size: m.size,
@@ -88,3 +101,13 @@ function capabilityList(c: Uint8Array, dv: DataView): string {
   }
   return out.join(', ') || 'none';
 }
+
+/** The KIT record: u32 count of queued device work, then the interrupt state. */
+function kitRecord(queuedWork: number, irq: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + irq.length);
+  view(out).setUint32(0, queuedWork, true);
+  out.set(irq, 4);
+  return out;
+}
+
+const view = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);

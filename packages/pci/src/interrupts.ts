@@ -44,12 +44,16 @@ export class Interrupts {
   #held = false; // device stopped: deliver later
   #sink: ((index: number, vector: number) => void) | null = null;
   readonly stats: InterruptStats = { delivered: [0, 0, 0, 0, 0], dropped: 0 };
+  /** The MSI-X table (16 bytes a vector: address, data, vector control), guest-visible state. */
+  readonly msixTable: Uint8Array;
 
   constructor(
     private readonly cfg: ConfigSpace,
     private readonly caps: CapabilityLayout,
     msixVectors: number,
   ) {
+    this.msixTable = new Uint8Array(msixVectors * 16);
+    for (let v = 0; v < msixVectors; v++) this.msixTable[v * 16 + 12] = 1; // masked at reset
     const intx = cfg.u8(Cfg.INT_PIN) ? 1 : 0;
     this.#v = [
       new Vectors(intx),
@@ -120,7 +124,8 @@ export class Interrupts {
             v.fds[vec]?.close();
             v.fds[vec] = fds[i];
           });
-          if (req.index === Irq.INTX && fds.length) this.#intxMasked = false;
+          // A line already asserted (e.g. loaded by a migration) is signalled on its new eventfd.
+          if (req.index === Irq.INTX && fds.length) this.#unmaskIntx();
           return 0;
         }
         for (const vec of range) if (on(vec)) this.#signal(req.index, vec); // loop-back test
@@ -283,6 +288,66 @@ export class Interrupts {
     this.stats.delivered[index]++;
   }
 
+  /**
+   * The interrupt state a migration carries (the kit's record in the stream): the INTx line,
+   * then for MSI and MSI-X the mask and pending bits of each vector, then the MSI-X table. The
+   * client's eventfds and INTx auto-mask belong to its connection and are set up again there.
+   */
+  save(): Uint8Array {
+    const msi = this.#v[Irq.MSI],
+      msix = this.#v[Irq.MSIX];
+    const out = new Uint8Array(this.#savedSize());
+    const dv = new DataView(out.buffer);
+    dv.setUint8(0, this.#intxAsserted ? 1 : 0);
+    dv.setUint16(2, msi.count, true);
+    dv.setUint16(4, msix.count, true);
+    let at = 8;
+    for (const bits of [msi.masked, msi.pending, msix.masked, msix.pending]) {
+      packBits(bits, out.subarray(at));
+      at += bitBytes(bits.length);
+    }
+    out.set(this.msixTable, at);
+    return out;
+  }
+
+  /** Checks saved interrupt state against this device's vectors; an error message, or null. */
+  check(b: Uint8Array): string | null {
+    if (b.length < 8) return `interrupt state of ${b.length} bytes is truncated`;
+    const dv = new DataView(b.buffer, b.byteOffset, b.length);
+    const msi = dv.getUint16(2, true),
+      msix = dv.getUint16(4, true);
+    if (msi !== this.count(Irq.MSI) || msix !== this.count(Irq.MSIX))
+      return (
+        `interrupt state for ${msi} MSI and ${msix} MSI-X vectors, this device has ` +
+        `${this.count(Irq.MSI)} and ${this.count(Irq.MSIX)}`
+      );
+    if (dv.getUint8(0) > 1) return `INTx line level ${dv.getUint8(0)} is not 0 or 1`;
+    if (b.length !== this.#savedSize())
+      return `interrupt state of ${b.length} bytes, expected ${this.#savedSize()}`;
+    return null;
+  }
+
+  /** Applies checked interrupt state (the device is stopped: what is due goes out when it runs). */
+  load(b: Uint8Array): void {
+    const msi = this.#v[Irq.MSI],
+      msix = this.#v[Irq.MSIX];
+    this.#intxAsserted = b[0] === 1;
+    this.cfg.setInterruptStatus(this.#intxAsserted);
+    let at = 8;
+    for (const bits of [msi.masked, msi.pending, msix.masked, msix.pending]) {
+      unpackBits(b.subarray(at), bits);
+      at += bitBytes(bits.length);
+    }
+    this.msixTable.set(b.subarray(at, at + this.msixTable.length));
+    if (!this.#held) this.#deliverWaiting();
+  }
+
+  #savedSize(): number {
+    const msi = this.count(Irq.MSI),
+      msix = this.count(Irq.MSIX);
+    return 8 + 2 * bitBytes(msi) + 2 * bitBytes(msix) + msix * 16;
+  }
+
   /** MSI-X table vector-control mask bit, written by the client through the table BAR. */
   setMsixMask(vec: number, masked: boolean): void {
     const v = this.#v[Irq.MSIX];
@@ -308,4 +373,16 @@ export class Interrupts {
       this.#resample = null;
     }
   }
+}
+
+const bitBytes = (n: number) => Math.ceil(n / 8);
+
+function packBits(bits: boolean[], out: Uint8Array): void {
+  bits.forEach((on, i) => {
+    if (on) out[i >> 3] |= 1 << (i & 7);
+  });
+}
+
+function unpackBits(b: Uint8Array, bits: boolean[]): void {
+  for (let i = 0; i < bits.length; i++) bits[i] = ((b[i >> 3] >> (i & 7)) & 1) === 1;
 }

@@ -5,7 +5,7 @@ import { MappedMemory, dupFd, memfdCreate, type OwnedFd } from '@vfu/native';
 import { DmaMapFlag, Irq, IrqSetFlag, Region } from '@vfu/protocol';
 import { LoadSession, SaveSession, type Schema, type StateOf } from '@vfu/stream';
 import { Cfg, Command } from './config-space.js';
-import { PciDevice, type DeviceDefinition, type Options } from './device.js';
+import { DeviceSetupError, PciDevice, type DeviceDefinition, type Options } from './device.js';
 import { deviceImage } from './image.js';
 import type { Interrupts } from './interrupts.js';
 import type { RegionHandler } from './regions.js';
@@ -247,14 +247,27 @@ export class DeviceHarness<S extends Schema = Schema> {
     if (!save.finished) throw new Error('the save session did not finish after stop-copy');
     target.ram.set(this.ram); // the VMM moves the guest's RAM itself
     load.commit();
+    if (target.device.lostWork) {
+      const lost = target.device.lostWork;
+      target.release();
+      throw new DeviceSetupError(
+        `${this.def.id}: ${lost} piece(s) of work queued by whenRunning while the device was ` +
+          'stopped would be lost in a migration: its afterLoad does not queue them again ' +
+          '(keep pending work in the declared state and re-derive it in afterLoad)',
+      );
+    }
     return target;
   }
 
-  /** What differs between this device and `other`: state fields, config bytes, memory pages. */
+  /**
+   * What differs between this device and `other`: state fields, config bytes, interrupt state
+   * (INTx line, masks, pending bits, MSI-X table), memory pages.
+   */
   differences(other: DeviceHarness<S>): string[] {
     return [
       ...stateDifferences(this.def.state, this.state, other.state),
       ...bytesDifferences('config', this.device.config.snapshot(), other.device.config.snapshot()),
+      ...bytesDifferences('interrupt state', this.device.irq.save(), other.device.irq.save()),
       ...[...this.device.memories].flatMap(([name, m]) => {
         const theirs = other.device.memories.get(name);
         if (!theirs) return [`memory ${name} missing`];

@@ -6,9 +6,12 @@ import { crc32 } from 'node:zlib';
 import type { DeviceIdentity } from './identity.js';
 
 export const MAGIC = 'VFUSTRM1';
-/** 2: the header carries the device's identity (its guest-visible layout) after the schema. */
-export const FORMAT_VERSION = 2;
-export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5 } as const;
+/**
+ * 2: the header carries the device's identity (its guest-visible layout) after the schema.
+ * 3: adds the KIT record (the device kit's own state: interrupts, queued device work).
+ */
+export const FORMAT_VERSION = 3;
+export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5, KIT: 6 } as const;
 export const RECORD_OVERHEAD = 12;
 /**
  * Largest payload a record may announce; a destination refuses anything larger before buffering it.

@@ -19,5 +19,16 @@ export interface DeviceImage {
   saveConfig(): Uint8Array;
   configSize: number;
   loadConfig(b: Uint8Array): void;
+  /**
+   * The device kit's own state, outside the declared state and config space (interrupt lines,
+   * MSI-X table and pending bits, ...): opaque bytes to the stream, a KIT record. A destination
+   * whose image has it requires the record; it is loaded after config, before the state.
+   */
+  kit?: {
+    save(): Uint8Array;
+    /** An error message, or null. Nothing is applied. */
+    check(b: Uint8Array): string | null;
+    load(b: Uint8Array): void;
+  };
   memories: { name: string; size: number; bytes(offset: number, len: number): Uint8Array }[];
 }

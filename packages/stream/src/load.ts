@@ -29,6 +29,7 @@ export class LoadSession {
   #header = false;
   #state: Uint8Array | null = null;
   #config: Uint8Array | null = null;
+  #kit: Uint8Array | null = null;
   #runs: { mem: number; off: number; bytes: Uint8Array }[] = [];
   #ended = false;
   #error: string | null = null;
@@ -172,8 +173,16 @@ export class LoadSession {
         else this.#runs.push({ mem, off: at, bytes: p.slice(12) });
         return;
       }
+      case Rec.KIT: {
+        if (!img.kit) this.#fail('a device kit record for a device that keeps none');
+        const e = img.kit.check(p);
+        if (e) this.#fail(`device kit state rejected: ${e}`);
+        this.#kit = p.slice();
+        return;
+      }
       case Rec.END:
         if (!this.#state || !this.#config) this.#fail('stream ended without device state');
+        if (img.kit && !this.#kit) this.#fail('stream ended without the device kit record');
         this.#ended = true;
         return;
       default:
@@ -202,8 +211,10 @@ export class LoadSession {
     }
     for (const r of this.#runs)
       this.image.memories[r.mem].bytes(r.off, r.bytes.length).set(r.bytes);
-    this.image.loadState(this.#state!);
+    // Config and the kit's state first: the device's afterLoad (in loadState) sees them.
     this.image.loadConfig(this.#config!);
+    if (this.#kit) this.image.kit?.load(this.#kit);
+    this.image.loadState(this.#state!);
     this.#runs = [];
     this.#touched = false; // committed: nothing to put back any more
   }

@@ -50,9 +50,16 @@ export class SaveSession {
     // fresh 1 GiB shadow would fault in every page inside the request that starts the session.
     this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
     this.#initialLeft = image.memories.reduce((a, m) => a + m.size, 0);
-    // State and config go first as well: small, and a destination can check compatibility early.
-    this.#push(record(Rec.STATE, image.saveState()));
-    this.#push(record(Rec.CONFIG, image.saveConfig()));
+    // State, config and the kit record go first as well: small, and a destination can check
+    // compatibility early.
+    this.#pushState();
+  }
+
+  /** The state, config and kit records (sent first, and again, final, at stop-copy). */
+  #pushState(): void {
+    this.#push(record(Rec.STATE, this.image.saveState()));
+    this.#push(record(Rec.CONFIG, this.image.saveConfig()));
+    if (this.image.kit) this.#push(record(Rec.KIT, this.image.kit.save()));
   }
 
   get stopped(): boolean {
@@ -85,7 +92,8 @@ export class SaveSession {
 
   /** Estimate of what stop-copy still has to move (MIG_DATA_SIZE). */
   stopCopyEstimate(): number {
-    const state = this.image.saveState().length + this.image.configSize + 3 * RECORD_OVERHEAD;
+    const kit = this.image.kit ? this.image.kit.save().length + RECORD_OVERHEAD : 0;
+    const state = this.image.saveState().length + this.image.configSize + 3 * RECORD_OVERHEAD + kit;
     return this.#queued + this.#initialLeft + this.#dirtyBytes() + state;
   }
 
@@ -282,8 +290,7 @@ export class SaveSession {
       return true;
     }
     if (this.#stopped && !this.#ended) {
-      this.#push(record(Rec.STATE, this.image.saveState()));
-      this.#push(record(Rec.CONFIG, this.image.saveConfig()));
+      this.#pushState();
       this.#push(record(Rec.END, new Uint8Array(0)));
       this.#ended = true;
       return true;

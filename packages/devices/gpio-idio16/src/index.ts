@@ -34,6 +34,9 @@ const state = {
   irqEnabled: bool,
   irqStatus: u8,
   filters: bool,
+  // Input bits whose change the device has yet to report (changed while it was stopped): kept
+  // in the state so that a migration carries the interrupt the card owes.
+  unreported: u16,
 } satisfies Schema;
 type Dev = DeviceContext<typeof state>;
 
@@ -44,17 +47,25 @@ export function setInputs(dev: Dev, value: number): void {
   const s = dev.state;
   const changed = (s.inputs ^ value) & 0xffff;
   s.inputs = value & 0xffff;
-  if (changed && s.irqEnabled)
-    dev.whenRunning(() => {
-      s.irqStatus |=
-        IRQ_PENDING | (changed & 0xff ? IRQ_LOW : 0) | (changed & 0xff00 ? IRQ_HIGH : 0);
-      dev.irq.raise();
-    });
+  if (changed && s.irqEnabled) {
+    s.unreported |= changed;
+    dev.whenRunning(() => reportChange(dev));
+  }
+}
+
+/** Interrupts for the input changes not yet reported (nothing if they were already). */
+function reportChange(dev: Dev): void {
+  const s = dev.state;
+  const changed = s.unreported;
+  if (!changed) return;
+  s.unreported = 0;
+  s.irqStatus |= IRQ_PENDING | (changed & 0xff ? IRQ_LOW : 0) | (changed & 0xff00 ? IRQ_HIGH : 0);
+  dev.irq.raise();
 }
 
 export default defineDevice({
   id: 'gpio-idio16',
-  version: 1,
+  version: 2,
   description: 'ACCES PCI-IDIO-16 digital I/O card (Linux: gpio-pci-idio-16)',
   pci: {
     vendor: 0x494f,
@@ -66,6 +77,10 @@ export default defineDevice({
   },
   state,
   controls: { inputs: setInputs },
+  // A change the source had not reported yet is reported here once the device runs.
+  afterLoad: dev => {
+    if (dev.state.unreported) dev.whenRunning(() => reportChange(dev));
+  },
   bars: dev => ({
     // BAR 2 as on the real card (the driver maps BAR 2); 8 bytes of registers.
     2: bar(

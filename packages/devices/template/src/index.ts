@@ -1,6 +1,6 @@
 // The smallest useful device: one BAR of registers and one interrupt. Copy this folder to start
 // a new model (see README.md). Everything below is declaration; the kit does the protocol.
-import { defineDevice, registers, bar, msi, u32 } from '@vfu/pci';
+import { defineDevice, registers, bar, msi, u32, type DeviceContext, type Schema } from '@vfu/pci';
 
 /** Register offsets in BAR 0. */
 export const Reg = {
@@ -12,14 +12,33 @@ export const Reg = {
 } as const;
 export const TEMPLATE_ID = 0x7e3a0001;
 
+// Everything that must survive a migration lives here; the kit saves and loads it. That includes
+// work the device still owes: a doorbell rung while the device is stopped is counted in
+// `doorbells` until it is served (a closure waiting in whenRunning cannot migrate).
+const state = { scratch: u32, irqStatus: u32, rings: u32, doorbells: u32 } satisfies Schema;
+type Dev = DeviceContext<typeof state>;
+
+/** Serves one doorbell rung earlier, if one is still owed. */
+function serveDoorbell(dev: Dev): void {
+  const s = dev.state;
+  if (!s.doorbells) return;
+  s.doorbells--;
+  s.rings++;
+  s.irqStatus |= 1;
+  dev.irq.raise();
+}
+
 export default defineDevice({
   id: 'template',
-  version: 1,
+  version: 2,
   description: 'a register file with a doorbell that raises an interrupt',
   pci: { vendor: 0x1b36, device: 0x0101, classCode: 0xff0000, revision: 1, pin: 1 },
   capabilities: () => [msi({ vectors: 1 })],
-  // Everything that must survive a migration lives here; the kit saves and loads it.
-  state: { scratch: u32, irqStatus: u32, rings: u32 },
+  state,
+  // A migrated-in device owes the doorbells its source had not served: queue them again.
+  afterLoad: dev => {
+    for (let i = 0; i < dev.state.doorbells; i++) dev.whenRunning(() => serveDoorbell(dev));
+  },
   bars: dev => ({
     0: bar(
       'mem32',
@@ -37,12 +56,10 @@ export default defineDevice({
         {
           offset: Reg.DOORBELL,
           width: 4,
-          write: s =>
-            dev.whenRunning(() => {
-              s.rings++;
-              s.irqStatus |= 1;
-              dev.irq.raise();
-            }),
+          write: s => {
+            s.doorbells++;
+            dev.whenRunning(() => serveDoorbell(dev));
+          },
         },
         // Write 1 to clear; the line drops when nothing is pending.
         {

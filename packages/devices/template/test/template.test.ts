@@ -87,6 +87,40 @@ describe('template device', () => {
     }
   });
 
+  it('a doorbell rung while stopped is served at the destination of a migration', () => {
+    const regs = open().bar(0);
+    h.enableMsi();
+    h.stop();
+    regs.write32(Reg.DOORBELL, 1);
+    regs.write32(Reg.DOORBELL, 1);
+    const dst = h.migrate();
+    try {
+      expect(dst.bar(0).read32(Reg.RINGS)).toBe(0);
+      dst.run();
+      expect(dst.bar(0).read32(Reg.RINGS)).toBe(2);
+      expect(dst.irqs.msi).toEqual([2]);
+    } finally {
+      dst.release();
+    }
+  });
+
+  it('an INTx raised before a migration is still asserted after it', () => {
+    const regs = open().bar(0);
+    regs.write32(Reg.DOORBELL, 1);
+    expect(h.irqs.intx).toBe(1);
+    const dst = h.migrate();
+    try {
+      expect(h.differences(dst)).toEqual([]);
+      expect(dst.device.irq.intxAsserted).toBe(true);
+      dst.run();
+      expect(dst.irqs.intx).toBe(1);
+      dst.bar(0).write32(Reg.IRQ_STATUS, 1);
+      expect(dst.device.irq.intxAsserted).toBe(false);
+    } finally {
+      dst.release();
+    }
+  });
+
   it('finds a difference when one instance changes after the migration', () => {
     open();
     const dst = h.migrate();
