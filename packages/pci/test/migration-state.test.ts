@@ -253,7 +253,7 @@ describe('device work queued by whenRunning', () => {
     }
   });
 
-  it('work queued at the destination before the load is dropped: it belonged to other state', () => {
+  it('work queued at the destination before the load is dropped (it was for other state)', () => {
     const h = open();
     const dst0 = keep(new DeviceHarness(lines));
     dst0.stop();
