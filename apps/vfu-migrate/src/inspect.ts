@@ -9,6 +9,7 @@ const kinds: Record<number, string> = {
   [Rec.CONFIG]: 'config',
   [Rec.MEMORY]: 'memory',
   [Rec.END]: 'end',
+  [Rec.KIT]: 'kit',
 };
 
 export interface StreamSummary {
