@@ -19,6 +19,7 @@ import {
 } from '@vfu/protocol';
 import { S, fromV1, stateName, toV1 } from '@vfu/fsm';
 import type { Report, Progress } from './report.js';
+import { blankReport } from './outcome.js';
 import { LocalDestination, SwitchoverInDoubt, type Destination } from './destination.js';
 
 export interface MigrateOptions {
@@ -215,23 +216,7 @@ export async function migrate(
 ): Promise<Report> {
   const protocol = opts.protocol ?? 'v2';
   const t0 = now();
-  const rep: Report = {
-    outcome: 'failed',
-    protocol,
-    source: { state: '?' },
-    destination: { state: '?' },
-    bytes: 0,
-    precopyBytes: 0,
-    stopCopyBytes: 0,
-    iterations: 0,
-    downtimeMs: 0,
-    stopCopyMs: 0,
-    resumeMs: 0,
-    totalMs: 0,
-    throughputGiBps: 0,
-    dirtyPagesReported: 0,
-    workloadWrites: 0,
-  };
+  const rep = blankReport(protocol, '?');
   let a: Endpoint,
     b: Destination,
     dataTime = 0;
