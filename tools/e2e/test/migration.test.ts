@@ -302,27 +302,17 @@ describe('failures leave both devices usable', () => {
 });
 
 describe.each(['v2', 'v1'] as const)('after a completed migration over %s', protocol => {
-  it('a migrated-away source stays stopped until a resume or DEVICE_RESET', async () => {
+  /** Migrates `device` between two fresh servers; the source has a control socket. */
+  async function migrated(device: string, before?: (src: VfioUserClient) => Promise<void>) {
     const ctl = tmp.path(`src${++n}.ctl`);
-    const a = await startServer(tmp.path(`src${n}.sock`), [
-      '--device',
-      'edu',
-      '--on-disconnect',
-      'keep',
-      '--control',
-      ctl,
-    ]);
-    const b = await startServer(tmp.path(`dst${n}.sock`), [
-      '--device',
-      'edu',
-      '--on-disconnect',
-      'keep',
-    ]);
+    const keep = ['--device', device, '--on-disconnect', 'keep'];
+    const a = await startServer(tmp.path(`src${n}.sock`), [...keep, '--control', ctl]);
+    const b = await startServer(tmp.path(`dst${n}.sock`), keep);
     servers.push(a, b);
     const src = await VfioUserClient.connect(a.socket);
     const dst = await VfioUserClient.connect(b.socket);
     clients.push(dst);
-    await src.write32(0, Edu.LIVENESS, 7);
+    await before?.(src);
     const rep = await migrate(src, dst, { protocol });
     expect(rep, rep.error).toMatchObject({ outcome: 'completed', source: { state: 'STOP' } });
     src.close();
@@ -330,10 +320,15 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
       const r = await control(ctl, { get: 'migration' });
       return r.migration.migratedAway ? r : null;
     }, 'the source to notice the driver left');
-    expect(away?.migration).toMatchObject({ state: 'STOP', migratedAway: true });
-    // The next client finds it stopped, and cannot run it.
     const next = await VfioUserClient.connect(a.socket);
     clients.push(next);
+    return { ctl, dst, next, away };
+  }
+
+  it('a migrated-away source stays stopped until a resume or DEVICE_RESET', async () => {
+    const { ctl, dst, next, away } = await migrated('edu', src => src.write32(0, Edu.LIVENESS, 7));
+    expect(away?.migration).toMatchObject({ state: 'STOP', migratedAway: true });
+    // The next client finds it stopped, and cannot run it.
     expect(await next.getState()).toBe(S.STOP);
     await expect(next.setState(S.RUNNING)).rejects.toMatchObject({ errno: Errno.EPERM });
     await expect(next.setState(S.STOP_COPY)).rejects.toMatchObject({ errno: Errno.EPERM });
@@ -351,33 +346,7 @@ describe.each(['v2', 'v1'] as const)('after a completed migration over %s', prot
   });
 
   it('DEVICE_RESET also releases a migrated-away device', async () => {
-    const ctl = tmp.path(`src${++n}.ctl`);
-    const a = await startServer(tmp.path(`src${n}.sock`), [
-      '--device',
-      'template',
-      '--on-disconnect',
-      'keep',
-      '--control',
-      ctl,
-    ]);
-    const b = await startServer(tmp.path(`dst${n}.sock`), [
-      '--device',
-      'template',
-      '--on-disconnect',
-      'keep',
-    ]);
-    servers.push(a, b);
-    const src = await VfioUserClient.connect(a.socket);
-    const dst = await VfioUserClient.connect(b.socket);
-    clients.push(dst);
-    expect((await migrate(src, dst, { protocol })).outcome).toBe('completed');
-    src.close();
-    await until(
-      async () => (await control(ctl, { get: 'migration' })).migration.migratedAway,
-      'migrated away',
-    );
-    const next = await VfioUserClient.connect(a.socket);
-    clients.push(next);
+    const { ctl, next } = await migrated('template');
     await next.reset();
     expect(await next.getState()).toBe(S.RUNNING);
     expect((await control(ctl, { get: 'migration' })).migration.migratedAway).toBe(false);
