@@ -272,12 +272,12 @@ export class PciDevice<S extends Schema = Schema> {
       );
   }
 
-  /** Device reset: declared state zeroed, config back to power-on, interrupts de-asserted. */
+  /** Device reset: declared state zeroed, config back to power-on, interrupts to power-on. */
   reset(): void {
     resetState(this.def.state, this.state);
     this.#work = [];
     this.config.bytes.set(this.#initialConfig);
-    this.irq.lower();
+    this.irq.reset();
     this.def.onReset?.(this.context);
   }
 

@@ -13,6 +13,9 @@ import { Errno, Irq, IrqInfoFlag, IrqSetFlag, type SetIrqs } from '@vfu/protocol
 import { Cfg, Command, type ConfigSpace } from './config-space.js';
 import type { CapabilityLayout } from './capabilities.js';
 
+/** Offset of the vector-control word (bit 0: mask) in a 16-byte MSI-X table entry. */
+const MSIX_VECTOR_CONTROL = 12;
+
 class Vectors {
   fds: (OwnedFd | undefined)[];
   masked: boolean[];
@@ -53,7 +56,6 @@ export class Interrupts {
     msixVectors: number,
   ) {
     this.msixTable = new Uint8Array(msixVectors * 16);
-    for (let v = 0; v < msixVectors; v++) this.msixTable[v * 16 + 12] = 1; // masked at reset
     const intx = cfg.u8(Cfg.INT_PIN) ? 1 : 0;
     this.#v = [
       new Vectors(intx),
@@ -62,6 +64,29 @@ export class Interrupts {
       new Vectors(1),
       new Vectors(1),
     ];
+    this.#resetMsixTable();
+  }
+
+  /**
+   * Device reset: the guest-visible interrupt state back to power-on (INTx de-asserted and
+   * unmasked, nothing pending, the MSI-X table zeroed with every vector masked, as PCI Local
+   * Bus 3.0 §6.8.2.9 and QEMU's msix_reset do). The client's eventfds stay bound, as after
+   * VFIO_DEVICE_RESET: they belong to its connection, not to the device's state.
+   */
+  reset(): void {
+    for (const v of this.#v) v.pending.fill(false);
+    this.#v[Irq.MSI].masked.fill(false); // MSI mask bits live in config space, reset with it
+    this.#intxMasked = false;
+    this.lower();
+    this.#resetMsixTable();
+  }
+
+  #resetMsixTable(): void {
+    this.msixTable.fill(0);
+    for (let vec = 0; vec < this.#v[Irq.MSIX].count; vec++) {
+      this.msixTable[vec * 16 + MSIX_VECTOR_CONTROL] = 1;
+      this.#v[Irq.MSIX].masked[vec] = true;
+    }
   }
 
   count(index: number): number {
@@ -223,11 +248,11 @@ export class Interrupts {
       this.#v[idx].pending.forEach((p, vec) => p && this.#flushPending(idx, vec));
   }
 
-  /** Client went away or device reset: forget every eventfd. */
+  /** Client went away: forget every eventfd (the MSI-X table keeps the masks the guest wrote). */
   releaseAll(): void {
-    this.#v.forEach(v => {
+    this.#v.forEach((v, index) => {
       v.clear();
-      v.masked.fill(false);
+      if (index !== Irq.MSIX) v.masked.fill(false);
       v.pending.fill(false);
     });
     this.#stopResample();
