@@ -69,9 +69,9 @@ export class Interrupts {
 
   /**
    * Device reset: the guest-visible interrupt state back to power-on (INTx de-asserted and
-   * unmasked, nothing pending, the MSI-X table zeroed with every vector masked, as PCI Local
-   * Bus 3.0 §6.8.2.9 and QEMU's msix_reset do). The client's eventfds stay bound, as after
-   * VFIO_DEVICE_RESET: they belong to its connection, not to the device's state.
+   * unmasked, nothing pending, the MSI-X table zeroed with every vector's mask bit set, as PCI
+   * Local Bus 3.0 §6.8.2.9 and QEMU's msix_reset do; the masks written before are forgotten).
+   * The client's eventfds stay bound, as after VFIO_DEVICE_RESET: they belong to its connection.
    */
   reset(): void {
     for (const v of this.#v) v.pending.fill(false);
@@ -81,11 +81,16 @@ export class Interrupts {
     this.#resetMsixTable();
   }
 
+  /**
+   * The table reads back as after reset, every vector masked, but delivery is gated only by
+   * masks the client has written since: QEMU's vfio-pci emulates the MSI-X table itself and
+   * never writes the device's, so a power-on mask honoured here would silence every vector.
+   */
   #resetMsixTable(): void {
     this.msixTable.fill(0);
     for (let vec = 0; vec < this.#v[Irq.MSIX].count; vec++) {
       this.msixTable[vec * 16 + MSIX_VECTOR_CONTROL] = 1;
-      this.#v[Irq.MSIX].masked[vec] = true;
+      this.#v[Irq.MSIX].masked[vec] = false;
     }
   }
 
