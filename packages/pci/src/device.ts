@@ -31,6 +31,13 @@ export interface DeviceContext<S extends Schema> {
    * progress while stopped).
    */
   whenRunning(work: () => void | Promise<void>): void;
+  /**
+   * Work with effects outside the device (a file write): started only while the device runs
+   * (else when it runs again; never if a reset or a loaded state replaces the device's state
+   * first), and a stop is answered only once every piece already started has finished
+   * (`include/uapi/linux/vfio.h`, STOP: the device does not change anything outside itself).
+   */
+  io<T>(start: () => Promise<T>): Promise<T>;
   log(message: string): void;
 }
 
@@ -100,6 +107,7 @@ export class PciDevice<S extends Schema = Schema> {
    */
   lostWork = 0;
   #inFlight = new Set<Promise<void>>(); // asynchronous device work not yet finished
+  #gatedIo: (() => void)[] = []; // io() asked for while stopped: starts when the device runs
   log: (m: string) => void = () => {};
 
   constructor(
@@ -156,6 +164,7 @@ export class PciDevice<S extends Schema = Schema> {
         if (this.#running) this.#run(work);
         else this.#work.push(work);
       },
+      io: start => this.#io(start),
       log: m => this.log(m),
     };
     const bars = def.bars(this.context, this.options);
@@ -218,6 +227,26 @@ export class PciDevice<S extends Schema = Schema> {
     this.#inFlight.add(done);
   }
 
+  #io<T>(start: () => Promise<T>): Promise<T> {
+    if (!this.#running)
+      return new Promise((ok, fail) => this.#gatedIo.push(() => this.#io(start).then(ok, fail)));
+    const p = start();
+    const forget = () => {
+      this.#inFlight.delete(done);
+    };
+    const done: Promise<void> = p.then(forget, forget);
+    this.#inFlight.add(done);
+    return p;
+  }
+
+  /**
+   * While stopped: settles once the work started before the stop (io, asynchronous device work)
+   * has finished; null when there is none or the device runs. A stop is answered after it.
+   */
+  quiescing(): Promise<void> | null {
+    return this.#running || this.#inFlight.size === 0 ? null : this.settled();
+  }
+
   /** Resolves when the device work started so far (e.g. a DMA transfer) has finished. */
   async settled(): Promise<void> {
     while (this.#inFlight.size) await Promise.all(this.#inFlight);
@@ -244,6 +273,7 @@ export class PciDevice<S extends Schema = Schema> {
     if (on) {
       this.def.onRun?.(this.context);
       for (const w of this.#work.splice(0)) this.#run(w);
+      for (const start of this.#gatedIo.splice(0)) start();
     } else this.def.onStop?.(this.context);
   }
 
@@ -260,6 +290,7 @@ export class PciDevice<S extends Schema = Schema> {
    */
   loaded(queuedAtSource: number): void {
     this.#work = [];
+    this.#gatedIo = [];
     const before = this.#workRequested;
     this.def.afterLoad?.(this.context);
     const recreated = this.#workRequested - before;
@@ -276,6 +307,7 @@ export class PciDevice<S extends Schema = Schema> {
   reset(): void {
     resetState(this.def.state, this.state);
     this.#work = [];
+    this.#gatedIo = [];
     this.config.bytes.set(this.#initialConfig);
     this.irq.reset();
     this.def.onReset?.(this.context);

@@ -135,6 +135,42 @@ describe('devices', () => {
     d.reset();
     expect(d.state.n).toBe(0);
   });
+  it('io: a stop waits for I/O under way; I/O asked for while stopped starts on run', async () => {
+    const d = new PciDevice(def);
+    const started: string[] = [];
+    const finish: (() => void)[] = [];
+    const op = (name: string) => () => {
+      started.push(name);
+      return new Promise<string>(done => finish.push(() => done(name)));
+    };
+    const first = d.context.io(op('under way'));
+    expect(d.quiescing()).toBeNull(); // running: nothing to wait for
+    d.setRunning(false);
+    const quiet = d.quiescing();
+    expect(quiet).not.toBeNull();
+    let quietNow = false;
+    void quiet!.then(() => {
+      quietNow = true;
+    });
+    const second = d.context.io(op('asked while stopped'));
+    await Promise.resolve();
+    expect(started).toEqual(['under way']); // the stopped device starts nothing
+    expect(quietNow).toBe(false);
+    finish[0]();
+    expect(await first).toBe('under way');
+    await quiet;
+    expect(quietNow).toBe(true);
+    expect(d.quiescing()).toBeNull();
+    d.setRunning(true);
+    expect(started).toEqual(['under way', 'asked while stopped']);
+    finish[1]();
+    expect(await second).toBe('asked while stopped');
+    d.setRunning(false);
+    void d.context.io(op('dropped by reset'));
+    d.reset();
+    d.setRunning(true);
+    expect(started).toHaveLength(2); // asked for by the state the reset replaced
+  });
 });
 
 describe('guest memory', () => {

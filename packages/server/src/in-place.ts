@@ -5,12 +5,20 @@
 // its reply, so a send made while acting (e.g. an interrupt message) keeps its order.
 // These are the one place below the session that touches the connection: they are transport
 // and handler in one, for speed.
-import { Flag, HEADER_SIZE, encode } from '@vfu/protocol';
+import { Flag, HEADER_SIZE, Region, encode } from '@vfu/protocol';
 import type { Connection } from '@vfu/transport';
 import { accessFailed, regionFor, type HandlerContext } from './handlers.js';
 /** u64 as a number, as the decoder reads it (inexact above 2^53, still out of any region). */
 const u64At = (dv: DataView, o: number) =>
   dv.getUint32(o + 4, true) * 0x1_0000_0000 + dv.getUint32(o, true);
+
+/**
+ * The PCI region behind an in-place access. Regions past the PCI ones (the v1 migration region)
+ * go the general way: a write there may stop the device, whose answer waits for it to quiesce.
+ */
+function pciRegionFor(ctx: HandlerContext, index: number, offset: number, count: number) {
+  return index < Region.NUM_PCI ? regionFor(ctx, index, offset, count) : undefined;
+}
 
 /** Writes a reply header (REPLY, no error) of `size` bytes at `at` in `out`. */
 function replyHeader(out: Buffer, at: number, id: number, cmd: number, size: number): void {
@@ -75,7 +83,7 @@ export function regionWriteInPlace(
     index = dv.getUint32(off + 24, true),
     count = dv.getUint32(off + 28, true);
   if (count !== size - 32 || count > ctx.limits.maxDataXferSize) return false;
-  const r = regionFor(ctx, index, offset, count);
+  const r = pciRegionFor(ctx, index, offset, count);
   if (!r) return false;
   try {
     r.write(offset, new Uint8Array(b.buffer, b.byteOffset + off + 32, count));
@@ -106,7 +114,7 @@ export function regionReadInPlace(
     count = dv.getUint32(off + 28, true);
   if (flags & Flag.NO_REPLY || count > scratch.length || count > ctx.limits.maxDataXferSize)
     return false;
-  const r = regionFor(ctx, index, offset, count);
+  const r = pciRegionFor(ctx, index, offset, count);
   if (!r) return false;
   const data = count < views.length ? views[count] : scratch.subarray(0, count);
   try {
@@ -133,7 +141,8 @@ export function writeMultiInPlace(
   if (n > (size - 24) / 24) return false;
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
     const count = dv.getUint32(o + 12, true);
-    if (count > 8 || !regionFor(ctx, dv.getUint32(o + 8, true), u64At(dv, o), count)) return false;
+    if (count > 8 || !pciRegionFor(ctx, dv.getUint32(o + 8, true), u64At(dv, o), count))
+      return false;
   }
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
     const offset = u64At(dv, o),

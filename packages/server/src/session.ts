@@ -135,6 +135,7 @@ export class Session {
   }
 
   #reply(m: Incoming, r: Reply): void {
+    if (this.conn.closed) return; // the client went while an answer waited (quiesce, DMA)
     if (typeof r === 'number') {
       this.conn.replyError(m.header, r);
       return;
@@ -217,11 +218,22 @@ export class Session {
     };
     try {
       const r = handler(this.#ctx!, h.id, req.body as never, m.fds);
-      if (r instanceof Promise) return r.then(x => this.#reply(m, x), failed);
-      this.#reply(m, r);
+      if (r instanceof Promise) return r.then(x => this.#replyWhenQuiet(m, x), failed);
+      return this.#replyWhenQuiet(m, r);
     } catch (e) {
       failed(e);
     }
+    return undefined;
+  }
+
+  /**
+   * A request that stopped the device is answered once the device's work under way (file I/O,
+   * DMA) has finished: until then the queue holds, so nothing overtakes the answer.
+   */
+  #replyWhenQuiet(m: Incoming, r: Reply): Promise<void> | undefined {
+    const quiet = this.device.quiescing();
+    if (quiet) return quiet.then(() => this.#reply(m, r));
+    this.#reply(m, r);
     return undefined;
   }
 

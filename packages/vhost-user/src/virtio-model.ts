@@ -29,8 +29,10 @@ export function virtioModel<S extends Schema, B>(
   const o = withDefaults(def, given);
   const backend = def.backend(o);
   // The handler's device context: over vhost-user there is no PCI function, state or DMA;
-  // the models' handlers use the request and their backend (and may log).
-  const context = { log, running: true } as unknown as DeviceContext<never>;
+  // the models' handlers use the request and their backend (and may log). I/O starts at once:
+  // a vring is stopped by GET_VRING_BASE, which waits for every request under way.
+  const io: DeviceContext<never>['io'] = start => start();
+  const context = { log, running: true, io } as unknown as DeviceContext<never>;
   return {
     backend,
     features: def.features(o, backend),

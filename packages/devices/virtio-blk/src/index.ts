@@ -13,7 +13,7 @@ import {
   write,
 } from 'node:fs';
 import { basename } from 'node:path';
-import { DeviceSetupError, parseSize, type Options } from '@vfu/pci';
+import { DeviceSetupError, parseSize, type DeviceContext, type Options } from '@vfu/pci';
 import {
   defineVirtioDevice,
   VirtqueueError,
@@ -198,8 +198,16 @@ async function zeroRanges(d: Disk, type: number, body: Uint8Array): Promise<numb
   return BlkStatus.OK;
 }
 
-/** One request (§5.2.6): header {type, reserved, sector}, data, status byte last. */
-export async function serve(req: VirtioRequest, d: Disk): Promise<Uint8Array> {
+/**
+ * One request (§5.2.6): header {type, reserved, sector}, data, status byte last. Its file I/O
+ * goes through `io`: it starts only while the device runs, and a stop waits for it to finish, so
+ * a migration source touches the image no more once its device is stopped.
+ */
+export async function serve(
+  req: VirtioRequest,
+  d: Disk,
+  io: DeviceContext<never>['io'],
+): Promise<Uint8Array> {
   // §5.2.6.1: a request without its header or status byte is a driver error (NEEDS_RESET).
   if (req.data.length < 16 || req.writable < 1)
     throw new VirtqueueError('virtio-blk request without its 16-byte header or status byte');
@@ -209,6 +217,17 @@ export async function serve(req: VirtioRequest, d: Disk): Promise<Uint8Array> {
   const body = req.data.subarray(16);
   const inLen = req.writable - 1;
   if (d.stalled) await new Promise<void>(go => d.stalled?.push(go));
+  return io(() => perform(req, d, type, sector, body, inLen));
+}
+
+async function perform(
+  req: VirtioRequest,
+  d: Disk,
+  type: number,
+  sector: number,
+  body: Uint8Array,
+  inLen: number,
+): Promise<Uint8Array> {
   try {
     switch (type) {
       case BlkType.IN: {
@@ -285,7 +304,7 @@ export const virtioBlk = {
       for (const go of waiting) go();
     },
   },
-  handle: (req, d) => serve(req, d),
+  handle: (req, d, dev) => serve(req, d, dev.io),
 } satisfies VirtioDeviceDefinition<Record<never, never>, Disk>;
 
 export default defineVirtioDevice(virtioBlk);
