@@ -1,3 +1,3 @@
-import { vfuVitest } from '../vitest/shared.ts';
+import { vfuVitest } from '../../vitest.shared.ts';
 
 export default vfuVitest({ testTimeout: 60_000 });
