@@ -392,6 +392,17 @@ async function startDirtyLogging(
   else await c.raw(encode.dirtyPages(c.nextId(), { argsz: 8, flags: DirtyPagesFlag.START }));
 }
 
+/** A report's bitmap must fit one message: 64 KiB of bitmap covers 2 GiB of 4 KiB pages. */
+const REPORT_SPAN = 2 ** 31;
+
+/** A logged range as the pieces its dirty pages are asked for in. */
+function reportPieces(r: { iova: number; length: number }): { iova: number; length: number }[] {
+  const pieces = [];
+  for (let at = 0; at < r.length; at += REPORT_SPAN)
+    pieces.push({ iova: r.iova + at, length: Math.min(REPORT_SPAN, r.length - at) });
+  return pieces;
+}
+
 async function stopDirtyLogging(
   c: VfioUserClient,
   protocol: 'v1' | 'v2',
@@ -399,7 +410,7 @@ async function stopDirtyLogging(
 ): Promise<number> {
   if (!ranges?.length) return 0;
   let pages = 0;
-  for (const r of ranges) {
+  for (const r of ranges.flatMap(reportPieces)) {
     const size = bitmapBytes(r.length, 4096);
     if (protocol === 'v2') {
       const rep = await c.feature(

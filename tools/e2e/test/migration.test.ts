@@ -176,6 +176,22 @@ describe('dirty page logging during pre-copy', () => {
       8 + 24 + 64,
     );
     expect(setPages(again.data.subarray(24), len / 4096)).toEqual([]); // read-and-clear
+    // A bitmap larger than a message may carry (1 MiB: 32 GiB of pages) is refused, however
+    // large the argsz offered; nothing is built, and the session serves on.
+    const huge = 2 ** 45;
+    await expect(
+      src.feature(
+        FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0, huge, 4096),
+        0xffff_fff0,
+      ),
+    ).rejects.toMatchObject({ errno: Errno.EINVAL });
+    const after = await src.feature(
+      FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+      featureData.loggingReport(0x100000, len, 4096),
+      8 + 24 + 64,
+    );
+    expect(setPages(after.data.subarray(24), len / 4096)).toEqual([]);
   });
 });
 

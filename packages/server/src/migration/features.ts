@@ -35,7 +35,7 @@ const errnoOf = (e: unknown): number =>
 export function featureHandlers(m: Migration): HandlerTable {
   const log = m.opts.log;
   return {
-    [Command.DEVICE_FEATURE]: (_ctx, id, body) => {
+    [Command.DEVICE_FEATURE]: (ctx, id, body) => {
       const { flags, argsz, data } = body;
       const feature = flags & FeatureFlag.MASK,
         ops = flags & (GET | SET | PROBE);
@@ -90,7 +90,17 @@ export function featureHandlers(m: Migration): HandlerTable {
             const d = decodeFeatureData.loggingReport(data);
             if (d instanceof ProtocolError) return d.errno;
             if (d.pageSize === 0 || d.length === 0) return Errno.EINVAL;
-            if (room < 24 + bitmapBytes(d.length, d.pageSize)) return Errno.EINVAL;
+            const bitmap = bitmapBytes(d.length, d.pageSize);
+            // The bitmap travels in one reply: bounded like any message's data, so a client
+            // cannot make the server build (and send) a bitmap of gigabytes.
+            if (bitmap > ctx.caps.maxDataXferSize) {
+              log.warn(
+                `DMA_LOGGING_REPORT: a ${bitmap}-byte bitmap exceeds max_data_xfer_size ` +
+                  `(${ctx.caps.maxDataXferSize}); ask for a shorter range`,
+              );
+              return Errno.EINVAL;
+            }
+            if (room < 24 + bitmap) return Errno.EINVAL;
             const bm = m.device.guest.report(d.iova, d.length, d.pageSize);
             return typeof bm === 'number'
               ? bm
