@@ -3,7 +3,7 @@
 // a regular file, a directory, or a live socket is never replaced.
 import { existsSync, lstatSync, statSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { dial } from '@vfu/transport';
+import { someoneListens } from '@vfu/transport';
 
 /** sun_path holds 108 bytes with the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
@@ -28,17 +28,8 @@ export function checkSocketPath(path: string, what: string): 'free' | 'stale' {
   if (!lstatSync(path, { throwIfNoEntry: false })) return 'free';
   if (!lstatSync(path).isSocket())
     throw new PathError(`${what} ${path} exists and is not a socket; not replacing it`);
-  if (isLive(path)) throw new PathError(`${what} ${path} is in use by another server`);
+  if (someoneListens(path)) throw new PathError(`${what} ${path} is in use by another server`);
   return 'stale';
-}
-
-function isLive(path: string): boolean {
-  try {
-    dial(path).close();
-    return true;
-  } catch {
-    return false; // nobody listens: a dead server's socket
-  }
 }
 
 /** Removes a stale socket found by checkSocketPath. */

@@ -85,7 +85,7 @@ export class VfioUserClient {
   }
 
   static async connect(path: string, options: ClientOptions = {}): Promise<VfioUserClient> {
-    const conn = new Connection(dial(path), {
+    const conn = new Connection(await dial(path, options.timeoutMs ?? 5000), {
       maxMessageSize: (options.maxDataXferSize ?? 1 << 20) + 64 * 1024,
       maxFdsPerMessage: options.maxMsgFds ?? 16,
       trace: options.trace,

@@ -1,8 +1,9 @@
 import { constants } from 'node:os';
 
-const names = new Map<number, string>(
-  Object.entries(constants.errno).map(([k, v]) => [v as number, k]),
-);
+// The first name of a number wins: EAGAIN, not its alias EWOULDBLOCK.
+const names = new Map<number, string>();
+for (const [name, value] of Object.entries(constants.errno))
+  if (!names.has(value)) names.set(value, name);
 
 /** A failed system call: `errno` is the Linux value, `code` its name (EAGAIN, EBADF, ...). */
 export class NativeError extends Error {

@@ -4,6 +4,7 @@ export {
   listenUnix,
   acceptUnix,
   connectUnix,
+  someoneListens,
   socketPair,
   setNonBlocking,
   MessageSocket,

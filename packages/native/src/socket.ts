@@ -67,19 +67,37 @@ export function acceptUnix(listenFd: number): OwnedFd | null {
 }
 
 /** Connects to a UNIX stream socket; the returned socket is non-blocking. */
+/**
+ * Connects to a UNIX stream socket without blocking: a server whose queue of pending
+ * connections is full answers EAGAIN at once (a blocking connect would wait, and with it the
+ * whole event loop, until the server accepts). `dial` in @vfu/transport retries within a bound.
+ */
 export function connectUnix(path: string): OwnedFd {
-  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const fd = c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new NativeError('socket', errno());
   const owned = new OwnedFd(fd);
   const sa = sockaddrUn(path);
   if (c.connect(fd, sa, sa.length) < 0) {
     const e = errno();
     owned.close();
-    throw new NativeError('connect', e, path);
+    const why = e === EAGAIN ? `${path}: the server's queue of pending connections is full` : path;
+    throw new NativeError('connect', e, why);
   }
-  setNonBlocking(fd);
   setBufferSizes(fd);
   return owned;
+}
+
+/**
+ * Whether a process listens on the socket at `path`: a connect is taken, or refused only because
+ * the listener's queue is full (it is alive, just busy).
+ */
+export function someoneListens(path: string): boolean {
+  try {
+    connectUnix(path).close();
+    return true;
+  } catch (e) {
+    return e instanceof NativeError && e.errno === EAGAIN;
+  }
 }
 
 /** A connected pair of non-blocking UNIX stream sockets. */

@@ -18,6 +18,7 @@ import {
   FdWatcher,
   NativeError,
   connectUnix,
+  someoneListens,
   type OwnedFd,
 } from '@vfu/native';
 
@@ -114,6 +115,20 @@ describe('memory and eventfds', () => {
     expect(eventfdRead(e.fd)).toBe(3n);
     expect(eventfdRead(e.fd)).toBeNull();
     e.close();
+  });
+
+  it('connect answers EAGAIN at once when the queue is full; the listener counts as alive', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vfu-backlog-'));
+    const path = join(dir, 's.sock');
+    const listener = listenUnix(path, 0); // room for one connection not yet accepted
+    const first = connectUnix(path);
+    expect(() => connectUnix(path)).toThrow(/EAGAIN.*queue of pending connections is full/);
+    expect(someoneListens(path)).toBe(true);
+    acceptUnix(listener.fd)?.close();
+    const second = connectUnix(path); // a slot again
+    [first, second, listener].forEach(f => f.close());
+    expect(someoneListens(path)).toBe(false); // a socket file nobody listens on
+    rmSync(dir, { recursive: true });
   });
 
   it('refuses an over-long socket path with a clear error', () => {

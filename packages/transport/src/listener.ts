@@ -1,11 +1,13 @@
 import { existsSync, unlinkSync, statSync } from 'node:fs';
 import {
+  E,
   FdWatcher,
   type OwnedFd,
   acceptUnix,
   connectUnix,
   listenUnix,
   NativeError,
+  someoneListens,
 } from '@vfu/native';
 
 /** A listening UNIX socket that hands each accepted connection's fd to `onConnection`. */
@@ -54,14 +56,8 @@ export class Listener {
     if (existsSync(path)) {
       if (!statSync(path).isSocket())
         throw new NativeError('bind', 98, `${path} exists and is not a socket`);
-      let live = false;
-      try {
-        connectUnix(path).close();
-        live = true;
-      } catch {
-        /* nobody listens: stale */
-      }
-      if (live) throw new NativeError('bind', 98, `${path} is in use by another server`);
+      if (someoneListens(path))
+        throw new NativeError('bind', 98, `${path} is in use by another server`);
       unlinkSync(path);
     }
     return new Listener(path, listenUnix(path), onConnection);
@@ -81,7 +77,24 @@ export class Listener {
   }
 }
 
-/** Connects to a server socket. */
-export function dial(path: string): OwnedFd {
-  return connectUnix(path);
+/**
+ * Connects to a server socket. A server whose queue of pending connections is full is tried
+ * again every 10 ms until it takes the connection or `timeoutMs` has passed (ETIMEDOUT).
+ */
+export async function dial(path: string, timeoutMs = 5000): Promise<OwnedFd> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return connectUnix(path);
+    } catch (e) {
+      if (!(e instanceof NativeError) || e.errno !== E.EAGAIN) throw e;
+      if (performance.now() >= deadline)
+        throw new NativeError(
+          'connect',
+          E.ETIMEDOUT,
+          `${path}: the server took no connection within ${timeoutMs} ms (its queue is full)`,
+        );
+      await new Promise(retry => setTimeout(retry, 10));
+    }
+  }
 }
