@@ -10,7 +10,15 @@ export {
   type StateOf,
   type FieldType,
 } from '@vfu/stream';
-export { ConfigSpace, Cfg, Command, Status, type PciIdentity } from './config-space.js';
+export {
+  ConfigSpace,
+  Cfg,
+  Command,
+  Status,
+  MsiControl,
+  MsixControl,
+  type PciIdentity,
+} from './config-space.js';
 export {
   layoutCapabilities,
   pm,

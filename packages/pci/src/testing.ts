@@ -4,7 +4,7 @@
 import { MappedMemory, dupFd, memfdCreate, type OwnedFd } from '@vfu/native';
 import { DmaMapFlag, Irq, IrqSetFlag, Region } from '@vfu/protocol';
 import { LoadSession, SaveSession, type Schema, type StateOf } from '@vfu/stream';
-import { Cfg, Command } from './config-space.js';
+import { Cfg, Command, MsixControl } from './config-space.js';
 import { DeviceSetupError, PciDevice, type DeviceDefinition, type Options } from './device.js';
 import { deviceImage } from './image.js';
 import type { Interrupts } from './interrupts.js';
@@ -177,7 +177,7 @@ export class DeviceHarness<S extends Schema = Schema> {
   /** Sets the MSI-X enable bit and unmasks every vector of the table. */
   enableMsix(): void {
     const cap = this.#capability('msix');
-    this.config.write16(cap + 2, this.config.read16(cap + 2) | 0x8000);
+    this.config.write16(cap + 2, this.config.read16(cap + 2) | MsixControl.ENABLE);
     const table = this.config.read32(cap + 4);
     const port = this.bar(table & 7);
     for (let v = 0; v < this.device.irq.count(Irq.MSIX); v++)

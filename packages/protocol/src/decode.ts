@@ -248,7 +248,11 @@ export function decodeRequest(
       e = argsz(body.argsz, L.SIZE, 'DEVICE_FEATURE');
       if (e) return e;
       const ops = body.flags & (FeatureFlag.GET | FeatureFlag.SET | FeatureFlag.PROBE);
-      if (body.flags >>> 19 !== 0)
+      if (
+        (body.flags &
+          ~(FeatureFlag.MASK | FeatureFlag.GET | FeatureFlag.SET | FeatureFlag.PROBE)) !==
+        0
+      )
         return einval(`DEVICE_FEATURE flags 0x${body.flags.toString(16)}: bits 19-31 must be 0`);
       if (ops === 0) return einval('DEVICE_FEATURE without GET, SET or PROBE');
       if ((ops & FeatureFlag.PROBE) === 0 && ops & FeatureFlag.GET && ops & FeatureFlag.SET)
