@@ -1,8 +1,9 @@
 // Every message body's layout, declared once: each field's byte offset and width, as
 // vfio-user.rst lays out its structs (most of them mirror linux/vfio.h). Offsets are from the
 // start of the payload, after the 16-byte header; `SIZE` is the fixed part, and data that
-// follows a body starts there. decode.ts, encode.ts, replies.ts, dma.ts and describe.ts read
-// fields through these tables, so a layout is fixed in one place only.
+// follows a body starts there. decode.ts, encode.ts, replies.ts, dma.ts, feature.ts, header.ts,
+// version.ts, region-caps.ts and describe.ts read fields through these tables, so a layout is
+// fixed in one place only.
 
 /** One little-endian unsigned field: its byte offset and its width in bytes. */
 export interface Field {
@@ -148,3 +149,28 @@ export const SparseArea = { offset: u64(0), size: u64(8), SIZE: 16 } as const;
 
 /** VFIO_REGION_INFO_CAP_TYPE (struct vfio_region_info_cap_type). */
 export const CapType = { type: u32(8), subtype: u32(12), SIZE: 16 } as const;
+
+// DEVICE_FEATURE data: the bytes after the feature's 8-byte body (Feature.SIZE).
+
+/** VFIO_DEVICE_FEATURE_MIGRATION: the device's migration flags (u64). */
+export const FeatureMigration = { flags: u64(0), SIZE: 8 } as const;
+
+/** VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE (struct vfio_device_feature_mig_state). */
+export const FeatureMigState = { deviceState: u32(0), dataFd: u32(4), SIZE: 8 } as const;
+
+/** VFU_PRECOPY_INFO, as struct vfio_precopy_info without its argsz and flags. */
+export const FeaturePrecopyInfo = { initialBytes: u64(0), dirtyBytes: u64(8), SIZE: 16 } as const;
+
+/** DMA_LOGGING_START (struct vfio_device_feature_dma_logging_control); ranges follow at SIZE. */
+export const FeatureLoggingStart = { pageSize: u64(0), numRanges: u32(8), SIZE: 16 } as const;
+
+/** One DMA logging range (struct vfio_device_feature_dma_logging_range). */
+export const DmaLoggingRange = { iova: u64(0), length: u64(8), SIZE: 16 } as const;
+
+/** DMA_LOGGING_REPORT (struct vfio_device_feature_dma_logging_report); the bitmap at SIZE. */
+export const FeatureLoggingReport = {
+  iova: u64(0),
+  length: u64(8),
+  pageSize: u64(16),
+  SIZE: 24,
+} as const;

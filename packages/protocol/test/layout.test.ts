@@ -10,6 +10,8 @@ import {
   decodeHeader,
   writeHeader,
   dma,
+  featureData,
+  decodeFeatureData,
   ProtocolError,
   HEADER_SIZE,
   Command,
@@ -289,5 +291,31 @@ describe('decode(encode(x)) for every message kind, arbitrary values', () => {
       const reply = payloadOf(dma.readReplyEncode(1, layout, { address, count }, data));
       expect(dma.readReply(layout, reply, address, count)).toEqual(data);
     });
+  });
+
+  it('DEVICE_FEATURE data: MIG_DEVICE_STATE, precopy info, DMA logging start and report', () => {
+    roundTrips(fc.tuple(u32, u32), ([state, dataFd]) =>
+      expect(decodeFeatureData.migDeviceState(featureData.migDeviceState(state, dataFd))).toEqual({
+        state,
+        dataFd,
+      }),
+    );
+    roundTrips(fc.tuple(u64, u64), ([initialBytes, dirtyBytes]) =>
+      expect(
+        decodeFeatureData.precopyInfo(featureData.precopyInfo(initialBytes, dirtyBytes)),
+      ).toEqual({ initialBytes, dirtyBytes }),
+    );
+    const range = fc.record({ iova: u64, length: u64 });
+    roundTrips(fc.tuple(u64, fc.array(range, { maxLength: 8 })), ([pageSize, ranges]) =>
+      expect(decodeFeatureData.loggingStart(featureData.loggingStart(pageSize, ranges))).toEqual({
+        pageSize,
+        ranges,
+      }),
+    );
+    roundTrips(fc.tuple(u64, u64, u64), ([iova, length, pageSize]) =>
+      expect(
+        decodeFeatureData.loggingReport(featureData.loggingReport(iova, length, pageSize)),
+      ).toEqual({ iova, length, pageSize }),
+    );
   });
 });
