@@ -14,6 +14,8 @@ import {
   Irq,
   IrqSetFlag,
   DmaMapFlag,
+  DmaUnmapFlag,
+  Defaults,
   FeatureFlag,
   Feature,
   RegionCapId,
@@ -86,14 +88,14 @@ export class VfioUserClient {
 
   static async connect(path: string, options: ClientOptions = {}): Promise<VfioUserClient> {
     const conn = new Connection(await dial(path, options.timeoutMs ?? 5000), {
-      maxMessageSize: (options.maxDataXferSize ?? 1 << 20) + 64 * 1024,
+      maxMessageSize: (options.maxDataXferSize ?? Defaults.maxDataXferSize) + 64 * 1024,
       maxFdsPerMessage: options.maxMsgFds ?? 16,
       trace: options.trace,
     });
     const c = new VfioUserClient(conn, options);
     const json = capabilitiesJson({
       maxMsgFds: options.maxMsgFds ?? 16,
-      maxDataXferSize: options.maxDataXferSize ?? 1 << 20,
+      maxDataXferSize: options.maxDataXferSize ?? Defaults.maxDataXferSize,
       pgsizes: 4096,
       maxDmaMaps: 65535,
       migration: options.migration === false ? undefined : { pgsize: 4096 },
@@ -378,7 +380,7 @@ export class VfioUserClient {
       decodeReply.dmaUnmap(
         await this.#simple(
           encode.dmaUnmap(this.#id(), {
-            flags: opts.all ? 2 : bitmap ? 1 : 0,
+            flags: opts.all ? DmaUnmapFlag.ALL : bitmap ? DmaUnmapFlag.GET_DIRTY_BITMAP : 0,
             address,
             size,
             bitmap,
@@ -407,7 +409,8 @@ export class VfioUserClient {
       return;
     }
     const layout = this.options.dmaLayout ?? 'spec';
-    const t = dma.decodeRequest(h.cmd, layout, m.payload, this.options.maxDataXferSize ?? 1 << 20);
+    const max = this.options.maxDataXferSize ?? Defaults.maxDataXferSize;
+    const t = dma.decodeRequest(h.cmd, layout, m.payload, max);
     if (t instanceof ProtocolError) {
       this.conn.send(encodeErrorReply(h.id, h.cmd, t.errno));
       return;

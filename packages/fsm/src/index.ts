@@ -18,6 +18,7 @@ export const stateName = (s: number): string =>
   Object.entries(S).find(([, v]) => v === s)?.[0] ?? `STATE_${s}`;
 
 export const MigFlag = { STOP_COPY: 1, P2P: 2, PRE_COPY: 4 } as const;
+const ALL_MIG_FLAGS = MigFlag.STOP_COPY | MigFlag.P2P | MigFlag.PRE_COPY;
 
 const {
   ERROR: E,
@@ -60,7 +61,7 @@ export function supported(state: number, flags: number): boolean {
         (flags & (MigFlag.STOP_COPY | MigFlag.PRE_COPY)) === (MigFlag.STOP_COPY | MigFlag.PRE_COPY)
       );
     case PP:
-      return (flags & 7) === 7;
+      return (flags & ALL_MIG_FLAGS) === ALL_MIG_FLAGS;
     default:
       return false;
   }

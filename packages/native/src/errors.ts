@@ -20,4 +20,5 @@ export class NativeError extends Error {
   }
 }
 
-export const E = constants.errno as Record<string, number>;
+/** Linux errno values by name (E.EINVAL, E.EAGAIN, ...), from node:os. */
+export const E = constants.errno;

@@ -1,6 +1,6 @@
 import { readlinkSync } from 'node:fs';
 import { c, errno } from './libc.js';
-import { NativeError } from './errors.js';
+import { E, NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
 const EFD_NONBLOCK = 0o4000,
@@ -21,8 +21,8 @@ export function eventfdWrite(fd: number, value = 1n): void {
     const n = Number(c.write(fd, scratch, 8));
     if (n === 8) return;
     const e = errno();
-    if (n < 0 && e === 4) continue;
-    throw new NativeError('eventfd write', n < 0 ? e : 5);
+    if (n < 0 && e === E.EINTR) continue;
+    throw new NativeError('eventfd write', n < 0 ? e : E.EIO);
   }
 }
 
@@ -32,9 +32,9 @@ export function eventfdRead(fd: number): bigint | null {
     const n = Number(c.read(fd, scratch, 8));
     if (n === 8) return scratch.readBigUInt64LE();
     const e = errno();
-    if (n < 0 && e === 4) continue;
-    if (n < 0 && e === 11) return null;
-    throw new NativeError('eventfd read', n < 0 ? e : 5);
+    if (n < 0 && e === E.EINTR) continue;
+    if (n < 0 && e === E.EAGAIN) return null;
+    throw new NativeError('eventfd read', n < 0 ? e : E.EIO);
   }
 }
 

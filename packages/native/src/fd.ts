@@ -1,6 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { c, errno } from './libc.js';
-import { NativeError } from './errors.js';
+import { E, NativeError } from './errors.js';
 
 /**
  * One open file descriptor with one owner. `close()` closes it exactly once; `take()` hands
@@ -13,7 +13,8 @@ export class OwnedFd {
     this.#fd = fd;
   }
   get fd(): number {
-    if (this.#fd < 0) throw new NativeError('use', 9, 'file descriptor already closed or moved');
+    if (this.#fd < 0)
+      throw new NativeError('use', E.EBADF, 'file descriptor already closed or moved');
     return this.#fd;
   }
   get closed(): boolean {
@@ -31,7 +32,7 @@ export class OwnedFd {
     this.#fd = -1;
     if (c.close(fd) < 0) {
       const e = errno();
-      if (e !== 4) throw new NativeError('close', e);
+      if (e !== E.EINTR) throw new NativeError('close', e);
     }
   }
   [Symbol.dispose](): void {

@@ -1,5 +1,5 @@
 import { c, errno, viewOf } from './libc.js';
-import { NativeError } from './errors.js';
+import { E, NativeError } from './errors.js';
 import { OwnedFd } from './fd.js';
 
 const PROT_READ = 1,
@@ -34,7 +34,7 @@ export class MappedMemory {
 
   static map(fd: number, offset: number, length: number, writable = true): MappedMemory {
     if (length <= 0 || offset < 0 || offset % PAGE_SIZE !== 0)
-      throw new NativeError('mmap', 22, `offset ${offset} length ${length}`);
+      throw new NativeError('mmap', E.EINVAL, `offset ${offset} length ${length}`);
     const prot = PROT_READ | (writable ? PROT_WRITE : 0);
     const addr = c.mmap(0, length, prot, MAP_SHARED, fd, offset);
     if (addr === 0 || addr >= 2 ** 63)
@@ -48,7 +48,7 @@ export class MappedMemory {
 
   /** Bytes [offset, offset+len) as a zero-copy view. Valid until release(); then it reads zeros. */
   bytes(offset: number, len: number): Uint8Array {
-    if (this.#addr === 0) throw new NativeError('access', 14, 'mapping released');
+    if (this.#addr === 0) throw new NativeError('access', E.EFAULT, 'mapping released');
     if (!(offset >= 0 && len >= 0 && offset + len <= this.length))
       throw new RangeError(`[${offset}, +${len}) outside mapping of ${this.length}`);
     const w = Math.floor(offset / WINDOW);

@@ -1,5 +1,5 @@
 // Capability-list builder: standard capabilities from 0x40, extended ones from 0x100 (PCIe).
-import { Cfg, Status, type ConfigSpace } from './config-space.js';
+import { Cfg, MsiControl, MsixControl, Status, type ConfigSpace } from './config-space.js';
 
 export type Capability =
   | { kind: 'pm' }
@@ -73,8 +73,9 @@ export function layoutCapabilities(cs: ConfigSpace, caps: Capability[]): Capabil
       case 'msi': {
         const mmc = Math.log2(c.vectors);
         cs.set8(at, 0x05);
-        cs.set16(at + 2, (mmc << 1) | (1 << 7) | (c.perVectorMask ? 1 << 8 : 0)); // 64-bit capable
-        cs.writable(at + 2, 2, 0x1 | 0x70);
+        const masking = c.perVectorMask ? MsiControl.PER_VECTOR_MASK : 0;
+        cs.set16(at + 2, (mmc << 1) | MsiControl.ADDRESS_64 | masking);
+        cs.writable(at + 2, 2, MsiControl.ENABLE | MsiControl.MULTIPLE_MESSAGE_ENABLE);
         cs.writable(at + 4, 4, 0xfffffffc);
         cs.writable(at + 8, 4);
         cs.writable(at + 0xc, 2);
@@ -90,7 +91,7 @@ export function layoutCapabilities(cs: ConfigSpace, caps: Capability[]): Capabil
         cs.set16(at + 2, c.vectors - 1);
         cs.set32(at + 4, c.tableOffset | c.bar);
         cs.set32(at + 8, c.pbaOffset | c.bar);
-        cs.writable(at + 2, 2, 0xc000);
+        cs.writable(at + 2, 2, MsixControl.ENABLE | MsixControl.FUNCTION_MASK);
         out.msix = at;
         break;
       case 'pcie':

@@ -29,6 +29,15 @@ export const Command = {
   INTX_DISABLE: 1 << 10,
 } as const;
 export const Status = { INTERRUPT: 1 << 3, CAP_LIST: 1 << 4 } as const;
+/** MSI Message Control bits (PCI Local Bus 3.0, §6.8.1.3), at the capability's offset 2. */
+export const MsiControl = {
+  ENABLE: 1 << 0,
+  MULTIPLE_MESSAGE_ENABLE: 0b111 << 4,
+  ADDRESS_64: 1 << 7,
+  PER_VECTOR_MASK: 1 << 8,
+} as const;
+/** MSI-X Message Control bits (PCI Local Bus 3.0, §6.8.2.3), at the capability's offset 2. */
+export const MsixControl = { FUNCTION_MASK: 1 << 14, ENABLE: 1 << 15 } as const;
 
 export interface PciIdentity {
   vendor: number;

@@ -6,7 +6,8 @@ import { ConfigSpace, Cfg, Command, type PciIdentity } from './config-space.js';
 import { layoutCapabilities, type Capability, type CapabilityLayout } from './capabilities.js';
 import { bar, sharedMemory, type Bar, type RegionHandler, type SharedMemory } from './regions.js';
 import { Interrupts } from './interrupts.js';
-import { GuestMemory, DmaError } from './guest-memory.js';
+import { DmaError } from './errors.js';
+import { GuestMemory } from './guest-memory.js';
 
 export type BarIndex = 0 | 1 | 2 | 3 | 4 | 5;
 export type Options = Record<string, string>;

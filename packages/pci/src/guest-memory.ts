@@ -4,16 +4,7 @@
 import { MappedMemory, fileIdentity, type OwnedFd } from '@vfu/native';
 import { Errno, DmaMapFlag, bitmapBytes, setBit, type DmaMap, type LogRange } from '@vfu/protocol';
 import { isPow2 } from './bits.js';
-
-export class DmaError extends Error {
-  override readonly name = 'DmaError';
-  constructor(
-    readonly errno: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { DmaError } from './errors.js';
 
 interface Mapping {
   address: number;

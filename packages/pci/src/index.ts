@@ -10,7 +10,15 @@ export {
   type StateOf,
   type FieldType,
 } from '@vfu/stream';
-export { ConfigSpace, Cfg, Command, Status, type PciIdentity } from './config-space.js';
+export {
+  ConfigSpace,
+  Cfg,
+  Command,
+  Status,
+  MsiControl,
+  MsixControl,
+  type PciIdentity,
+} from './config-space.js';
 export {
   layoutCapabilities,
   pm,
@@ -27,7 +35,6 @@ export {
   registers,
   sharedMemory,
   parseSize,
-  RegionAccessError,
   type Bar,
   type BarKind,
   type Register,
@@ -35,7 +42,8 @@ export {
   type SharedMemory,
 } from './regions.js';
 export { Interrupts } from './interrupts.js';
-export { GuestMemory, DmaError, type MessageDma } from './guest-memory.js';
+export { GuestMemory, type MessageDma } from './guest-memory.js';
+export { PciError, RegionAccessError, DmaError } from './errors.js';
 export {
   PciDevice,
   defineDevice,

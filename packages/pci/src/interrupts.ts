@@ -10,7 +10,7 @@ import {
   isEventfd,
 } from '@vfu/native';
 import { Errno, Irq, IrqInfoFlag, IrqSetFlag, type SetIrqs } from '@vfu/protocol';
-import { Cfg, Command, type ConfigSpace } from './config-space.js';
+import { Cfg, Command, MsiControl, MsixControl, type ConfigSpace } from './config-space.js';
 import type { CapabilityLayout } from './capabilities.js';
 
 /** Offset of the vector-control word (bit 0: mask) in a 16-byte MSI-X table entry. */
@@ -223,13 +223,20 @@ export class Interrupts {
     return this.#intxAsserted;
   }
   get msiEnabled(): boolean {
-    return this.caps.msi !== undefined && (this.cfg.u16(this.caps.msi + 2) & 1) !== 0;
+    return (
+      this.caps.msi !== undefined && (this.cfg.u16(this.caps.msi + 2) & MsiControl.ENABLE) !== 0
+    );
   }
   get msixEnabled(): boolean {
-    return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x8000) !== 0;
+    return (
+      this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & MsixControl.ENABLE) !== 0
+    );
   }
   get #msixFunctionMasked(): boolean {
-    return this.caps.msix !== undefined && (this.cfg.u16(this.caps.msix + 2) & 0x4000) !== 0;
+    return (
+      this.caps.msix !== undefined &&
+      (this.cfg.u16(this.caps.msix + 2) & MsixControl.FUNCTION_MASK) !== 0
+    );
   }
   #msiMasked(vec: number): boolean {
     return this.caps.msiMasking && ((this.cfg.u32(this.caps.msi! + 0x10) >>> vec) & 1) === 1;

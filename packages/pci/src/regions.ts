@@ -3,16 +3,6 @@
 import { MappedMemory, memfdCreate, allocate, type OwnedFd } from '@vfu/native';
 import { isPow2 } from './bits.js';
 
-export class RegionAccessError extends Error {
-  override readonly name = 'RegionAccessError';
-  constructor(
-    readonly errno: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 export interface RegionHandler {
   readonly size: number;
   read(offset: number, out: Uint8Array): void;

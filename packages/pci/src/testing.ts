@@ -2,10 +2,11 @@
 // config and BAR accesses, guest RAM the device can DMA into, counted interrupts (no eventfds),
 // stop/run, and migration to a second instance through the stream code the server uses.
 import { MappedMemory, dupFd, memfdCreate, type OwnedFd } from '@vfu/native';
-import { DmaMapFlag, Irq, IrqSetFlag, Region } from '@vfu/protocol';
+import { DmaMapFlag, Irq, IrqSetFlag, Region, errnoName } from '@vfu/protocol';
 import { LoadSession, SaveSession, type Schema, type StateOf } from '@vfu/stream';
-import { Cfg, Command } from './config-space.js';
+import { Cfg, Command, MsixControl } from './config-space.js';
 import { DeviceSetupError, PciDevice, type DeviceDefinition, type Options } from './device.js';
+import { PciError } from './errors.js';
 import { deviceImage } from './image.js';
 import type { Interrupts } from './interrupts.js';
 import type { RegionHandler } from './regions.js';
@@ -138,7 +139,9 @@ export class DeviceHarness<S extends Schema = Schema> {
     const flags = DmaMapFlag.READ | DmaMapFlag.WRITE;
     const req = { argsz: 32, flags, offset: 0, address: this.ramBase, size };
     const errno = this.device.guest.map(req, dupFd(this.#ramFd.fd));
-    if (errno) throw new RangeError(`guest RAM at 0x${this.ramBase.toString(16)}: errno ${errno}`);
+    if (!errno) return;
+    const at = `0x${this.ramBase.toString(16)}`;
+    throw new PciError(errno, `guest RAM at ${at} could not be mapped: ${errnoName(errno)}`);
   }
 
   get state(): StateOf<S> {
@@ -177,7 +180,7 @@ export class DeviceHarness<S extends Schema = Schema> {
   /** Sets the MSI-X enable bit and unmasks every vector of the table. */
   enableMsix(): void {
     const cap = this.#capability('msix');
-    this.config.write16(cap + 2, this.config.read16(cap + 2) | 0x8000);
+    this.config.write16(cap + 2, this.config.read16(cap + 2) | MsixControl.ENABLE);
     const table = this.config.read32(cap + 4);
     const port = this.bar(table & 7);
     for (let v = 0; v < this.device.irq.count(Irq.MSIX); v++)

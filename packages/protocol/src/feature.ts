@@ -1,41 +1,49 @@
 // DEVICE_FEATURE data payloads (§6.4, §8.5, §8.8): the bytes after the 8-byte feature header.
 import { Bytes } from './bytes.js';
+import { Errno } from './constants.js';
 import { einval, ProtocolError } from './errors.js';
+import * as Layout from './layout.js';
+
+const { FeatureMigState, FeaturePrecopyInfo, FeatureLoggingStart, DmaLoggingRange } = Layout;
+const { FeatureLoggingReport, FeatureMigration } = Layout;
 
 export const featureData = {
+  /** A u64 datum (MIGRATION's flags, MIG_DATA_SIZE's size); bigint for values above 2^53. */
   u64(v: number | bigint): Uint8Array {
-    const b = Bytes.alloc(8);
-    b.setU64(0, v);
+    const b = Bytes.alloc(FeatureMigration.SIZE);
+    b.setU64(FeatureMigration.flags.at, v);
     return b.u8;
   },
   migDeviceState(state: number, dataFd = 0xffffffff): Uint8Array {
-    const b = Bytes.alloc(8);
-    b.setU32(0, state);
-    b.setU32(4, dataFd);
+    const b = Bytes.alloc(FeatureMigState.SIZE);
+    b.set(FeatureMigState.deviceState, state);
+    b.set(FeatureMigState.dataFd, dataFd);
     return b.u8;
   },
   precopyInfo(initialBytes: number, dirtyBytes: number): Uint8Array {
-    const b = Bytes.alloc(16);
-    b.setU64(0, initialBytes);
-    b.setU64(8, dirtyBytes);
+    const b = Bytes.alloc(FeaturePrecopyInfo.SIZE);
+    b.set(FeaturePrecopyInfo.initialBytes, initialBytes);
+    b.set(FeaturePrecopyInfo.dirtyBytes, dirtyBytes);
     return b.u8;
   },
   loggingStart(pageSize: number, ranges: LogRange[]): Uint8Array {
-    const b = Bytes.alloc(16 + 16 * ranges.length);
-    b.setU64(0, pageSize);
-    b.setU32(8, ranges.length);
+    const b = Bytes.alloc(FeatureLoggingStart.SIZE + DmaLoggingRange.SIZE * ranges.length);
+    b.set(FeatureLoggingStart.pageSize, pageSize);
+    b.set(FeatureLoggingStart.numRanges, ranges.length);
     ranges.forEach((r, i) => {
-      b.setU64(16 + 16 * i, r.iova);
-      b.setU64(24 + 16 * i, r.length);
+      const at = FeatureLoggingStart.SIZE + DmaLoggingRange.SIZE * i;
+      b.setAt(at, DmaLoggingRange.iova, r.iova);
+      b.setAt(at, DmaLoggingRange.length, r.length);
     });
     return b.u8;
   },
   loggingReport(iova: number, length: number, pageSize: number, bitmap?: Uint8Array): Uint8Array {
-    const b = Bytes.alloc(24 + (bitmap?.length ?? 0));
-    b.setU64(0, iova);
-    b.setU64(8, length);
-    b.setU64(16, pageSize);
-    if (bitmap) b.u8.set(bitmap, 24);
+    const L = FeatureLoggingReport;
+    const b = Bytes.alloc(L.SIZE + (bitmap?.length ?? 0));
+    b.set(L.iova, iova);
+    b.set(L.length, length);
+    b.set(L.pageSize, pageSize);
+    if (bitmap) b.u8.set(bitmap, L.SIZE);
     return b.u8;
   },
 };
@@ -59,44 +67,50 @@ export const MAX_LOG_RANGES = 256;
 
 export const decodeFeatureData = {
   u64(d: Uint8Array, what: string): number | ProtocolError {
-    return d.length < 8
-      ? einval(`${what}: 8 data bytes needed, got ${d.length}`)
-      : new Bytes(d).u64(0);
+    const n = FeatureMigration.SIZE;
+    return d.length < n
+      ? einval(`${what}: ${n} data bytes needed, got ${d.length}`)
+      : new Bytes(d).get(FeatureMigration.flags);
   },
   migDeviceState(d: Uint8Array): { state: number; dataFd: number } | ProtocolError {
-    if (d.length < 8) return einval(`MIG_DEVICE_STATE SET: 8 data bytes needed, got ${d.length}`);
+    const L = FeatureMigState;
+    if (d.length < L.SIZE)
+      return einval(`MIG_DEVICE_STATE SET: ${L.SIZE} data bytes needed, got ${d.length}`);
     const b = new Bytes(d);
-    return { state: b.u32(0), dataFd: b.u32(4) };
+    return { state: b.get(L.deviceState), dataFd: b.get(L.dataFd) };
   },
   precopyInfo(d: Uint8Array): { initialBytes: number; dirtyBytes: number } | ProtocolError {
-    if (d.length < 16) return einval('precopy info: 16 data bytes needed');
+    const L = FeaturePrecopyInfo;
+    if (d.length < L.SIZE) return einval(`precopy info: ${L.SIZE} data bytes needed`);
     const b = new Bytes(d);
-    return { initialBytes: b.u64(0), dirtyBytes: b.u64(8) };
+    return { initialBytes: b.get(L.initialBytes), dirtyBytes: b.get(L.dirtyBytes) };
   },
   loggingStart(d: Uint8Array): LoggingStart | ProtocolError {
-    if (d.length < 16) return einval(`DMA_LOGGING_START: 16 data bytes needed, got ${d.length}`);
+    const L = FeatureLoggingStart;
+    if (d.length < L.SIZE)
+      return einval(`DMA_LOGGING_START: ${L.SIZE} data bytes needed, got ${d.length}`);
     const b = new Bytes(d);
-    const n = b.u32(8);
-    if (n > MAX_LOG_RANGES)
-      return new ProtocolError(
-        7,
-        `DMA_LOGGING_START with ${n} ranges, more than ${MAX_LOG_RANGES}`,
-      );
-    if (d.length < 16 + 16 * n)
-      return einval(
-        `DMA_LOGGING_START announces ${n} ranges but carries ${Math.floor((d.length - 16) / 16)}`,
-      );
+    const n = b.get(L.numRanges);
+    if (n > MAX_LOG_RANGES) {
+      const why = `DMA_LOGGING_START with ${n} ranges, more than ${MAX_LOG_RANGES}`;
+      return new ProtocolError(Errno.E2BIG, why);
+    }
+    const room = Math.floor((d.length - L.SIZE) / DmaLoggingRange.SIZE);
+    if (n > room) return einval(`DMA_LOGGING_START announces ${n} ranges but carries ${room}`);
+    const rangeAt = (i: number) => L.SIZE + DmaLoggingRange.SIZE * i;
     return {
-      pageSize: b.u64(0),
+      pageSize: b.get(L.pageSize),
       ranges: Array.from({ length: n }, (_, i) => ({
-        iova: b.u64(16 + 16 * i),
-        length: b.u64(24 + 16 * i),
+        iova: b.getAt(rangeAt(i), DmaLoggingRange.iova),
+        length: b.getAt(rangeAt(i), DmaLoggingRange.length),
       })),
     };
   },
   loggingReport(d: Uint8Array): LoggingReport | ProtocolError {
-    if (d.length < 24) return einval(`DMA_LOGGING_REPORT: 24 data bytes needed, got ${d.length}`);
+    const L = FeatureLoggingReport;
+    if (d.length < L.SIZE)
+      return einval(`DMA_LOGGING_REPORT: ${L.SIZE} data bytes needed, got ${d.length}`);
     const b = new Bytes(d);
-    return { iova: b.u64(0), length: b.u64(8), pageSize: b.u64(16) };
+    return { iova: b.get(L.iova), length: b.get(L.length), pageSize: b.get(L.pageSize) };
   },
 };

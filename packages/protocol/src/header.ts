@@ -1,6 +1,7 @@
 import { Bytes } from './bytes.js';
-import { Command, Flag, HEADER_SIZE } from './constants.js';
+import { Command, Errno, Flag, HEADER_SIZE } from './constants.js';
 import { einval, type ProtocolError } from './errors.js';
+import * as Layout from './layout.js';
 
 export interface Header {
   id: number;
@@ -14,17 +15,25 @@ export interface Header {
 export const isReply = (h: Header) => (h.flags & Flag.TYPE_MASK) === Flag.REPLY;
 
 export function decodeHeader(b: Uint8Array): Header {
+  const L = Layout.Header;
   const r = new Bytes(b.subarray(0, HEADER_SIZE));
-  return { id: r.u16(0), cmd: r.u16(2), size: r.u32(4), flags: r.u32(8), error: r.u32(12) };
+  return {
+    id: r.get(L.id),
+    cmd: r.get(L.cmd),
+    size: r.get(L.size),
+    flags: r.get(L.flags),
+    error: r.get(L.error),
+  };
 }
 
 export function writeHeader(out: Uint8Array, h: Header): void {
+  const L = Layout.Header;
   const w = new Bytes(out);
-  w.setU16(0, h.id);
-  w.setU16(2, h.cmd);
-  w.setU32(4, h.size);
-  w.setU32(8, h.flags);
-  w.setU32(12, h.error);
+  w.set(L.id, h.id);
+  w.set(L.cmd, h.cmd);
+  w.set(L.size, h.size);
+  w.set(L.flags, h.flags);
+  w.set(L.error, h.error);
 }
 
 /**
@@ -53,7 +62,7 @@ export function encodeErrorReply(id: number, cmd: number, errno: number): Uint8A
     cmd,
     size: HEADER_SIZE,
     flags: Flag.REPLY | Flag.ERROR,
-    error: errno > 0 ? errno : 22,
+    error: errno > 0 ? errno : Errno.EINVAL,
   });
   return out;
 }

@@ -26,3 +26,5 @@ export { decodeReply } from './replies.js';
 export * from './feature.js';
 export * from './bitmap.js';
 export { describeMessage } from './describe.js';
+export * as Layout from './layout.js';
+export type { Field } from './layout.js';

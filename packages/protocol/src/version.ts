@@ -2,6 +2,7 @@ import { Bytes } from './bytes.js';
 import { Command, Defaults, Flag } from './constants.js';
 import { einval, type ProtocolError } from './errors.js';
 import { frame } from './header.js';
+import * as Layout from './layout.js';
 
 /** Negotiated capabilities (§2.3); absent keys take the spec's defaults. */
 export interface Capabilities {
@@ -33,11 +34,12 @@ export function decodeVersion(
   payload: Uint8Array,
   expectPgsize: number | null = Defaults.pgsize,
 ): Version | ProtocolError {
-  if (payload.length < 4)
-    return einval(`VERSION payload of ${payload.length} bytes is shorter than 4`);
+  const L = Layout.Version;
+  if (payload.length < L.SIZE)
+    return einval(`VERSION payload of ${payload.length} bytes is shorter than ${L.SIZE}`);
   const b = new Bytes(payload);
-  const major = b.u16(0),
-    minor = b.u16(2);
+  const major = b.get(L.major);
+  const minor = b.get(L.minor);
   if (major !== 0) return einval(`VERSION major ${major} is not supported (only 0)`);
   const caps: Capabilities = {
     maxMsgFds: 1,
@@ -46,10 +48,10 @@ export function decodeVersion(
     pgsizes: Defaults.pgsize,
     writeMultiple: false,
   };
-  if (payload.length === 4) return { major, minor, caps, json: '', keys: [] };
+  if (payload.length === L.SIZE) return { major, minor, caps, json: '', keys: [] };
   if (payload[payload.length - 1] !== 0) return einval('VERSION JSON is not NUL-terminated');
   const json = new TextDecoder('utf-8', { fatal: false }).decode(
-    payload.subarray(4, payload.length - 1),
+    payload.subarray(L.SIZE, payload.length - 1),
   );
   let doc: unknown;
   try {
@@ -150,10 +152,10 @@ export function encodeVersion(
     id,
     Command.VERSION,
     reply ? Flag.REPLY : Flag.COMMAND,
-    4 + text.length + 1,
+    Layout.Version.SIZE + text.length + 1,
   );
-  p.setU16(0, major);
-  p.setU16(2, minor);
-  p.u8.set(text, 4);
+  p.set(Layout.Version.major, major);
+  p.set(Layout.Version.minor, minor);
+  p.u8.set(text, Layout.Version.SIZE);
   return msg;
 }

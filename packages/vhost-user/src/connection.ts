@@ -9,7 +9,7 @@ import {
   type OwnedFd,
   type Received,
 } from '@vfu/native';
-import { HEADER_SIZE, MAX_PAYLOAD_SIZE, requestName } from './constants.js';
+import { Flag, HEADER_SIZE, MAX_PAYLOAD_SIZE, requestName } from './constants.js';
 import { decodeHeader, type Header } from './header.js';
 
 /** A whole message as it arrived, with the fds that came with it (now owned by the receiver). */
@@ -206,7 +206,7 @@ export class VhostConnection {
 }
 
 function describe(h: Header, fds: number): string {
-  const flags = [h.flags & 4 ? 'REPLY' : '', h.flags & 8 ? 'NEED_REPLY' : ''].filter(Boolean);
+  const flags = (['REPLY', 'NEED_REPLY'] as const).filter(name => h.flags & Flag[name]);
   const f = flags.length ? ` ${flags.join('|')}` : '';
   return `${requestName(h.request)}${f} size=${h.size}${fds ? ` fds=${fds}` : ''}`;
 }

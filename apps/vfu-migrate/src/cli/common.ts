@@ -3,7 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { VfioUserClient } from '@vfu/client';
-import type { TlsFiles } from '../wire/socket.js';
+import { parseAddress, type Address, type TlsFiles } from '../wire/socket.js';
 import type { Progress, Report } from '../report.js';
 
 /** The one-host form's report printer (main.ts), which every subcommand's report uses. */
@@ -17,7 +17,7 @@ export const say = (line: string): void => void process.stderr.write(`vfu-migrat
 export const out = (text: string): void => void process.stdout.write(`${text}\n`);
 
 /** Progress on stderr when it is a terminal (and no --json): phase, MiB moved, round. */
-export function progressLine(v: Values): ((p: Progress) => void) | undefined {
+function progressLine(v: Values): ((p: Progress) => void) | undefined {
   if (v.json || !process.stderr.isTTY) return undefined;
   const mib = (n: number) => (n / 2 ** 20).toFixed(1);
   return p => {
@@ -73,7 +73,7 @@ export function integer(v: Values, name: string, min: number, max: number, fallb
   return n;
 }
 
-export const TLS_OPTIONS = {
+const TLS_OPTIONS = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'tls-ca': { type: 'string' },
@@ -87,8 +87,42 @@ export const TLS_USAGE = `\
   --secret-file PATH        both halves prove they hold this secret (first line of the file)
   --timeout MS              longest wait for the other half (default 60000)`;
 
+/** The options both halves of a migration between hosts take (send and receive). */
+export const WIRE_OPTIONS = { json: { type: 'boolean' }, ...TLS_OPTIONS } as const;
+
+/** A required [HOST:]PORT option; `host` where it names none. */
+export function addressOption(v: Values, name: string, host: string): Address {
+  try {
+    return parseAddress(required(v, name), host);
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+}
+
+/** What either half hands its wire: TLS, the secret, the timeout, progress, and its name. */
+export function wireOptions(v: Values, software: string) {
+  return {
+    tls: tlsFiles(v),
+    secret: secret(v),
+    timeoutMs: integer(v, 'timeout', 100, 3_600_000, 60_000),
+    software,
+    onProgress: progressLine(v),
+  };
+}
+
+/** Prints a report after any progress line, as JSON or as text; its exit status (0: done). */
+export function printReport<R extends Report | { outcome: string }>(
+  v: Values,
+  rep: R,
+  text: (r: R) => string,
+): number {
+  if (progressLine(v)) process.stderr.write('\n');
+  out(v.json ? JSON.stringify(rep, null, 2) : text(rep));
+  return rep.outcome === 'completed' ? 0 : 1;
+}
+
 /** TLS files, or null for plain TCP; a key without a certificate (or the reverse) is an error. */
-export function tlsFiles(v: Values): TlsFiles | null {
+function tlsFiles(v: Values): TlsFiles | null {
   const cert = v['tls-cert'] as string | undefined,
     key = v['tls-key'] as string | undefined,
     ca = v['tls-ca'] as string | undefined;
@@ -98,7 +132,7 @@ export function tlsFiles(v: Values): TlsFiles | null {
 }
 
 /** The shared secret: the file's first line, at least 16 bytes. */
-export function secret(v: Values): Uint8Array | undefined {
+function secret(v: Values): Uint8Array | undefined {
   const path = v['secret-file'] as string | undefined;
   if (!path) return undefined;
   let text: string;

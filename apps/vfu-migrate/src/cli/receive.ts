@@ -1,19 +1,16 @@
 import type { Describe } from './common.js';
 import { receive, type ReceiveReport } from '../receive.js';
-import { parseAddress } from '../wire/socket.js';
 import {
   usage,
-  TLS_OPTIONS,
   TLS_USAGE,
+  WIRE_OPTIONS,
+  addressOption,
   connect,
-  integer,
   options,
-  progressLine,
-  out,
+  printReport,
   required,
   say,
-  secret,
-  tlsFiles,
+  wireOptions,
   UsageError,
 } from './common.js';
 
@@ -32,21 +29,15 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
   const { v } = options(argv, {
     destination: { type: 'string' },
     listen: { type: 'string' },
-    json: { type: 'boolean' },
     insecure: { type: 'boolean' },
-    ...TLS_OPTIONS,
+    ...WIRE_OPTIONS,
   });
   if (v.help) return usage(RECEIVE_USAGE);
   const destination = required(v, 'destination');
-  let listen: ReturnType<typeof parseAddress>;
-  try {
-    listen = parseAddress(required(v, 'listen'), '0.0.0.0');
-  } catch (e) {
-    throw new UsageError(`--listen: ${(e as Error).message}`);
-  }
-  const tls = tlsFiles(v);
+  const listen = addressOption(v, 'listen', '0.0.0.0');
+  const wire = wireOptions(v, 'vfu-migrate receive');
+  const { tls, secret: key } = wire;
   if (tls && !tls.cert) throw new UsageError('a TLS listener needs --tls-cert and --tls-key');
-  const key = secret(v);
   if (!key && !tls?.ca && !v.insecure)
     throw new UsageError('say who may migrate in: --secret-file, --tls-ca or --insecure');
   const dst = await connect('destination', destination);
@@ -56,20 +47,14 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
   process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
   try {
     const rep = await receive({
+      ...wire,
       signal: stop.signal,
       destination: dst,
       listen,
-      tls,
-      secret: key,
-      timeoutMs: integer(v, 'timeout', 100, 3_600_000, 60_000),
-      software: 'vfu-migrate receive',
       onListening: a => say(`listening on ${a.host}:${a.port}`),
       onRefused: (peer, why) => say(`refused ${peer}: ${why}`),
-      onProgress: progressLine(v),
     });
-    if (progressLine(v)) process.stderr.write('\n');
-    out(v.json ? JSON.stringify(rep, null, 2) : describeReceived(rep, describe));
-    return rep.outcome === 'completed' ? 0 : 1;
+    return printReport(v, rep, r => describeReceived(r, describe));
   } finally {
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
     dst.close();

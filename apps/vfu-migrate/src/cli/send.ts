@@ -1,20 +1,17 @@
 import type { Describe } from './common.js';
 import { send } from '../send.js';
-import { parseAddress } from '../wire/socket.js';
 import {
   usage,
-  TLS_OPTIONS,
   TLS_USAGE,
+  WIRE_OPTIONS,
+  addressOption,
   connect,
   integer,
   options,
-  progressLine,
-  out,
+  printReport,
   protocolOf,
   required,
-  secret,
-  tlsFiles,
-  UsageError,
+  wireOptions,
 } from './common.js';
 
 const SEND_USAGE = `usage: vfu-migrate send --source SOCK --to HOST:PORT [options]
@@ -33,34 +30,20 @@ export async function sendCommand(argv: string[], describe: Describe): Promise<n
     protocol: { type: 'string' },
     'downtime-limit': { type: 'string' },
     'max-iterations': { type: 'string' },
-    json: { type: 'boolean' },
-    ...TLS_OPTIONS,
+    ...WIRE_OPTIONS,
   });
   if (v.help) return usage(SEND_USAGE);
   const source = required(v, 'source');
-  let to: ReturnType<typeof parseAddress>;
-  try {
-    to = parseAddress(required(v, 'to'), 'localhost');
-  } catch (e) {
-    throw new UsageError(`--to: ${(e as Error).message}`);
-  }
   const opts = {
-    to,
+    to: addressOption(v, 'to', 'localhost'),
     protocol: protocolOf(v),
     downtimeLimitMs: integer(v, 'downtime-limit', 0, 3_600_000),
     maxIterations: integer(v, 'max-iterations', 1, 1_000_000),
-    timeoutMs: integer(v, 'timeout', 100, 3_600_000, 60_000),
-    tls: tlsFiles(v),
-    secret: secret(v),
-    software: 'vfu-migrate send',
-    onProgress: progressLine(v),
+    ...wireOptions(v, 'vfu-migrate send'),
   };
   const src = await connect('source', source);
   try {
-    const rep = await send(src, opts);
-    if (opts.onProgress) process.stderr.write('\n');
-    out(v.json ? JSON.stringify(rep, null, 2) : describe(rep));
-    return rep.outcome === 'completed' ? 0 : 1;
+    return printReport(v, await send(src, opts), describe);
   } finally {
     src.close();
   }

@@ -32,6 +32,8 @@ export const BlkType = {
 } as const;
 /** Request status (§5.2.6). */
 export const BlkStatus = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;
+/** VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP: the one segment flag defined (§5.2.6). */
+const WRITE_ZEROES_UNMAP = 1;
 /** Feature bits (§5.2.3). */
 export const BlkFeature = {
   SEG_MAX: 2,
@@ -183,7 +185,7 @@ async function zeroRanges(d: Disk, type: number, body: Uint8Array): Promise<numb
     const count = dv.getUint32(o + 8, true);
     const flags = dv.getUint32(o + 12, true);
     // The unmap flag means something only for WRITE_ZEROES; other bits are reserved.
-    if (flags & ~(type === BlkType.WRITE_ZEROES ? 1 : 0)) return BlkStatus.UNSUPP;
+    if (flags & ~(type === BlkType.WRITE_ZEROES ? WRITE_ZEROES_UNMAP : 0)) return BlkStatus.UNSUPP;
     if (count > MAX_ZERO_SECTORS || !inRange(d, sector, count * SECTOR)) return BlkStatus.IOERR;
     ranges.push([sector, count]);
   }
