@@ -77,7 +77,7 @@ export async function deviceStatus(c: VfioUserClient): Promise<DeviceStatus | nu
  * lose that state: refused unless forced. A fresh destination, or one whose device was migrated
  * away (stopped, its state elsewhere), is what QEMU's incoming side is: never run.
  */
-async function checkDestination(dst: VfioUserClient, force: boolean): Promise<void> {
+export async function checkDestination(dst: VfioUserClient, force: boolean): Promise<void> {
   const st = await deviceStatus(dst);
   if (force || !st || st.state !== 'RUNNING' || !st.used) return;
   throw new MigrationFailure(

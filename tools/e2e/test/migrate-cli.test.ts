@@ -177,9 +177,29 @@ describe('vfu-migrate', () => {
       );
       expect(r.stdout).toMatch(/devices\s+source RUNNING, destination RUNNING/);
       expect(await liveness(b)).toBe(~42 >>> 0); // b's own state, untouched
+      // restore and receive refuse it too, before touching it.
+      const file = tmp.path('fa.state');
+      const saved = run(['save', '--source', a.socket, '--file', file, '--resume']);
+      expect(saved.status, saved.stderr).toBe(0);
+      const restored = run(['restore', '--destination', b.socket, '--file', file]);
+      expect(restored.status).toBe(1);
+      expect(oneLine(restored.stderr)).toMatch(
+        /^vfu-migrate: restore: the destination is running a device of its own .*use --force/,
+      );
+      const listen = ['--listen', '127.0.0.1:0', '--insecure'];
+      const received = run(['receive', '--destination', b.socket, ...listen]);
+      expect(received.status).toBe(1);
+      expect(oneLine(received.stderr)).toMatch(/^vfu-migrate: receive: the destination is running/);
+      expect(await liveness(b)).toBe(~42 >>> 0); // b's own state, still untouched
       const forced = migrate(a, b, '--force');
       expect(forced.status, forced.stdout).toBe(0);
       expect(await liveness(b)).toBe(0); // a's state (nothing written there yet)
+      const c2 = await VfioUserClient.connect(b.socket);
+      await c2.write32(0, Edu.LIVENESS, 7); // used again
+      c2.close();
+      await until(async () => !(await control(ctl(b), { get: 'client' })).connected, 'c2 to go');
+      const forcedRestore = run(['restore', '--destination', b.socket, '--file', file, '--force']);
+      expect(forcedRestore.status, forcedRestore.stderr).toBe(0);
     } finally {
       await a.stop();
       await b.stop();

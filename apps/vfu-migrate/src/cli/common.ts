@@ -3,6 +3,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { VfioUserClient } from '@vfu/client';
+import { checkDestination } from '../driver.js';
 import { parseAddress, type Address, type TlsFiles } from '../wire/socket.js';
 import type { Progress, Report } from '../report.js';
 
@@ -153,3 +154,21 @@ export async function connect(side: string, path: string): Promise<VfioUserClien
     throw new Error(`cannot connect to the ${side} ${path}: ${(e as Error).message}`);
   }
 }
+
+/**
+ * The destination of a receive or a restore: refused, before anything is sent to it, when it
+ * runs a used device of its own and `force` is not given (as the one-host form refuses it).
+ */
+export async function connectDestination(path: string, force: boolean): Promise<VfioUserClient> {
+  const dst = await connect('destination', path);
+  try {
+    await checkDestination(dst, force);
+    return dst;
+  } catch (e) {
+    dst.close();
+    throw e;
+  }
+}
+
+export const FORCE_USAGE =
+  '  --force                   write into a destination that runs a used device of its own';

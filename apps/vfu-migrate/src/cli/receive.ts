@@ -5,7 +5,8 @@ import {
   TLS_USAGE,
   WIRE_OPTIONS,
   addressOption,
-  connect,
+  connectDestination,
+  FORCE_USAGE,
   options,
   printReport,
   required,
@@ -23,6 +24,7 @@ device: --secret-file, or --tls-ca (peers must hold a certificate that CA signed
 --insecure (anyone who reaches the port; for a trusted network only).
   --json                    print the report as JSON
   --insecure                accept a source half that proves nothing
+${FORCE_USAGE}
 ${TLS_USAGE}`;
 
 export async function receiveCommand(argv: string[], describe: Describe): Promise<number> {
@@ -30,6 +32,7 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
     destination: { type: 'string' },
     listen: { type: 'string' },
     insecure: { type: 'boolean' },
+    force: { type: 'boolean' },
     ...WIRE_OPTIONS,
   });
   if (v.help) return usage(RECEIVE_USAGE);
@@ -40,7 +43,7 @@ export async function receiveCommand(argv: string[], describe: Describe): Promis
   if (tls && !tls.cert) throw new UsageError('a TLS listener needs --tls-cert and --tls-key');
   if (!key && !tls?.ca && !v.insecure)
     throw new UsageError('say who may migrate in: --secret-file, --tls-ca or --insecure');
-  const dst = await connect('destination', destination);
+  const dst = await connectDestination(destination, !!v.force);
   // Ctrl-C while listening: stop, the device untouched (a migration under way ends by its bounds).
   const stop = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => stop.abort(sig);

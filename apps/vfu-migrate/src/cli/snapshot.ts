@@ -1,7 +1,17 @@
 import type { Describe } from './common.js';
 import { describeStream, inspectFile } from '../inspect.js';
 import { restore, save } from '../snapshot.js';
-import { connect, options, out, protocolOf, required, usage, UsageError } from './common.js';
+import {
+  connect,
+  connectDestination,
+  FORCE_USAGE,
+  options,
+  out,
+  protocolOf,
+  required,
+  usage,
+  UsageError,
+} from './common.js';
 
 const SAVE_USAGE = `usage:
   vfu-migrate save --source SOCK --file PATH [--resume] [--protocol v2|v1] [--json]
@@ -10,10 +20,11 @@ Stops the device and writes its whole state to PATH (a new file). The device sta
 stopped (its state lives in the file) unless --resume runs it again.`;
 
 const RESTORE_USAGE = `usage:
-  vfu-migrate restore --destination SOCK --file PATH [--protocol v2|v1] [--json]
+  vfu-migrate restore --destination SOCK --file PATH [--protocol v2|v1] [--json] [--force]
 
 Loads the state saved in PATH into the device, which then runs. A file that is not
-a complete, intact stream is refused before the device is touched.`;
+a complete, intact stream is refused before the device is touched.
+${FORCE_USAGE}`;
 
 const INSPECT_USAGE = `usage: vfu-migrate inspect PATH [--json]
 
@@ -46,10 +57,11 @@ export async function restoreCommand(argv: string[], describe: Describe): Promis
     file: { type: 'string' },
     protocol: { type: 'string' },
     json: { type: 'boolean' },
+    force: { type: 'boolean' },
   });
   if (v.help) return usage(RESTORE_USAGE);
   const [dest, file, protocol] = [required(v, 'destination'), required(v, 'file'), protocolOf(v)];
-  const dst = await connect('destination', dest);
+  const dst = await connectDestination(dest, !!v.force);
   try {
     const rep = await restore(dst, file, protocol);
     out(v.json ? JSON.stringify(rep, null, 2) : describe(rep));
