@@ -83,10 +83,11 @@ interface ArrivedFds {
 }
 
 /**
- * Takes a complete command in place: its bytes (`buf[off, off + size)`) are only valid during
- * the call. Returns false to have it delivered as an Incoming instead.
+ * Takes the complete command at `off` in place, and any whole messages after it before `limit`
+ * (none of them carried fds): returns the bytes taken, 0 to have the command delivered as an
+ * Incoming instead. The bytes are only valid during the call.
  */
-export type InPlaceHandler = (buf: Buffer, off: number, size: number, dv: DataView) => boolean;
+export type InPlaceHandler = (buf: Buffer, off: number, limit: number, dv: DataView) => number;
 
 /**
  * One vfio-user connection over a non-blocking UNIX socket: cuts the byte stream into
@@ -574,13 +575,15 @@ export class Connection {
   #inPlace(s: number, size: number): boolean {
     const h = this.onCommandInPlace;
     if (!h || this.options.trace) return false;
-    if (this.#arrived.length > 0 && this.#arrived[0].at < s + size) return false;
+    // Bytes up to the first that came with fds: the message holding that byte owns them.
+    const limit = this.#arrived.length > 0 ? this.#arrived[0].at : this.#end;
+    if (limit < s + size) return false;
     const flags = this.#inView.getUint32(s + 8, true);
     if ((flags & ~Flag.NO_REPLY) !== 0 || size === HEADER_SIZE) return false;
     this.#start = s + size;
-    if (h(this.#in, s, size, this.#inView)) return true;
-    this.#start = s;
-    return false;
+    const took = h(this.#in, s, limit, this.#inView);
+    this.#start = s + took;
+    return took > 0;
   }
 
   /** Delivers the complete message at `s` as an Incoming (its payload copied out). */

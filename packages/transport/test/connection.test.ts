@@ -261,7 +261,7 @@ describe('Connection lingering', () => {
       reply.writeUInt32LE(1, 8); // REPLY
       reply[32] = looped ? 1 : 0;
       conn.send(reply);
-      return true;
+      return 32;
     };
     const child = spawn(process.execPath, ['-e', roundTripper], {
       stdio: ['ignore', 'pipe', 'inherit', b.fd],
