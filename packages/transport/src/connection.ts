@@ -134,6 +134,7 @@ export class Connection {
   #closeWaiters: (() => void)[] = [];
   #batchReplied = false; // replies went out since the wake-up (or the linger's last read)
   #batchDelivered = false; // a message went to onMessage or a request since then
+  #lastReplyAt = Number.NEGATIVE_INFINITY; // performance.now() when replies last went out
 
   /** Commands (and unsolicited replies) from the peer. */
   onMessage: (m: Incoming) => void = m => closeAll(m.fds);
@@ -171,8 +172,12 @@ export class Connection {
     }
     if (ev.writable) this.#flush();
     if (!ev.readable) return;
+    // Linger only for a client that came back within lingerUs of our last reply: one that
+    // answers slower (or sends alone) would cost us lingerUs of CPU per wake-up for nothing.
+    const lingerMs = (this.options.lingerUs ?? 0) / 1000;
+    const quick = performance.now() - this.#lastReplyAt <= lingerMs;
     this.#read();
-    if (this.options.lingerUs) this.#linger();
+    if (quick) this.#linger();
   }
 
   /**
@@ -318,6 +323,7 @@ export class Connection {
     if (n === 0 || this.#closed) return;
     this.#outLen = 0;
     this.#batchReplied = true;
+    if (this.options.lingerUs) this.#lastReplyAt = performance.now();
     let sent: number;
     try {
       sent = this.#queue.length > 0 ? 0 : this.#ms.send(this.#out.subarray(0, n));
