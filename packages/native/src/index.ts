@@ -7,6 +7,7 @@ export {
   someoneListens,
   socketPair,
   setNonBlocking,
+  yieldCpu,
   MessageSocket,
   MAX_FDS_PER_SENDMSG,
   type Received,

@@ -11,8 +11,10 @@ export const c = {
   listen: libc.func('int listen(int fd, int backlog)'),
   accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)'),
   connect: libc.func('int connect(int fd, const void *addr, uint32_t len)'),
-  sendmsg: libc.func('intptr_t sendmsg(int fd, const void *msg, int flags)'),
-  recvmsg: libc.func('intptr_t recvmsg(int fd, void *msg, int flags)'),
+  // The msghdr passed as its address and the result as an int (every buffer here is below
+  // 2 GiB): koffi then converts plain numbers only, the cheapest call form it has.
+  sendmsg: libc.func('int sendmsg(int fd, uintptr_t msg, int flags)'),
+  recvmsg: libc.func('int recvmsg(int fd, uintptr_t msg, int flags)'),
   close: libc.func('int close(int fd)'),
   read: libc.func('intptr_t read(int fd, void *buf, size_t n)'),
   write: libc.func('intptr_t write(int fd, const void *buf, size_t n)'),
@@ -29,6 +31,7 @@ export const c = {
   setsockopt: libc.func(
     'int setsockopt(int fd, int level, int name, const int *value, uint32_t len)',
   ),
+  schedYield: libc.func('int sched_yield()'),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, const uint8_t *event)'),

@@ -117,6 +117,11 @@ function setBufferSizes(fd: number, bytes = 4 << 20): void {
   c.setsockopt(fd, SOL_SOCKET, 8 /* SO_RCVBUF */, [bytes], 4);
 }
 
+/** Lets another runnable thread or process have the CPU now (sched_yield). */
+export function yieldCpu(): void {
+  c.schedYield();
+}
+
 export function setNonBlocking(fd: number): void {
   const fl = c.fcntl(fd, 3 /* F_GETFL */, 0);
   if (fl < 0 || c.fcntl(fd, 4 /* F_SETFL */, fl | 0o4000) < 0)
@@ -143,6 +148,7 @@ const NO_FDS: OwnedFd[] = []; // never handed out where it could be filled
 export class MessageSocket {
   readonly #msg = stableBuffer(56);
   readonly #msg32 = new Uint32Array(this.#msg.buffer, 0, 14);
+  readonly #msgAddr = Number(addressOf(this.#msg));
   readonly #iov32 = new Uint32Array(stableBuffer(16 * MAX_PARTS).buffer, 0, 4 * MAX_PARTS);
   readonly #control: Buffer;
   readonly #ctl32: Int32Array;
@@ -233,7 +239,7 @@ export class MessageSocket {
     setPtr(m, 10, this.#control.length);
     m[12] = 0;
     for (;;) {
-      const n = Number(c.recvmsg(this.fd, this.#msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT));
+      const n = c.recvmsg(this.fd, this.#msgAddr, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
       if (n >= 0) return n;
       const e = errno();
       if (e === EINTR) continue;
@@ -288,7 +294,7 @@ export class MessageSocket {
       setPtr(m, 10, 0);
     }
     for (;;) {
-      const n = Number(c.sendmsg(this.fd, this.#msg, MSG_NOSIGNAL | MSG_DONTWAIT));
+      const n = c.sendmsg(this.fd, this.#msgAddr, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n >= 0) return n;
       const e = errno();
       if (e === EINTR) continue;

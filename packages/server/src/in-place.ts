@@ -1,13 +1,15 @@
 // In-place fast paths: REGION_READ, REGION_WRITE and REGION_WRITE_MULTI handled straight from
 // the receive buffer, their replies written straight into the connection's reply batch. Only
-// the well-formed case is taken; anything else returns false and goes the general way (decode,
+// the well-formed case is taken; anything else returns 0 and goes the general way (decode,
 // handler), which gives every refusal its usual answer. Each acts before it reserves room for
 // its reply, so a send made while acting (e.g. an interrupt message) keeps its order.
 // These are the one place below the session that touches the connection: they are transport
-// and handler in one, for speed.
-import { Flag, HEADER_SIZE, Region, encode } from '@vfu/protocol';
+// and handler in one, for speed. Each returns the bytes it took (0: none).
+import { Command, Flag, HEADER_SIZE, Region, encode } from '@vfu/protocol';
 import type { Connection } from '@vfu/transport';
+import type { RegionHandler } from '@vfu/pci';
 import { accessFailed, regionFor, type HandlerContext } from './handlers.js';
+
 /** u64 as a number, as the decoder reads it (inexact above 2^53, still out of any region). */
 const u64At = (dv: DataView, o: number) =>
   dv.getUint32(o + 4, true) * 0x1_0000_0000 + dv.getUint32(o, true);
@@ -18,6 +20,39 @@ const u64At = (dv: DataView, o: number) =>
  */
 function pciRegionFor(ctx: HandlerContext, index: number, offset: number, count: number) {
   return index < Region.NUM_PCI ? regionFor(ctx, index, offset, count) : undefined;
+}
+
+/** The access a REGION_READ/WRITE at `off` asks for (filled by accessAt; one, reused). */
+const access = { offset: 0, index: 0, count: 0 };
+/**
+ * The region last looked up during one call of a fast path (a run of doorbell writes goes to
+ * one region): cleared when each call starts, so it never outlives the handling of one read.
+ */
+let lastIndex = -1;
+let lastRegion: RegionHandler | undefined;
+
+/**
+ * Decodes the access triple of the REGION_READ/WRITE at `off` into `access` and returns its
+ * region when the access lies inside one, its count within `maxCount` (else undefined).
+ */
+function accessAt(
+  ctx: HandlerContext,
+  dv: DataView,
+  off: number,
+  maxCount: number,
+): RegionHandler | undefined {
+  access.offset = u64At(dv, off + 16);
+  access.index = dv.getUint32(off + 24, true);
+  access.count = dv.getUint32(off + 28, true);
+  if (access.count > maxCount || access.count > ctx.limits.maxDataXferSize) return undefined;
+  if (access.index !== lastIndex || access.count === 0) {
+    lastIndex = -1;
+    lastRegion = pciRegionFor(ctx, access.index, access.offset, access.count);
+    if (lastRegion) lastIndex = access.index;
+    return lastRegion;
+  }
+  const r = lastRegion!;
+  return access.offset > r.size || access.count > r.size - access.offset ? undefined : r;
 }
 
 /** Writes a reply header (REPLY, no error) of `size` bytes at `at` in `out`. */
@@ -69,62 +104,97 @@ function replyErrorAt(conn: Connection, dv: DataView, off: number, errno: number
   );
 }
 
-/** A posted or answered REGION_WRITE from the receive buffer. */
-export function regionWriteInPlace(
-  ctx: HandlerContext,
-  conn: Connection,
-  b: Buffer,
-  dv: DataView,
-  off: number,
-  size: number,
-): boolean {
+/** Scratch bytes for accesses up to 4 KiB, with a ready view for each count up to 8. */
+const scratch = new Uint8Array(4096);
+const views = Array.from({ length: 9 }, (_, n) => scratch.subarray(0, n));
+const scratchOf = (count: number) =>
+  count < views.length ? views[count] : scratch.subarray(0, count);
+
+/**
+ * Copies `count` bytes at `at` of `b` into the scratch: a register write's data reaches the
+ * device without a typed array made per write (the largest cost of posted writes).
+ */
+function dataAt(b: Buffer, at: number, count: number): Uint8Array {
+  if (count >= views.length) return new Uint8Array(b.buffer, b.byteOffset + at, count);
+  const v = views[count];
+  for (let i = 0; i < count; i++) v[i] = b[at + i];
+  return v;
+}
+
+/** One REGION_WRITE at `off` (size bytes): false to have it go the general way. */
+function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView, off: number) {
+  const size = dv.getUint32(off + 4, true);
   if (size < 32) return false;
-  const offset = u64At(dv, off + 16),
-    index = dv.getUint32(off + 24, true),
-    count = dv.getUint32(off + 28, true);
-  if (count !== size - 32 || count > ctx.limits.maxDataXferSize) return false;
-  const r = pciRegionFor(ctx, index, offset, count);
-  if (!r) return false;
+  const r = accessAt(ctx, dv, off, size - 32);
+  if (!r || access.count !== size - 32) return false;
   try {
-    r.write(offset, new Uint8Array(b.buffer, b.byteOffset + off + 32, count));
+    r.write(access.offset, dataAt(b, off + 32, access.count));
   } catch (e) {
-    replyErrorAt(conn, dv, off, accessFailed(ctx, index, offset, e));
+    replyErrorAt(conn, dv, off, accessFailed(ctx, access.index, access.offset, e));
     return true;
   }
   if ((dv.getUint32(off + 8, true) & Flag.NO_REPLY) === 0) replyAccess(conn, b, dv, off, null);
   return true;
 }
 
-const scratch = new Uint8Array(4096);
-const views = Array.from({ length: 9 }, (_, n) => scratch.subarray(0, n));
+/** A small posted write (a doorbell): header NO_REPLY only, REGION_WRITE, at most 8 bytes. */
+function isPostedWrite(dv: DataView, at: number, end: number): boolean {
+  if (end - at < 32) return false;
+  const size = dv.getUint32(at + 4, true);
+  return (
+    size >= 32 &&
+    size <= 40 &&
+    size <= end - at &&
+    dv.getUint16(at + 2, true) === Command.REGION_WRITE &&
+    dv.getUint32(at + 8, true) === Flag.NO_REPLY
+  );
+}
 
-/** A REGION_READ of up to 4 KiB from the receive buffer, its data read into a scratch buffer. */
+/**
+ * A REGION_WRITE from the receive buffer, then the small posted writes right behind it (a
+ * guest's doorbells come back to back) as far as `limit` (the bytes it may take: whole
+ * messages, none carrying fds), stopping at anything else or a send backlog.
+ */
+export function regionWriteInPlace(
+  ctx: HandlerContext,
+  conn: Connection,
+  b: Buffer,
+  dv: DataView,
+  off: number,
+  limit: number,
+): number {
+  lastIndex = -1;
+  if (!writeOne(ctx, conn, b, dv, off)) return 0;
+  let at = off + dv.getUint32(off + 4, true);
+  while (isPostedWrite(dv, at, limit) && !conn.backlogged && !conn.closed) {
+    if (!writeOne(ctx, conn, b, dv, at)) break;
+    at += dv.getUint32(at + 4, true);
+  }
+  return at - off;
+}
+
+/** A REGION_READ of up to 4 KiB from the receive buffer, its data read into the scratch. */
 export function regionReadInPlace(
   ctx: HandlerContext,
   conn: Connection,
   b: Buffer,
   dv: DataView,
   off: number,
-  size: number,
-): boolean {
-  if (size < 32) return false;
-  const flags = dv.getUint32(off + 8, true);
-  const offset = u64At(dv, off + 16),
-    index = dv.getUint32(off + 24, true),
-    count = dv.getUint32(off + 28, true);
-  if (flags & Flag.NO_REPLY || count > scratch.length || count > ctx.limits.maxDataXferSize)
-    return false;
-  const r = pciRegionFor(ctx, index, offset, count);
-  if (!r) return false;
-  const data = count < views.length ? views[count] : scratch.subarray(0, count);
+): number {
+  lastIndex = -1;
+  const size = dv.getUint32(off + 4, true);
+  if (size < 32 || dv.getUint32(off + 8, true) & Flag.NO_REPLY) return 0;
+  const r = accessAt(ctx, dv, off, scratch.length);
+  if (!r) return 0;
+  const data = scratchOf(access.count);
   try {
-    r.read(offset, data);
+    r.read(access.offset, data);
   } catch (e) {
-    replyErrorAt(conn, dv, off, accessFailed(ctx, index, offset, e));
-    return true;
+    replyErrorAt(conn, dv, off, accessFailed(ctx, access.index, access.offset, e));
+    return size;
   }
   replyAccess(conn, b, dv, off, data);
-  return true;
+  return size;
 }
 
 /** REGION_WRITE_MULTI from the receive buffer: every entry checked before the first write. */
@@ -134,15 +204,14 @@ export function writeMultiInPlace(
   b: Buffer,
   dv: DataView,
   off: number,
-  size: number,
-): boolean {
-  if (size < 24 || !ctx.caps.writeMultiple) return false;
+): number {
+  const size = dv.getUint32(off + 4, true);
+  if (size < 24 || !ctx.caps.writeMultiple) return 0;
   const n = u64At(dv, off + 16);
-  if (n > (size - 24) / 24) return false;
+  if (n > (size - 24) / 24) return 0;
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
     const count = dv.getUint32(o + 12, true);
-    if (count > 8 || !pciRegionFor(ctx, dv.getUint32(o + 8, true), u64At(dv, o), count))
-      return false;
+    if (count > 8 || !pciRegionFor(ctx, dv.getUint32(o + 8, true), u64At(dv, o), count)) return 0;
   }
   for (let i = 0, o = off + 24; i < n; i++, o += 24) {
     const offset = u64At(dv, o),
@@ -150,15 +219,13 @@ export function writeMultiInPlace(
       count = dv.getUint32(o + 12, true);
     if (count === 0) continue;
     try {
-      ctx.region(index)!.write(offset, new Uint8Array(b.buffer, b.byteOffset + o + 16, count));
+      ctx.region(index)!.write(offset, dataAt(b, o + 16, count));
     } catch (e) {
       replyErrorAt(conn, dv, off, accessFailed(ctx, index, offset, e));
-      return true;
+      return size;
     }
   }
-  if (dv.getUint32(off + 8, true) & Flag.NO_REPLY) return true;
-  const id = dv.getUint16(off, true);
-  const reply = encode.writeMultiReply(id, n);
-  conn.send(reply);
-  return true;
+  if (dv.getUint32(off + 8, true) & Flag.NO_REPLY) return size;
+  conn.send(encode.writeMultiReply(dv.getUint16(off, true), n));
+  return size;
 }

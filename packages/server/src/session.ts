@@ -59,22 +59,22 @@ export class Session {
       this.#queue.push(m);
       void this.#drain();
     };
-    conn.onCommandInPlace = (b, off, size, dv) => this.#inPlace(b, off, size, dv);
+    conn.onCommandInPlace = (b, off, limit, dv) => this.#inPlace(b, off, limit, dv);
   }
 
   /**
    * Region accesses straight from the receive buffer, once negotiated and only when nothing
    * queued before them waits (commands run in order).
    */
-  #inPlace(b: Buffer, off: number, size: number, dv: DataView): boolean {
+  #inPlace(b: Buffer, off: number, limit: number, dv: DataView): number {
     const ctx = this.#ctx;
-    if (!ctx || this.#busy || this.#queue.length > 0) return false;
+    if (!ctx || this.#busy || this.#queue.length > 0) return 0;
     const cmd = dv.getUint16(off + 2, true);
     const conn = this.conn;
-    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(ctx, conn, b, dv, off, size);
-    if (cmd === Command.REGION_READ) return regionReadInPlace(ctx, conn, b, dv, off, size);
-    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(ctx, conn, b, dv, off, size);
-    return false;
+    if (cmd === Command.REGION_WRITE) return regionWriteInPlace(ctx, conn, b, dv, off, limit);
+    if (cmd === Command.REGION_READ) return regionReadInPlace(ctx, conn, b, dv, off);
+    if (cmd === Command.REGION_WRITE_MULTI) return writeMultiInPlace(ctx, conn, b, dv, off);
+    return 0;
   }
 
   get numRegions(): number {

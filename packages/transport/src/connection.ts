@@ -1,4 +1,12 @@
-import { FdWatcher, MessageSocket, NativeError, type OwnedFd, dupFd, closeAll } from '@vfu/native';
+import {
+  FdWatcher,
+  MessageSocket,
+  NativeError,
+  type OwnedFd,
+  dupFd,
+  closeAll,
+  yieldCpu,
+} from '@vfu/native';
 import {
   HEADER_SIZE,
   Flag,
@@ -36,6 +44,12 @@ export interface ConnectionOptions {
   sendHighWater?: number;
   /** Called with one line per message in and out. */
   trace?: (line: string) => void;
+  /**
+   * After a wake-up whose messages were all answered in place, keep looking for the client's
+   * next message for up to this many microseconds (yielding the CPU between looks) instead of
+   * going back to the event loop (0 or absent: never). See #linger.
+   */
+  lingerUs?: number;
 }
 
 interface Pending {
@@ -56,6 +70,8 @@ const RECV_SIZE = 256 * 1024;
 const OUT_SIZE = 256 * 1024;
 /** Reads per wake-up before the event loop gets its turn (level-triggered: it calls again). */
 const READS_PER_WAKE = 16;
+/** Most time one wake-up spends lingering before the event loop gets its turn again. */
+const LINGER_BUDGET_MS = 1;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
 
@@ -67,10 +83,11 @@ interface ArrivedFds {
 }
 
 /**
- * Takes a complete command in place: its bytes (`buf[off, off + size)`) are only valid during
- * the call. Returns false to have it delivered as an Incoming instead.
+ * Takes the complete command at `off` in place, and any whole messages after it before `limit`
+ * (none of them carried fds): returns the bytes taken, 0 to have the command delivered as an
+ * Incoming instead. The bytes are only valid during the call.
  */
-export type InPlaceHandler = (buf: Buffer, off: number, size: number, dv: DataView) => boolean;
+export type InPlaceHandler = (buf: Buffer, off: number, limit: number, dv: DataView) => number;
 
 /**
  * One vfio-user connection over a non-blocking UNIX socket: cuts the byte stream into
@@ -115,6 +132,9 @@ export class Connection {
   #sweep: NodeJS.Timeout | null = null;
   #closed = false;
   #closeWaiters: (() => void)[] = [];
+  #batchReplied = false; // replies went out since the wake-up (or the linger's last read)
+  #batchDelivered = false; // a message went to onMessage or a request since then
+  #lastReplyAt = Number.NEGATIVE_INFINITY; // performance.now() when replies last went out
 
   /** Commands (and unsolicited replies) from the peer. */
   onMessage: (m: Incoming) => void = m => closeAll(m.fds);
@@ -151,7 +171,53 @@ export class Connection {
       return;
     }
     if (ev.writable) this.#flush();
-    if (ev.readable) this.#read();
+    if (!ev.readable) return;
+    // Linger only for a client that came back within lingerUs of our last reply: one that
+    // answers slower (or sends alone) would cost us lingerUs of CPU per wake-up for nothing.
+    const lingerMs = (this.options.lingerUs ?? 0) / 1000;
+    const quick = performance.now() - this.#lastReplyAt <= lingerMs;
+    this.#read();
+    if (quick) this.#linger();
+  }
+
+  /**
+   * A client waiting for each answer (a vCPU's MMIO reads) sends its next message a few
+   * microseconds after our reply: looking for it right away, instead of going back to the event
+   * loop, saves the loop's wake-up (epoll, the poll callback) and the scheduling around it
+   * (tools/bench/README.md, issue 9). Only while every message of the last read was answered in
+   * place (no handler waits for a promise, none was delivered), nothing waits to be sent, and
+   * for at most LINGER_BUDGET_MS: meanwhile other fds, timers and promises wait.
+   */
+  #linger(): void {
+    const budgetEnd = performance.now() + LINGER_BUDGET_MS;
+    while (this.#worthLingering() && performance.now() < budgetEnd) {
+      this.#batchReplied = false;
+      this.#batchDelivered = false;
+      if (!this.#awaitNext(budgetEnd)) return;
+    }
+  }
+
+  /**
+   * Reads until something arrives (true), or lingerUs or the budget pass. Between empty reads
+   * the CPU goes to whoever else can run (on one CPU: the client, about to send).
+   */
+  #awaitNext(budgetEnd: number): boolean {
+    const end = Math.min(budgetEnd, performance.now() + (this.options.lingerUs ?? 0) / 1000);
+    for (;;) {
+      let got = -1;
+      this.#batch(() => {
+        got = this.#readOnce();
+      });
+      if (got >= 0) return true;
+      if (this.#closed || performance.now() >= end) return false;
+      yieldCpu();
+    }
+  }
+
+  #worthLingering(): boolean {
+    if (this.#closed || this.backlogged || this.#queue.length > 0) return false;
+    if (this.#big || this.#skip > 0) return false;
+    return this.#batchReplied && !this.#batchDelivered;
   }
 
   get closed(): boolean {
@@ -256,6 +322,8 @@ export class Connection {
     const n = this.#outLen;
     if (n === 0 || this.#closed) return;
     this.#outLen = 0;
+    this.#batchReplied = true;
+    if (this.options.lingerUs) this.#lastReplyAt = performance.now();
     let sent: number;
     try {
       sent = this.#queue.length > 0 ? 0 : this.#ms.send(this.#out.subarray(0, n));
@@ -420,16 +488,20 @@ export class Connection {
   }
 
   #read(toEnd = false): void {
+    this.#batchReplied = false;
+    this.#batchDelivered = false;
     this.#batch(() => {
       for (let i = 0; (toEnd || i < READS_PER_WAKE) && !this.#closed && !this.backlogged; i++) {
-        const more = this.#readOnce();
-        if (!more) return;
+        if (this.#readOnce() <= 0) return;
       }
     });
   }
 
-  /** One recvmsg and the messages it completes. Returns whether another read may find more. */
-  #readOnce(): boolean {
+  /**
+   * One recvmsg and the messages it completes. Returns -1 when nothing was read (or the
+   * connection ended), 1 when another read may find more, 0 when the read drained the socket.
+   */
+  #readOnce(): number {
     let n: number, want: number;
     try {
       if (this.#big) {
@@ -441,20 +513,20 @@ export class Connection {
       } else {
         this.#makeRoom();
         want = RECV_SIZE - this.#end;
-        if (want === 0) return false; // held back by the send backlog
+        if (want === 0) return -1; // held back by the send backlog
         n = this.#ms.recvInto(this.#in, this.#end, want);
       }
     } catch (e) {
       this.close(e instanceof NativeError ? `${e.code} from peer` : String(e));
-      return false;
+      return -1;
     }
-    if (n < 0) return false;
+    if (n < 0) return -1;
     const fds = this.#ms.takeFds(),
       lost = this.#ms.truncated;
     if (n === 0) {
       closeAll(fds);
       this.close('peer hung up');
-      return false;
+      return -1;
     }
     if (this.#big) this.#bigRead(n, fds, lost);
     else if (this.#skip > 0) {
@@ -466,7 +538,7 @@ export class Connection {
       this.#parse();
     }
     // A short read drained the socket, unless it ended early at bytes that carried fds.
-    return n === want || fds.length > 0 || lost;
+    return n === want || fds.length > 0 || lost ? 1 : 0;
   }
 
   /** Frees the buffer's tail for the next read: moves unhandled bytes to its start when low. */
@@ -509,13 +581,15 @@ export class Connection {
   #inPlace(s: number, size: number): boolean {
     const h = this.onCommandInPlace;
     if (!h || this.options.trace) return false;
-    if (this.#arrived.length > 0 && this.#arrived[0].at < s + size) return false;
+    // Bytes up to the first that came with fds: the message holding that byte owns them.
+    const limit = this.#arrived.length > 0 ? this.#arrived[0].at : this.#end;
+    if (limit < s + size) return false;
     const flags = this.#inView.getUint32(s + 8, true);
     if ((flags & ~Flag.NO_REPLY) !== 0 || size === HEADER_SIZE) return false;
     this.#start = s + size;
-    if (h(this.#in, s, size, this.#inView)) return true;
-    this.#start = s;
-    return false;
+    const took = h(this.#in, s, limit, this.#inView);
+    this.#start = s + took;
+    return took > 0;
   }
 
   /** Delivers the complete message at `s` as an Incoming (its payload copied out). */
@@ -606,6 +680,7 @@ export class Connection {
   }
 
   #deliver(m: Incoming, lost: boolean): void {
+    this.#batchDelivered = true;
     if (lost)
       m.error ??= { errno: Errno.EFAULT, message: 'file descriptors were lost (MSG_CTRUNC)' };
     else if (m.fds.length > this.options.maxFdsPerMessage)

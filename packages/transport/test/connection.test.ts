@@ -1,4 +1,5 @@
 import { describe, it, expect } from 'vitest';
+import { spawn } from 'node:child_process';
 import {
   socketPair,
   MessageSocket,
@@ -215,6 +216,64 @@ describe('Connection requests', () => {
     expect(reasons).toHaveLength(1);
     expect(reasons[0]).toMatch(/peer hung up|ECONNRESET/);
     expect(() => conn.send(encode.getInfo(2))).toThrow(ConnectionClosedError);
+  });
+});
+
+// A client in its own process (it must run while the server lingers): REGION_READ round trips,
+// one at a time, until a reply says the server's event loop ran meanwhile; prints its count.
+const roundTripper = `
+const s = new (require('node:net').Socket)({ fd: 3, readable: true, writable: true });
+let n = 0, have = Buffer.alloc(0);
+const ask = () => {
+  const m = Buffer.alloc(32);
+  m.writeUInt16LE(n & 0xffff, 0); m.writeUInt16LE(9, 2); m.writeUInt32LE(32, 4);
+  m.writeUInt32LE(4, 28);
+  s.write(m);
+};
+s.on('data', d => {
+  have = Buffer.concat([have, d]);
+  while (have.length >= 36) {
+    if (have.readUInt16LE(0) !== (n & 0xffff)) throw new Error('reply out of order');
+    const looped = have[32] === 1;
+    have = have.subarray(36);
+    n++;
+    if (looped || n === 1e6) { console.log(JSON.stringify({ n, looped })); process.exit(0); }
+    ask();
+  }
+});
+ask();
+`;
+
+describe('Connection lingering', () => {
+  it('answers round trips while it lingers, and lets the event loop run', async () => {
+    const [a, b] = socketPair();
+    // Waits of 10 ms: the client is nearly always back in time (the budget ends most lingers).
+    const conn = new Connection(a, { ...opts, lingerUs: 10_000 });
+    let looped = false,
+      answered = 0;
+    // The event loop's turn, asked for at the first message: lingering must not starve it.
+    const askLoop = () => setImmediate(() => (looped = true));
+    conn.onCommandInPlace = (buf, off) => {
+      if (answered++ === 0) askLoop();
+      const reply = Buffer.alloc(36);
+      buf.copy(reply, 0, off, off + 32);
+      reply.writeUInt32LE(36, 4);
+      reply.writeUInt32LE(1, 8); // REPLY
+      reply[32] = looped ? 1 : 0;
+      conn.send(reply);
+      return 32;
+    };
+    const child = spawn(process.execPath, ['-e', roundTripper], {
+      stdio: ['ignore', 'pipe', 'inherit', b.fd],
+    });
+    b.close();
+    let out = '';
+    child.stdout?.on('data', d => (out += d));
+    await new Promise(r => child.on('exit', r));
+    const result = JSON.parse(out) as { n: number; looped: boolean };
+    expect(result.looped).toBe(true);
+    expect(answered).toBe(result.n);
+    conn.close();
   });
 });
 
