@@ -67,7 +67,13 @@ export function registers<S>(
   regs: Register<S>[],
   opts: RegisterMapOptions = {},
 ): RegionHandler {
-  const byOffset = new Map<number, Register<S>>(); // key: offset * 16 + width
+  // Register by `offset * 16 + width` (widths 1, 2, 4, 8), as an array: the posted-write path
+  // looks a register up per message. An access wider than 8 bytes matches none.
+  const byAccess: (Register<S> | undefined)[] = new Array(
+    regs.reduce((m, r) => Math.max(m, r.offset * 16 + r.width + 1), 0),
+  );
+  const lookup = (offset: number, width: number) =>
+    width <= 8 ? byAccess[offset * 16 + width] : undefined;
   // Byte -> register, only as far as the last register (a huge BAR with few registers stays small).
   const cover: (Register<S> | undefined)[] = new Array(
     regs.reduce((m, r) => Math.max(m, r.offset + r.width), 0),
@@ -75,7 +81,7 @@ export function registers<S>(
   for (const r of regs) {
     if (r.offset + r.width > size)
       throw new RangeError(`register ${r.name ?? r.offset} beyond the region`);
-    byOffset.set(r.offset * 16 + r.width, r);
+    byAccess[r.offset * 16 + r.width] = r;
     for (let i = 0; i < r.width; i++)
       if (!cover[r.offset + i] || cover[r.offset + i]!.width < r.width) cover[r.offset + i] = r;
   }
@@ -87,7 +93,7 @@ export function registers<S>(
   return {
     size,
     read(offset, out) {
-      const r = byOffset.get(offset * 16 + out.length);
+      const r = lookup(offset, out.length);
       if (r) {
         get(r);
         out.set(new Uint8Array(dv.buffer, 0, r.width));
@@ -102,7 +108,7 @@ export function registers<S>(
       }
     },
     write(offset, data) {
-      const r = byOffset.get(offset * 16 + data.length);
+      const r = lookup(offset, data.length);
       const widthOk = !!r;
       if (r?.write) {
         // Little-endian bytes to a value without a DataView per write (posted writes are hot).

@@ -103,6 +103,16 @@ describe('register maps', () => {
     r.read(40, out);
     expect([...out]).toEqual([0, 0, 0, 0]);
     r.write(40, Uint8Array.of(9, 9, 9, 9));
+    // 17 bytes at 0 are no access to the 1-byte slot at 1 (offset * 16 + width collide there).
+    const one = { b: 0 };
+    const byte = registers(64, one, [
+      { offset: 1, width: 1, read: x => x.b, write: (x, v) => (x.b = Number(v)) },
+    ]);
+    const wide = new Uint8Array(17).fill(0xee);
+    byte.read(0, wide);
+    expect(wide.every(b => b === 0)).toBe(true);
+    byte.write(0, new Uint8Array(17).fill(7));
+    expect(one.b).toBe(0);
   });
 });
 
