@@ -5,10 +5,22 @@
 // its reply, so a send made while acting (e.g. an interrupt message) keeps its order.
 // These are the one place below the session that touches the connection: they are transport
 // and handler in one, for speed. Each returns the bytes it took (0: none).
-import { Command, Flag, HEADER_SIZE, Region, encode } from '@vfu/protocol';
+import { Command, Flag, HEADER_SIZE, Layout, Region, encode } from '@vfu/protocol';
 import type { Connection } from '@vfu/transport';
 import type { RegionHandler } from '@vfu/pci';
 import { accessFailed, regionFor, type HandlerContext } from './handlers.js';
+
+// Byte offsets from a message's start, from the protocol's declared layouts: the header, then
+// REGION_READ/WRITE's access triple and data, or REGION_WRITE_MULTI's count and entries.
+const { id: ID, cmd: CMD, size: SIZE, flags: FLAGS, error: ERROR } = Layout.Header;
+const ACCESS = HEADER_SIZE;
+const OFFSET = ACCESS + Layout.RegionAccess.offset.at,
+  INDEX = ACCESS + Layout.RegionAccess.region.at,
+  COUNT = ACCESS + Layout.RegionAccess.count.at,
+  DATA = ACCESS + Layout.RegionAccess.SIZE;
+const MULTI_COUNT = HEADER_SIZE + Layout.WriteMulti.count.at,
+  ENTRIES = HEADER_SIZE + Layout.WriteMulti.SIZE;
+const Entry = Layout.WriteMultiEntry;
 
 /** u64 as a number, as the decoder reads it (inexact above 2^53, still out of any region). */
 const u64At = (dv: DataView, o: number) =>
@@ -41,9 +53,9 @@ function accessAt(
   off: number,
   maxCount: number,
 ): RegionHandler | undefined {
-  access.offset = u64At(dv, off + 16);
-  access.index = dv.getUint32(off + 24, true);
-  access.count = dv.getUint32(off + 28, true);
+  access.offset = u64At(dv, off + OFFSET);
+  access.index = dv.getUint32(off + INDEX, true);
+  access.count = dv.getUint32(off + COUNT, true);
   if (access.count > maxCount || access.count > ctx.limits.maxDataXferSize) return undefined;
   if (access.index !== lastIndex || access.count === 0) {
     lastIndex = -1;
@@ -57,10 +69,11 @@ function accessAt(
 
 /** Writes a reply header (REPLY, no error) of `size` bytes at `at` in `out`. */
 function replyHeader(out: Buffer, at: number, id: number, cmd: number, size: number): void {
-  out.writeUInt32LE(id | (cmd << 16), at);
-  out.writeUInt32LE(size, at + 4);
-  out.writeUInt32LE(Flag.REPLY, at + 8);
-  out.writeUInt32LE(0, at + 12);
+  out.writeUInt16LE(id, at + ID.at);
+  out.writeUInt16LE(cmd, at + CMD.at);
+  out.writeUInt32LE(size, at + SIZE.at);
+  out.writeUInt32LE(Flag.REPLY, at + FLAGS.at);
+  out.writeUInt32LE(0, at + ERROR.at);
 }
 
 /** Replies (unless NO_REPLY) with header + the 16-byte access triple copied from the request. */
@@ -71,31 +84,31 @@ function replyAccess(
   off: number,
   extra: Uint8Array | null,
 ): void {
-  const id = dv.getUint16(off, true),
-    cmd = dv.getUint16(off + 2, true);
-  const n = 32 + (extra ? extra.length : 0);
+  const id = dv.getUint16(off + ID.at, true),
+    cmd = dv.getUint16(off + CMD.at, true);
+  const n = DATA + (extra ? extra.length : 0);
   const at = conn.reserve(n);
   if (at < 0) {
     const m = Buffer.allocUnsafe(n);
     replyHeader(m, 0, id, cmd, n);
-    b.copy(m, 16, off + 16, off + 32);
-    if (extra) m.set(extra, 32);
+    b.copy(m, ACCESS, off + ACCESS, off + DATA);
+    if (extra) m.set(extra, DATA);
     conn.send(m);
     return;
   }
   const out = conn.out;
   replyHeader(out, at, id, cmd, n);
-  b.copy(out, at + 16, off + 16, off + 32);
-  if (extra) out.set(extra, at + 32);
+  b.copy(out, at + ACCESS, off + ACCESS, off + DATA);
+  if (extra) out.set(extra, at + DATA);
   conn.commit(n);
 }
 
 function replyErrorAt(conn: Connection, dv: DataView, off: number, errno: number): void {
-  const flags = dv.getUint32(off + 8, true);
+  const flags = dv.getUint32(off + FLAGS.at, true);
   conn.replyError(
     {
-      id: dv.getUint16(off, true),
-      cmd: dv.getUint16(off + 2, true),
+      id: dv.getUint16(off + ID.at, true),
+      cmd: dv.getUint16(off + CMD.at, true),
       size: HEADER_SIZE,
       flags,
       error: 0,
@@ -123,30 +136,31 @@ function dataAt(b: Buffer, at: number, count: number): Uint8Array {
 
 /** One REGION_WRITE at `off` (size bytes): false to have it go the general way. */
 function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView, off: number) {
-  const size = dv.getUint32(off + 4, true);
-  if (size < 32) return false;
-  const r = accessAt(ctx, dv, off, size - 32);
-  if (!r || access.count !== size - 32) return false;
+  const size = dv.getUint32(off + SIZE.at, true);
+  if (size < DATA) return false;
+  const r = accessAt(ctx, dv, off, size - DATA);
+  if (!r || access.count !== size - DATA) return false;
   try {
-    r.write(access.offset, dataAt(b, off + 32, access.count));
+    r.write(access.offset, dataAt(b, off + DATA, access.count));
   } catch (e) {
     replyErrorAt(conn, dv, off, accessFailed(ctx, access.index, access.offset, e));
     return true;
   }
-  if ((dv.getUint32(off + 8, true) & Flag.NO_REPLY) === 0) replyAccess(conn, b, dv, off, null);
+  if ((dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) === 0)
+    replyAccess(conn, b, dv, off, null);
   return true;
 }
 
 /** A small posted write (a doorbell): header NO_REPLY only, REGION_WRITE, at most 8 bytes. */
 function isPostedWrite(dv: DataView, at: number, end: number): boolean {
-  if (end - at < 32) return false;
-  const size = dv.getUint32(at + 4, true);
+  if (end - at < DATA) return false;
+  const size = dv.getUint32(at + SIZE.at, true);
   return (
-    size >= 32 &&
-    size <= 40 &&
+    size >= DATA &&
+    size <= DATA + 8 &&
     size <= end - at &&
-    dv.getUint16(at + 2, true) === Command.REGION_WRITE &&
-    dv.getUint32(at + 8, true) === Flag.NO_REPLY
+    dv.getUint16(at + CMD.at, true) === Command.REGION_WRITE &&
+    dv.getUint32(at + FLAGS.at, true) === Flag.NO_REPLY
   );
 }
 
@@ -165,10 +179,10 @@ export function regionWriteInPlace(
 ): number {
   lastIndex = -1;
   if (!writeOne(ctx, conn, b, dv, off)) return 0;
-  let at = off + dv.getUint32(off + 4, true);
+  let at = off + dv.getUint32(off + SIZE.at, true);
   while (isPostedWrite(dv, at, limit) && !conn.backlogged && !conn.closed) {
     if (!writeOne(ctx, conn, b, dv, at)) break;
-    at += dv.getUint32(at + 4, true);
+    at += dv.getUint32(at + SIZE.at, true);
   }
   return at - off;
 }
@@ -182,8 +196,8 @@ export function regionReadInPlace(
   off: number,
 ): number {
   lastIndex = -1;
-  const size = dv.getUint32(off + 4, true);
-  if (size < 32 || dv.getUint32(off + 8, true) & Flag.NO_REPLY) return 0;
+  const size = dv.getUint32(off + SIZE.at, true);
+  if (size < DATA || dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) return 0;
   const r = accessAt(ctx, dv, off, scratch.length);
   if (!r) return 0;
   const data = scratchOf(access.count);
@@ -205,27 +219,29 @@ export function writeMultiInPlace(
   dv: DataView,
   off: number,
 ): number {
-  const size = dv.getUint32(off + 4, true);
-  if (size < 24 || !ctx.caps.writeMultiple) return 0;
-  const n = u64At(dv, off + 16);
-  if (n > (size - 24) / 24) return 0;
-  for (let i = 0, o = off + 24; i < n; i++, o += 24) {
-    const count = dv.getUint32(o + 12, true);
-    if (count > 8 || !pciRegionFor(ctx, dv.getUint32(o + 8, true), u64At(dv, o), count)) return 0;
+  const size = dv.getUint32(off + SIZE.at, true);
+  if (size < ENTRIES || !ctx.caps.writeMultiple) return 0;
+  const n = u64At(dv, off + MULTI_COUNT);
+  if (n > (size - ENTRIES) / Entry.SIZE) return 0;
+  for (let i = 0, o = off + ENTRIES; i < n; i++, o += Entry.SIZE) {
+    const count = dv.getUint32(o + Entry.count.at, true);
+    const index = dv.getUint32(o + Entry.region.at, true);
+    if (count > Entry.MAX_DATA || !pciRegionFor(ctx, index, u64At(dv, o + Entry.offset.at), count))
+      return 0;
   }
-  for (let i = 0, o = off + 24; i < n; i++, o += 24) {
-    const offset = u64At(dv, o),
-      index = dv.getUint32(o + 8, true),
-      count = dv.getUint32(o + 12, true);
+  for (let i = 0, o = off + ENTRIES; i < n; i++, o += Entry.SIZE) {
+    const offset = u64At(dv, o + Entry.offset.at),
+      index = dv.getUint32(o + Entry.region.at, true),
+      count = dv.getUint32(o + Entry.count.at, true);
     if (count === 0) continue;
     try {
-      ctx.region(index)!.write(offset, dataAt(b, o + 16, count));
+      ctx.region(index)!.write(offset, dataAt(b, o + Entry.DATA, count));
     } catch (e) {
       replyErrorAt(conn, dv, off, accessFailed(ctx, index, offset, e));
       return size;
     }
   }
-  if (dv.getUint32(off + 8, true) & Flag.NO_REPLY) return size;
-  conn.send(encode.writeMultiReply(dv.getUint16(off, true), n));
+  if (dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) return size;
+  conn.send(encode.writeMultiReply(dv.getUint16(off + ID.at, true), n));
   return size;
 }
