@@ -5,6 +5,7 @@ import { memoryWorkload } from './workload.js';
 import type { Report, Progress } from './report.js';
 import { parse, USAGE, UsageError, type Options } from './options.js';
 import { subcommand, SUBCOMMANDS_USAGE } from './cli/index.js';
+import { emit, progressEvents } from './cli/common.js';
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
@@ -47,7 +48,6 @@ function rounded(r: Report): Report {
 }
 
 const say = (line: string) => process.stderr.write(`vfu-migrate: ${line}\n`);
-const emit = (event: object) => process.stdout.write(`${JSON.stringify(event)}\n`);
 
 /** One side that could not be reached or would not negotiate. */
 class SideError extends Error {}
@@ -80,18 +80,6 @@ async function connectSide(
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Progress for --json: an event when a phase starts, then at most one every 200 ms. */
-function progressEvents(): (p: Progress) => void {
-  let last = { phase: '', at: 0 };
-  const t0 = performance.now();
-  return p => {
-    const at = performance.now();
-    if (p.phase === last.phase && at - last.at < 200) return;
-    last = { phase: p.phase, at };
-    emit({ event: 'progress', ...p, elapsedMs: Math.round(at - t0) });
-  };
 }
 
 /** Terminating signals abandon the migration (once); a second one ends the command at once. */

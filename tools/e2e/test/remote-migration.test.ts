@@ -471,7 +471,18 @@ describe('the commands', () => {
     expect(tx.out).toMatch(/migration completed \(v1\)/);
     const got = await rx;
     expect(got.code, got.err).toBe(0);
-    expect(JSON.parse(got.out)).toMatchObject({ outcome: 'completed', holder: 'destination' });
+    // --json is NDJSON: progress events as the stream arrives, then the report, a line each.
+    const events = got.out
+      .trimEnd()
+      .split('\n')
+      .map(l => JSON.parse(l));
+    expect(events.at(-1)).toMatchObject({
+      event: 'report',
+      outcome: 'completed',
+      holder: 'destination',
+    });
+    expect(events.slice(0, -1).length).toBeGreaterThan(0);
+    expect(events.slice(0, -1).every(e => e.event === 'progress')).toBe(true);
     const c = await VfioUserClient.connect(dst.proc.socket);
     clients.push(c);
     expect(await c.read8(2, 0)).toBe(0xa5);

@@ -16,6 +16,20 @@ export type Values = Record<string, string | boolean | undefined>;
 
 export const say = (line: string): void => void process.stderr.write(`vfu-migrate: ${line}\n`);
 export const out = (text: string): void => void process.stdout.write(`${text}\n`);
+/** One NDJSON line on stdout (--json): every event, progress or report, is one line. */
+export const emit = (event: object): void => out(JSON.stringify(event));
+
+/** Progress for --json: an event when a phase starts, then at most one every 200 ms. */
+export function progressEvents(): (p: Progress) => void {
+  let last = { phase: '', at: 0 };
+  const t0 = performance.now();
+  return p => {
+    const at = performance.now();
+    if (p.phase === last.phase && at - last.at < 200) return;
+    last = { phase: p.phase, at };
+    emit({ event: 'progress', ...p, elapsedMs: Math.round(at - t0) });
+  };
+}
 
 /** Progress on stderr when it is a terminal (and no --json): phase, MiB moved, round. */
 function progressLine(v: Values): ((p: Progress) => void) | undefined {
@@ -107,18 +121,22 @@ export function wireOptions(v: Values, software: string) {
     secret: secret(v),
     timeoutMs: integer(v, 'timeout', 100, 3_600_000, 60_000),
     software,
-    onProgress: progressLine(v),
+    onProgress: v.json ? progressEvents() : progressLine(v),
   };
 }
 
-/** Prints a report after any progress line, as JSON or as text; its exit status (0: done). */
+/**
+ * Prints a report after any progress line, as text or (--json) as the last NDJSON event; its
+ * exit status (0: done).
+ */
 export function printReport<R extends Report | { outcome: string }>(
   v: Values,
   rep: R,
   text: (r: R) => string,
 ): number {
   if (progressLine(v)) process.stderr.write('\n');
-  out(v.json ? JSON.stringify(rep, null, 2) : text(rep));
+  if (v.json) emit({ event: 'report', ...rep });
+  else out(text(rep));
   return rep.outcome === 'completed' ? 0 : 1;
 }
 

@@ -22,7 +22,7 @@ The destination half of a migration between hosts: takes one migration from a
 \`vfu-migrate send\`, then exits. It needs a way to tell who may push a state into the
 device: --secret-file, or --tls-ca (peers must hold a certificate that CA signed), or
 --insecure (anyone who reaches the port; for a trusted network only).
-  --json                    print the report as JSON
+  --json                    NDJSON on stdout: progress events, then the report
   --insecure                accept a source half that proves nothing
 ${FORCE_USAGE}
 ${TLS_USAGE}`;

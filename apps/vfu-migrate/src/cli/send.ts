@@ -20,7 +20,7 @@ The source half of a migration between hosts; \`vfu-migrate receive\` is the oth
   --protocol v2|v1          migration protocol (default v2)
   --downtime-limit MS       switch over once the rest fits in this downtime (default 300)
   --max-iterations N        at most N pre-copy rounds (default 30)
-  --json                    print the report as JSON
+  --json                    NDJSON on stdout: progress events, then the report
 ${TLS_USAGE}`;
 
 export async function sendCommand(argv: string[], describe: Describe): Promise<number> {

@@ -4,6 +4,7 @@ import { restore, save } from '../snapshot.js';
 import {
   connect,
   connectDestination,
+  emit,
   FORCE_USAGE,
   options,
   out,
@@ -44,7 +45,8 @@ export async function saveCommand(argv: string[], describe: Describe): Promise<n
   const src = await connect('source', source);
   try {
     const rep = await save(src, file, { protocol, resume: !!v.resume });
-    out(v.json ? JSON.stringify(rep, null, 2) : describe(rep));
+    if (v.json) emit({ event: 'report', ...rep });
+    else out(describe(rep));
     return rep.outcome === 'completed' && !rep.error ? 0 : 1;
   } finally {
     src.close();
@@ -64,7 +66,8 @@ export async function restoreCommand(argv: string[], describe: Describe): Promis
   const dst = await connectDestination(dest, !!v.force);
   try {
     const rep = await restore(dst, file, protocol);
-    out(v.json ? JSON.stringify(rep, null, 2) : describe(rep));
+    if (v.json) emit({ event: 'report', ...rep });
+    else out(describe(rep));
     return rep.outcome === 'completed' ? 0 : 1;
   } finally {
     dst.close();
@@ -76,6 +79,6 @@ export async function inspectCommand(argv: string[]): Promise<number> {
   if (v.help) return usage(INSPECT_USAGE);
   if (rest.length !== 1) throw new UsageError('inspect takes one file');
   const s = await inspectFile(rest[0]);
-  out(v.json ? JSON.stringify(s, null, 2) : describeStream(s));
+  out(v.json ? JSON.stringify(s) : describeStream(s));
   return s.problem ? 1 : 0;
 }
