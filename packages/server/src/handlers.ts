@@ -117,6 +117,7 @@ export const deviceHandlers: HandlerTable = {
       caps.push({ id: RegionCapId.SPARSE_MMAP, areas: r.mappable.areas });
     }
     const out = encode.regionInfo(id, argsz, { flags, index, size: r.size, offset: 0, caps });
+    if (out.withCaps && r.mappable) r.mappable.handedOut?.(); // its writes now bypass us
     return { msg: out.msg, fds: out.withCaps && r.mappable ? [r.mappable.fd.fd] : [] };
   },
 
