@@ -8,6 +8,11 @@ export interface RegionHandler {
   read(offset: number, out: Uint8Array): void;
   write(offset: number, data: Uint8Array): void;
   /**
+   * The bytes a read would return, where the region has them at hand (sent as they are, no
+   * copy into a reply): valid until the handler's next call. Null (or absent): read().
+   */
+  view?(offset: number, len: number): Uint8Array | null;
+  /**
    * Memory the client can map: the fd, and areas (relative to the region) it may map.
    * `handedOut` is called when the fd is given to a client.
    */

@@ -156,6 +156,22 @@ export const encode = {
     writeAccess(p, a.offset, a.region, a.count);
     return { msg, data: p.u8.subarray(Layout.RegionAccess.SIZE) };
   },
+  /** The first 32 bytes of a REGION_READ reply, for sending its `count` bytes beside it. */
+  regionReadReplyHead(id: number, a: RegionAccess): Uint8Array {
+    const msg = new Uint8Array(32);
+    writeHeader(msg, {
+      id,
+      cmd: Command.REGION_READ,
+      size: 32 + a.count,
+      flags: Flag.REPLY,
+      error: 0,
+    });
+    const p = new Bytes(msg.subarray(16));
+    p.setU64(0, a.offset);
+    p.setU32(8, a.region);
+    p.setU32(12, a.count);
+    return msg;
+  },
   regionWriteReply(id: number, a: RegionAccess): Uint8Array {
     const { msg, p } = rep(id, Command.REGION_WRITE, Layout.RegionAccess.SIZE);
     writeAccess(p, a.offset, a.region, a.count);

@@ -43,6 +43,12 @@ export class V1Region implements RegionHandler {
     return this.#iteration;
   }
 
+  /** Reads of the prepared chunk are sent from it as they are. */
+  view(offset: number, len: number): Uint8Array | null {
+    if (offset < DATA_OFFSET || !this.#saving) return null;
+    return this.#iteration?.read(offset - DATA_OFFSET, len) ?? null;
+  }
+
   read(offset: number, out: Uint8Array): void {
     if (offset >= DATA_OFFSET) {
       const bytes = this.#saving ? this.#iteration?.read(offset - DATA_OFFSET, out.length) : null;
