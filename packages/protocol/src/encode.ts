@@ -158,18 +158,10 @@ export const encode = {
   },
   /** The first 32 bytes of a REGION_READ reply, for sending its `count` bytes beside it. */
   regionReadReplyHead(id: number, a: RegionAccess): Uint8Array {
-    const msg = new Uint8Array(32);
-    writeHeader(msg, {
-      id,
-      cmd: Command.REGION_READ,
-      size: 32 + a.count,
-      flags: Flag.REPLY,
-      error: 0,
-    });
-    const p = new Bytes(msg.subarray(16));
-    p.setU64(0, a.offset);
-    p.setU32(8, a.region);
-    p.setU32(12, a.count);
+    const msg = new Uint8Array(REGION_DATA_AT);
+    const size = REGION_DATA_AT + a.count;
+    writeHeader(msg, { id, cmd: Command.REGION_READ, size, flags: Flag.REPLY, error: 0 });
+    writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
     return msg;
   },
   regionWriteReply(id: number, a: RegionAccess): Uint8Array {
@@ -319,6 +311,7 @@ export const encode = {
 
 /** Where a MIG_DATA message's data starts, counted from the header's first byte. */
 const MIG_DATA_AT = HEADER_SIZE + Layout.MigData.SIZE;
+const REGION_DATA_AT = HEADER_SIZE + Layout.RegionAccess.SIZE;
 
 /** The MIG_DATA body (argsz, size) of a whole message `msg` carrying `n` data bytes. */
 function writeMigData(msg: Uint8Array, n: number): void {
