@@ -7,5 +7,6 @@ pin=()
 if command -v taskset >/dev/null; then pin=(taskset -c 1); export BENCH_PINNED=1; fi
 "${pin[@]}" node dist/region.js
 "${pin[@]}" node dist/migration.js
+"${pin[@]}" node dist/guest.js
 "${pin[@]}" node dist/virtio-blk.js
 "${pin[@]}" node dist/remote.js

@@ -161,6 +161,7 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
   };
   const max = c.serverCaps.maxDataXferSize;
   let pending = 0;
+  let joined = new Uint8Array(0); // a chunk read in pieces, put together (reused)
   return {
     set: async s => {
       // read-modify-write, as QEMU does
@@ -173,15 +174,20 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
       if (pending === 0) return new Uint8Array(0);
       const off = await u64(Reg.DATA_OFFSET),
         n = await u64(Reg.DATA_SIZE);
-      const out = new Uint8Array(n);
+      // A chunk that fits one reply is that reply's bytes (given back by done()); a larger one
+      // is put together in a buffer kept for the next, not in fresh memory each time.
+      if (n <= max) return c.regionRead(region, off, n);
+      if (joined.length < n) joined = new Uint8Array(n);
       for (let d = 0; d < n; d += max) {
         const piece = await c.regionRead(region, off + d, Math.min(max, n - d));
-        out.set(piece, d);
+        joined.set(piece, d);
         c.recycle(piece);
       }
-      return out;
+      return joined.subarray(0, n);
     },
-    done: () => {},
+    done: d => {
+      if (d.buffer !== joined.buffer) c.recycle(d);
+    },
     write: async data => {
       for (let done = 0; done < data.length; ) {
         const off = await u64(Reg.DATA_OFFSET);

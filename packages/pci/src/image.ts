@@ -12,6 +12,7 @@ import {
 } from '@vfu/stream';
 import { Region } from '@vfu/protocol';
 import type { PciDevice } from './device.js';
+import { WRITE_BLOCK } from './regions.js';
 
 /**
  * The stream's view of a device: identity, declared state, config space, the kit's own state
@@ -49,7 +50,8 @@ export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
     memories: [...dev.memories.entries()].map(([name, m]) => ({
       name,
       size: m.size,
-      bytes: m.bytes,
+      bytes: m.view,
+      writes: { blockSize: WRITE_BLOCK, flags: () => m.writes() },
     })),
   };
 }

@@ -34,6 +34,7 @@ export {
   bar,
   registers,
   sharedMemory,
+  WRITE_BLOCK,
   parseSize,
   type Bar,
   type BarKind,

@@ -7,8 +7,20 @@ export interface RegionHandler {
   readonly size: number;
   read(offset: number, out: Uint8Array): void;
   write(offset: number, data: Uint8Array): void;
-  /** Memory the client can map: the fd, and areas (relative to the region) it may map. */
-  readonly mappable?: { fd: OwnedFd; areas: { offset: number; size: number }[] };
+  /**
+   * The bytes a read would return, where the region has them at hand (sent as they are, no
+   * copy into a reply): valid until the handler's next call. Null (or absent): read().
+   */
+  view?(offset: number, len: number): Uint8Array | null;
+  /**
+   * Memory the client can map: the fd, and areas (relative to the region) it may map.
+   * `handedOut` is called when the fd is given to a client.
+   */
+  readonly mappable?: {
+    fd: OwnedFd;
+    areas: { offset: number; size: number }[];
+    handedOut?: () => void;
+  };
 }
 
 export type BarKind = 'mem32' | 'mem64' | 'io';
@@ -140,8 +152,23 @@ export function registers<S>(
 // ---------------------------------------------------------------------------------------------
 // Shared memory: a memfd the server maps too; the client may map all of it.
 
+/** Bytes per flag of SharedMemory.writes. */
+export const WRITE_BLOCK = 256 * 1024;
+
 export interface SharedMemory extends RegionHandler {
+  /** A view of the memory, handed out: writes through it are not seen (see writes). */
   readonly bytes: (offset: number, len: number) => Uint8Array;
+  /**
+   * A view for the migration's own use (a source reading, a destination loading checked
+   * records): unlike bytes(), it does not count as handed out.
+   */
+  readonly view: (offset: number, len: number) => Uint8Array;
+  /**
+   * Which WRITE_BLOCK-sized blocks write() changed since the flag was last cleared (1 = written;
+   * the caller clears flags). Null once writes can bypass the server: the fd was given to a
+   * client (it may map it) or a view was handed out by bytes().
+   */
+  writes(): Uint8Array | null;
   /**
    * Allocates every page now (e.g. before a migration's data lands), keeping faults out of the
    * downtime.
@@ -157,6 +184,11 @@ export function sharedMemory(
 ): SharedMemory {
   const fd = memfdCreate(name, size);
   const map = MappedMemory.map(fd.fd, 0, size);
+  const written = new Uint8Array(Math.ceil(size / WRITE_BLOCK));
+  let unseen = false; // writes may bypass write(): through a client's mapping or a view
+  const unseenFromNow = () => {
+    unseen = true;
+  };
   return {
     size,
     read(offset, out) {
@@ -164,9 +196,21 @@ export function sharedMemory(
     },
     write(offset, data) {
       map.bytes(offset, data.length).set(data);
+      if (data.length === 0) return;
+      const first = Math.floor(offset / WRITE_BLOCK),
+        last = Math.floor((offset + data.length - 1) / WRITE_BLOCK);
+      written.fill(1, first, last + 1);
     },
-    mappable: opts.mappable === false ? undefined : { fd, areas: [{ offset: 0, size }] },
-    bytes: (offset, len) => map.bytes(offset, len),
+    mappable:
+      opts.mappable === false
+        ? undefined
+        : { fd, areas: [{ offset: 0, size }], handedOut: unseenFromNow },
+    bytes: (offset, len) => {
+      unseen = true;
+      return map.bytes(offset, len);
+    },
+    view: (offset, len) => map.bytes(offset, len),
+    writes: () => (unseen ? null : written),
     prefault() {
       allocate(fd.fd, 0, size);
       map.populate();

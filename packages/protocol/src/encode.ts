@@ -156,6 +156,14 @@ export const encode = {
     writeAccess(p, a.offset, a.region, a.count);
     return { msg, data: p.u8.subarray(Layout.RegionAccess.SIZE) };
   },
+  /** The first 32 bytes of a REGION_READ reply, for sending its `count` bytes beside it. */
+  regionReadReplyHead(id: number, a: RegionAccess): Uint8Array {
+    const msg = new Uint8Array(REGION_DATA_AT);
+    const size = REGION_DATA_AT + a.count;
+    writeHeader(msg, { id, cmd: Command.REGION_READ, size, flags: Flag.REPLY, error: 0 });
+    writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
+    return msg;
+  },
   regionWriteReply(id: number, a: RegionAccess): Uint8Array {
     const { msg, p } = rep(id, Command.REGION_WRITE, Layout.RegionAccess.SIZE);
     writeAccess(p, a.offset, a.region, a.count);
@@ -303,6 +311,7 @@ export const encode = {
 
 /** Where a MIG_DATA message's data starts, counted from the header's first byte. */
 const MIG_DATA_AT = HEADER_SIZE + Layout.MigData.SIZE;
+const REGION_DATA_AT = HEADER_SIZE + Layout.RegionAccess.SIZE;
 
 /** The MIG_DATA body (argsz, size) of a whole message `msg` carrying `n` data bytes. */
 function writeMigData(msg: Uint8Array, n: number): void {

@@ -117,6 +117,7 @@ export const deviceHandlers: HandlerTable = {
       caps.push({ id: RegionCapId.SPARSE_MMAP, areas: r.mappable.areas });
     }
     const out = encode.regionInfo(id, argsz, { flags, index, size: r.size, offset: 0, caps });
+    if (out.withCaps && r.mappable) r.mappable.handedOut?.(); // its writes now bypass us
     return { msg: out.msg, fds: out.withCaps && r.mappable ? [r.mappable.fd.fd] : [] };
   },
 
@@ -135,9 +136,17 @@ export const deviceHandlers: HandlerTable = {
   },
 
   [Command.REGION_READ]: (ctx, id, body) => {
+    // A region with its bytes at hand (device memory, the v1 data window) has them sent beside
+    // the reply's head: no reply buffer of `count` bytes to allocate and fill.
+    let view: Uint8Array | null = null;
+    const { region, offset, count } = body;
+    const e = access(ctx, region, offset, count, r => {
+      view = r.view?.(offset, count) ?? null;
+    });
+    if (e) return e;
+    if (view) return { msg: encode.regionReadReplyHead(id, body), more: [view] };
     const out = encode.regionReadReply(id, body);
-    const e = access(ctx, body.region, body.offset, body.count, r => r.read(body.offset, out.data));
-    return e || msg(out.msg);
+    return access(ctx, region, offset, count, r => r.read(offset, out.data)) || msg(out.msg);
   },
 
   [Command.REGION_WRITE]: (ctx, id, body) => {

@@ -30,5 +30,16 @@ export interface DeviceImage {
     check(b: Uint8Array): string | null;
     load(b: Uint8Array): void;
   };
-  memories: { name: string; size: number; bytes(offset: number, len: number): Uint8Array }[];
+  memories: {
+    name: string;
+    size: number;
+    bytes(offset: number, len: number): Uint8Array;
+    /**
+     * What the device saw written, if it can tell: `flags()` has one byte per `blockSize`
+     * bytes, set to 1 by a write (the save session clears them), or is null when writes can
+     * bypass the device (a client maps the memory). The scan for changed pages skips blocks
+     * whose flag is 0, instead of comparing every byte.
+     */
+    writes?: { blockSize: number; flags(): Uint8Array | null };
+  }[];
 }

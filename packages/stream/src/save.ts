@@ -49,6 +49,8 @@ export class SaveSession {
     // pass's cursor, and every page before it was copied in by #emit): no clearing, which on a
     // fresh 1 GiB shadow would fault in every page inside the request that starts the session.
     this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
+    // Seen writes are counted from here: every page this session sends is copied after this.
+    for (const m of image.memories) m.writes?.flags()?.fill(0);
     this.#initialLeft = image.memories.reduce((a, m) => a + m.size, 0);
     // State, config and the kit record go first as well: small, and a destination can check
     // compatibility early.
@@ -154,9 +156,24 @@ export class SaveSession {
 
   #scanAt = { mem: 0, off: 0 };
 
+  /**
+   * Compares a block with what was sent; returns the changed pages found (queued as dirty).
+   * Where the device tells which blocks were written, a block whose flags are all 0 is
+   * skipped: it was equal when last compared (or never sent before the session began) and
+   * nothing wrote it since. A block that differs keeps its flags set, so that the next pass
+   * compares it again even if the pages found are not sent before that pass drops them.
+   */
   #compareBlock(mem: number, blk: number, n: number): number {
     const m = this.image.memories[mem],
       sent = this.#sent[mem];
+    const flags = m.writes?.flags() ?? null,
+      bs = m.writes?.blockSize ?? 1;
+    const first = Math.floor(blk / bs),
+      end = Math.floor((blk + n - 1) / bs) + 1;
+    if (flags) {
+      if (!flags.subarray(first, end).includes(1)) return 0;
+      flags.fill(0, first, end);
+    }
     if (Buffer.compare(m.bytes(blk, n), sent.subarray(blk, blk + n)) === 0) return 0;
     const pages = this.#dirty[mem].pages;
     let found = 0;
@@ -167,6 +184,7 @@ export class SaveSession {
         found++;
       }
     }
+    if (flags && found) flags.fill(1, first, end);
     return found;
   }
 

@@ -8,11 +8,25 @@ export const dir = mkdtempSync(join(tmpdir(), 'vfu-bench-'));
 const src = join(dirname(fileURLToPath(import.meta.url)), '..', 'c');
 
 /** Compiles the C floor programs (cc -O2) into the bench's temporary directory. */
-export function buildC(): { stub: string; client: string } {
-  const out = { stub: join(dir, 'stub-server'), client: join(dir, 'client') };
+export function buildC(): { stub: string; client: string; membw: string } {
+  const out = {
+    stub: join(dir, 'stub-server'),
+    client: join(dir, 'client'),
+    membw: join(dir, 'membw'),
+  };
   execFileSync('cc', ['-O2', '-o', out.stub, join(src, 'stub-server.c')]);
   execFileSync('cc', ['-O2', '-o', out.client, join(src, 'client.c')]);
+  execFileSync('cc', ['-O2', '-o', out.membw, join(src, 'membw.c')]);
   return out;
+}
+
+/** C memcmp (in 256 KiB blocks) and memcpy of `bytes`, best of three, in ms (c/membw.c). */
+export function memoryBandwidth(bin: string, bytes: number): { cmpMs: number; cpyMs: number } {
+  const [cmpMs, cpyMs] = execFileSync(bin, [String(bytes)], { encoding: 'utf8' })
+    .trim()
+    .split(' ')
+    .map(Number);
+  return { cmpMs, cpyMs };
 }
 
 export async function startStub(bin: string, socket: string): Promise<ChildProcess> {

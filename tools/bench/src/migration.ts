@@ -3,13 +3,14 @@
 // idle and (v2) with a workload dirtying memory. The floor is the C client pulling the same
 // number of bytes from the C stub in 64 KiB and in 1 MiB REGION_READs (vfio-user framing over
 // the same socket kind). BENCH_SPREAD=1 puts the servers on CPU 0 and the driver on CPU 1
-// (default: all on the CPU run.sh pinned).
+// (default: all on the CPU run.sh pinned). Downtime is set beside the memory bandwidth: a C
+// memcmp of the whole memory against a copy (the final scan for changed pages compares as much).
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
-import { buildC, startStub, cClient, fmt, dir, rssMiB } from './common.js';
+import { buildC, startStub, cClient, fmt, dir, rssMiB, memoryBandwidth } from './common.js';
 
 /** VFIO_DEVICE_STATE_RUNNING (include/uapi/linux/vfio.h). */
 const RUNNING = 2;
@@ -40,6 +41,7 @@ console.log(
   '1M fl'.padStart(6),
   'x 1M'.padStart(5),
   'downtime ms'.padStart(12),
+  'x cmp'.padStart(6),
   '(stop-copy'.padStart(11),
   'resume)'.padStart(8),
   'rounds'.padStart(7),
@@ -63,6 +65,11 @@ for (const size of sizes) {
   };
   const f64 = floor(64 << 10),
     f1m = floor(1 << 20);
+  const bw = memoryBandwidth(c.membw, bytes);
+  console.log(
+    `${size}: C memcmp of the memory ${fmt(bw.cmpMs)} ms, memcpy ${fmt(bw.cpyMs)} ms ` +
+      '(x cmp = downtime / memcmp)',
+  );
   for (const protocol of protocols)
     for (const load of protocol === 'v2' ? ['idle', 'dirtying'] : ['idle']) {
       const a = await server(`a${k}.sock`, size);
@@ -91,6 +98,7 @@ for (const size of sizes) {
           fmt(f1m, 2).padStart(6),
           fmt(r.throughputGiBps / f1m, 2).padStart(5),
           fmt(r.downtimeMs).padStart(12),
+          fmt(r.downtimeMs / bw.cmpMs, 2).padStart(6),
           fmt(r.stopCopyMs).padStart(11),
           fmt(r.resumeMs).padStart(8),
           String(r.iterations).padStart(7),

@@ -124,23 +124,37 @@ export class Link {
   /** Stream bytes, cut into frames of at most MAX_DATA. */
   async sendData(data: Uint8Array): Promise<void> {
     for (let off = 0; off < data.length; off += MAX_DATA)
-      await this.#write(dataFrame(data.subarray(off, off + MAX_DATA)));
+      await this.#write(dataFrame(data.subarray(off, off + MAX_DATA)), true);
   }
 
-  async #write(parts: Uint8Array[]): Promise<void> {
+  /**
+   * Queues `parts` on the socket. `hold`: the last part is the caller's memory, which it reuses
+   * once this resolves (a received chunk given back): resolves only when the socket no longer
+   * holds it, not merely when its queue is under the high-water mark.
+   */
+  async #write(parts: Uint8Array[], hold = false): Promise<void> {
     // A peer that said something (its ABORT, its reason) and went: what it said is read next.
     if (this.#closed && this.#queue.length) return;
     if (this.#closed) throw this.#closed;
     let full = false;
-    for (const p of parts) {
+    let flushed: Promise<void> | null = null;
+    for (const [i, p] of parts.entries()) {
       this.bytesOut += p.length;
-      full = !this.socket.write(p) || full;
+      if (hold && i === parts.length - 1)
+        flushed = new Promise(res => {
+          full = !this.socket.write(p, () => res()) || full;
+        });
+      else full = !this.socket.write(p) || full;
     }
     if (full) await this.#drained();
+    else if (flushed && this.socket.writableLength > 0) await this.#drained(flushed);
   }
 
-  /** The socket took what was queued; a peer that takes nothing for too long is given up. */
-  #drained(): Promise<void> {
+  /**
+   * The socket took what was queued (or `flushed` settled: the write it stands for left);
+   * a peer that takes nothing for too long is given up.
+   */
+  #drained(flushed?: Promise<void>): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#end(new LinkClosed(`${this.peer} took nothing for ${this.timeoutMs} ms`));
@@ -155,6 +169,7 @@ export class Link {
       };
       this.socket.on('drain', done);
       this.socket.on('close', done);
+      flushed?.then(done);
     });
   }
 

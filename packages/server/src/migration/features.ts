@@ -14,7 +14,7 @@ import {
 import { S } from '@vfu/fsm';
 import type { HandlerTable } from '../handlers.js';
 import { MigrationError } from './errors.js';
-import type { Migration } from './index.js';
+import type { MigrationHost } from './host.js';
 
 const { GET, SET, PROBE } = FeatureFlag;
 /** Which operations each feature supports. */
@@ -32,7 +32,7 @@ const OPS: Record<number, number> = {
 const errnoOf = (e: unknown): number =>
   e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO;
 
-export function featureHandlers(m: Migration): HandlerTable {
+export function featureHandlers(m: MigrationHost): HandlerTable {
   const log = m.opts.log;
   return {
     [Command.DEVICE_FEATURE]: (ctx, id, body) => {

@@ -17,10 +17,9 @@ import { featureHandlers } from './features.js';
 import { V1Region } from './v1-region.js';
 import { MigrationError } from './errors.js';
 import type { Logger } from '../logger.js';
+import type { MigrationHost, Transport } from './host.js';
 
-export type Transport = 'v1' | 'v2';
-
-export class Migration {
+export class Migration implements MigrationHost {
   readonly flags = MigFlag.STOP_COPY | MigFlag.PRE_COPY;
   readonly fsm = new MigrationStateMachine(this.flags);
   readonly handlers: HandlerTable;

@@ -6,7 +6,7 @@ import { S, toV1 } from '@vfu/fsm';
 import { V1SaveIteration } from '@vfu/stream';
 import { RegionAccessError, type RegionHandler } from '@vfu/pci';
 import { MigrationError } from './errors.js';
-import type { Migration } from './index.js';
+import type { MigrationHost } from './host.js';
 
 const V1Reg = V1MigrationReg;
 const DATA_OFFSET = V1_DATA_WINDOW;
@@ -20,7 +20,7 @@ export class V1Region implements RegionHandler {
   readonly #window = new Uint8Array(WINDOW); // resuming: what the client wrote
   #iteration: V1SaveIteration | null = null; // saving: bound to the current save session
 
-  constructor(private readonly m: Migration) {}
+  constructor(private readonly m: MigrationHost) {}
 
   resetIteration(): void {
     this.#iteration = null;
@@ -41,6 +41,12 @@ export class V1Region implements RegionHandler {
     if (!this.#saving || !m.save || !m.claim('v1')) return null;
     this.#iteration ??= new V1SaveIteration(m.save, WINDOW);
     return this.#iteration;
+  }
+
+  /** Reads of the prepared chunk are sent from it as they are. */
+  view(offset: number, len: number): Uint8Array | null {
+    if (offset < DATA_OFFSET || !this.#saving) return null;
+    return this.#iteration?.read(offset - DATA_OFFSET, len) ?? null;
   }
 
   read(offset: number, out: Uint8Array): void {
