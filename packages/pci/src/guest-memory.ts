@@ -4,7 +4,7 @@
 import { MappedMemory, fileIdentity, type OwnedFd } from '@vfu/native';
 import { Errno, DmaMapFlag, bitmapBytes, setBit, type DmaMap, type LogRange } from '@vfu/protocol';
 import { isPow2 } from './bits.js';
-import { DmaError } from './errors.js';
+import { DmaError, PciError } from './errors.js';
 
 interface Mapping {
   address: number;
@@ -45,22 +45,24 @@ export class GuestMemory {
     }));
   }
 
-  /** DMA_MAP. Takes ownership of `fd`. Returns 0 or an errno. */
-  map(req: DmaMap, fd?: OwnedFd): number {
-    const fail = (e: number) => {
+  /** DMA_MAP. Takes ownership of `fd`; a refused mapping throws a PciError (fd closed). */
+  map(req: DmaMap, fd?: OwnedFd): void {
+    const fail = (errno: number, why: string) => {
       fd?.close();
-      return e;
+      const range = `0x${req.address.toString(16)}+0x${req.size.toString(16)}`;
+      return new PciError(errno, `DMA_MAP ${range}: ${why}`);
     };
     const { pageSize, maxMapSize, maxMaps } = this.limits;
-    if (req.flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) return fail(Errno.EINVAL);
+    if (req.flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE))
+      throw fail(Errno.EINVAL, `unknown flags 0x${req.flags.toString(16)}`);
     if (req.size === 0 || req.address % pageSize || req.size % pageSize || req.offset % pageSize)
-      return fail(Errno.EINVAL);
-    if (req.size > maxMapSize) return fail(Errno.ENOSPC);
+      throw fail(Errno.EINVAL, `empty, or not aligned to the ${pageSize}-byte page`);
+    if (req.size > maxMapSize) throw fail(Errno.ENOSPC, `larger than ${maxMapSize} bytes`);
     if (
       req.address + req.size > Number.MAX_SAFE_INTEGER ||
       req.offset + req.size > Number.MAX_SAFE_INTEGER
     )
-      return fail(Errno.EINVAL);
+      throw fail(Errno.EINVAL, 'address or offset overflows');
     const identity = fd ? fileIdentity(fd.fd) : undefined;
     const over = this.#maps.find(
       m => req.address < m.address + m.size && m.address < req.address + req.size,
@@ -72,9 +74,13 @@ export class GuestMemory {
         over.flags === req.flags &&
         over.identity === identity &&
         (!fd || over.offset === req.offset);
-      return fail(same ? 0 : Errno.EINVAL);
+      if (same) {
+        fd?.close(); // the same mapping again: nothing to do (QEMU repeats them)
+        return;
+      }
+      throw fail(Errno.EINVAL, 'overlaps another mapping');
     }
-    if (this.#maps.length >= maxMaps) return fail(Errno.EINVAL);
+    if (this.#maps.length >= maxMaps) throw fail(Errno.EINVAL, `more than ${maxMaps} mappings`);
     const m: Mapping = {
       address: req.address,
       size: req.size,
@@ -87,33 +93,27 @@ export class GuestMemory {
       try {
         m.map = MappedMemory.map(fd.fd, req.offset, req.size, (req.flags & DmaMapFlag.WRITE) !== 0);
       } catch (e) {
-        return fail((e as { errno?: number }).errno ?? Errno.EFAULT);
+        throw fail((e as { errno?: number }).errno ?? Errno.EFAULT, (e as Error).message);
       }
     }
     this.#maps.push(m);
     this.#maps.sort((a, b) => a.address - b.address);
-    return 0;
   }
 
   /**
-   * DMA_UNMAP of exactly one mapping (ENOENT otherwise). Optionally returns its dirty bitmap first.
+   * DMA_UNMAP of exactly one mapping (else a PciError, ENOENT). Returns its dirty bitmap, read
+   * first, when `bitmapPage` is given.
    */
-  unmap(
-    address: number,
-    size: number,
-    bitmapPage?: number,
-  ): { errno: number; bitmap?: Uint8Array } {
+  unmap(address: number, size: number, bitmapPage?: number): Uint8Array | undefined {
     const i = this.#maps.findIndex(m => m.address === address && m.size === size);
-    if (i < 0) return { errno: Errno.ENOENT };
-    let bitmap: Uint8Array | undefined;
-    if (bitmapPage !== undefined) {
-      const r = this.report(address, size, bitmapPage);
-      if (typeof r === 'number') return { errno: r };
-      bitmap = r;
+    if (i < 0) {
+      const range = `0x${address.toString(16)}+0x${size.toString(16)}`;
+      throw new PciError(Errno.ENOENT, `DMA_UNMAP ${range}: no mapping with this address and size`);
     }
+    const bitmap = bitmapPage === undefined ? undefined : this.report(address, size, bitmapPage);
     this.#release(this.#maps[i]);
     this.#maps.splice(i, 1);
-    return { errno: 0, bitmap };
+    return bitmap;
   }
 
   unmapAll(): void {
@@ -240,19 +240,25 @@ export class GuestMemory {
    * DMA_LOGGING_START / DIRTY_PAGES START. Ranges are checked (§6.4) but every mapped page is
    * logged.
    */
-  startLogging(pageSize: number, ranges: LogRange[] = []): number {
-    if (!isPow2(pageSize) || pageSize < this.limits.pageSize) return Errno.EINVAL;
+  startLogging(pageSize: number, ranges: LogRange[] = []): void {
+    const refuse = (errno: number, why: string) =>
+      new PciError(errno, `dirty logging at ${pageSize}-byte pages: ${why}`);
+    if (!isPow2(pageSize) || pageSize < this.limits.pageSize)
+      throw refuse(Errno.EINVAL, `not a power of two of at least ${this.limits.pageSize}`);
     const sorted = [...ranges].sort((a, b) => a.iova - b.iova);
     for (let i = 0; i < sorted.length; i++) {
       const r = sorted[i];
-      if (r.iova % pageSize || r.length % pageSize || r.length === 0) return Errno.EINVAL;
-      if (r.iova + r.length > Number.MAX_SAFE_INTEGER) return Errno.EOVERFLOW;
-      if (i > 0 && sorted[i - 1].iova + sorted[i - 1].length > r.iova) return Errno.EINVAL;
+      if (r.iova % pageSize || r.length % pageSize || r.length === 0)
+        throw refuse(Errno.EINVAL, 'a range is empty or not aligned to the page');
+      if (r.iova + r.length > Number.MAX_SAFE_INTEGER)
+        throw refuse(Errno.EOVERFLOW, 'a range overflows');
+      if (i > 0 && sorted[i - 1].iova + sorted[i - 1].length > r.iova)
+        throw refuse(Errno.EINVAL, 'ranges overlap');
     }
-    if (this.#logPage) return this.#logPage === pageSize ? 0 : Errno.EINVAL;
+    if (this.#logPage === pageSize) return; // started already, at this page size
+    if (this.#logPage) throw refuse(Errno.EINVAL, `logging runs at ${this.#logPage} already`);
     this.#logPage = pageSize;
     this.#dirty.clear();
-    return 0;
   }
 
   stopLogging(): void {
@@ -264,10 +270,16 @@ export class GuestMemory {
    * Dirty bitmap of [iova, iova+length) at `pageSize`, read-and-clear. Any range is accepted,
    * across mappings and holes (unmapped pages read 0), as QEMU's REPORT needs (§6.4).
    */
-  report(iova: number, length: number, pageSize: number): Uint8Array | number {
-    if (!this.#logPage) return Errno.EINVAL;
-    if (!isPow2(pageSize) || pageSize < 4096 || length === 0) return Errno.EINVAL;
-    if (iova + length > Number.MAX_SAFE_INTEGER) return Errno.EOVERFLOW;
+  report(iova: number, length: number, pageSize: number): Uint8Array {
+    const refuse = (errno: number, why: string) =>
+      new PciError(
+        errno,
+        `dirty bitmap of 0x${iova.toString(16)}+0x${length.toString(16)}: ${why}`,
+      );
+    if (!this.#logPage) throw refuse(Errno.EINVAL, 'dirty logging is not started');
+    if (!isPow2(pageSize) || pageSize < 4096 || length === 0)
+      throw refuse(Errno.EINVAL, `empty, or page size ${pageSize} not a power of two >= 4096`);
+    if (iova + length > Number.MAX_SAFE_INTEGER) throw refuse(Errno.EOVERFLOW, 'overflows');
     const bm = new Uint8Array(bitmapBytes(length, pageSize));
     const lp = this.#logPage;
     const first = Math.floor(iova / lp),

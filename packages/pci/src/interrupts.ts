@@ -12,6 +12,7 @@ import {
 import { Errno, Irq, IrqInfoFlag, IrqSetFlag, type SetIrqs } from '@vfu/protocol';
 import { Cfg, Command, MsiControl, MsixControl, type ConfigSpace } from './config-space.js';
 import type { CapabilityLayout } from './capabilities.js';
+import { PciError } from './errors.js';
 
 /** Offset of the vector-control word (bit 0: mask) in a 16-byte MSI-X table entry. */
 const MSIX_VECTOR_CONTROL = 12;
@@ -109,30 +110,30 @@ export class Interrupts {
     return { flags, count };
   }
 
-  /** DEVICE_SET_IRQS after the codec's checks. Returns 0 or an errno; takes ownership of `fds`. */
-  set(req: SetIrqs, fds: OwnedFd[]): number {
+  /**
+   * DEVICE_SET_IRQS after the codec's checks; takes ownership of `fds` (closed when refused). A
+   * refused request throws a PciError.
+   */
+  set(req: SetIrqs, fds: OwnedFd[]): void {
+    const refuse = (why: string, errno: number = Errno.EINVAL) => {
+      closeAll(fds);
+      return new PciError(errno, `SET_IRQS index ${req.index}: ${why}`);
+    };
     const v = this.#v[req.index];
     const data = req.flags & IrqSetFlag.DATA_TYPE_MASK,
       action = req.flags & IrqSetFlag.ACTION_TYPE_MASK;
     if (req.count === 0) {
       // TRIGGER|NONE, start 0: disable the index
-      if (req.start >= v.count && v.count === 0) {
-        closeAll(fds);
-        return Errno.EINVAL;
-      }
+      if (req.start >= v.count && v.count === 0) throw refuse('the device has no such vectors');
       v.clear();
       if (req.index === Irq.INTX) this.#stopResample();
-      return 0;
+      return;
     }
-    if (req.start >= v.count || req.start + req.count > v.count) {
-      closeAll(fds);
-      return Errno.EINVAL;
-    }
+    if (req.start >= v.count || req.start + req.count > v.count)
+      throw refuse(`vectors ${req.start}+${req.count} beyond the device's ${v.count}`);
     // Interrupt fds are eventfds: anything else is refused here, before it is written or polled.
-    if (data === IrqSetFlag.DATA_EVENTFD && !fds.every(f => isEventfd(f.fd))) {
-      closeAll(fds);
-      return Errno.EINVAL;
-    }
+    if (data === IrqSetFlag.DATA_EVENTFD && !fds.every(f => isEventfd(f.fd)))
+      throw refuse('an fd that is not an eventfd');
     const range = Array.from({ length: req.count }, (_, i) => req.start + i);
     const on = (i: number) =>
       data === IrqSetFlag.DATA_NONE ||
@@ -145,10 +146,8 @@ export class Interrupts {
             const other = [Irq.INTX, Irq.MSI, Irq.MSIX].find(
               i => i !== req.index && this.#v[i].bound(),
             );
-            if (other !== undefined) {
-              closeAll(fds);
-              return Errno.EINVAL;
-            }
+            if (other !== undefined)
+              throw refuse(`index ${other} has eventfds bound: disable it first`);
           }
           range.forEach((vec, i) => {
             v.fds[vec]?.close();
@@ -156,17 +155,18 @@ export class Interrupts {
           });
           // A line already asserted (e.g. loaded by a migration) is signalled on its new eventfd.
           if (req.index === Irq.INTX && fds.length) this.#unmaskIntx();
-          return 0;
+          return;
         }
         for (const vec of range) if (on(vec)) this.#signal(req.index, vec); // loop-back test
-        return 0;
+        return;
       case IrqSetFlag.ACTION_MASK:
       case IrqSetFlag.ACTION_UNMASK: {
         const mask = action === IrqSetFlag.ACTION_MASK;
         if (data === IrqSetFlag.DATA_EVENTFD) {
           if (req.index !== Irq.INTX || mask) {
+            if (!mask) throw refuse('only INTx takes an unmask eventfd (resample)');
             closeAll(fds);
-            return mask ? 0 : Errno.EINVAL;
+            return;
           }
           this.#stopResample();
           if (fds[0]) {
@@ -178,7 +178,7 @@ export class Interrupts {
               }),
             };
           }
-          return 0;
+          return;
         }
         for (const vec of range)
           if (on(vec)) {
@@ -190,11 +190,10 @@ export class Interrupts {
               if (!mask) this.#flushPending(req.index, vec);
             }
           }
-        return 0;
+        return;
       }
     }
-    closeAll(fds);
-    return Errno.EINVAL;
+    throw refuse(`action 0x${action.toString(16)} is none of TRIGGER, MASK, UNMASK`);
   }
 
   /** The device raises an interrupt (vector of MSI/MSI-X; INTx ignores it). */

@@ -79,7 +79,7 @@ function bindIntx<S extends Schema>(dev: PciDevice<S>): OwnedFd {
   fds.push(fd);
   const flags = I.DATA_EVENTFD | I.ACTION_TRIGGER;
   const req = { argsz: 24, flags, index: Irq.INTX, start: 0, count: 1 };
-  expect(dev.irq.set(req, [dupFd(fd.fd)])).toBe(0);
+  dev.irq.set(req, [dupFd(fd.fd)]);
   return fd;
 }
 

@@ -19,18 +19,10 @@ describe('MSI-X', () => {
     expect(d.bars[1]?.size).toBe(8192);
     expect(d.irq.count(Irq.MSIX)).toBe(4);
     const fds = [eventfdCreate(), eventfdCreate(), eventfdCreate(), eventfdCreate()];
-    expect(
-      d.irq.set(
-        {
-          argsz: 20,
-          flags: I.DATA_EVENTFD | I.ACTION_TRIGGER,
-          index: Irq.MSIX,
-          start: 0,
-          count: 4,
-        },
-        fds.map(f => dupFd(f.fd)),
-      ),
-    ).toBe(0); // the kit owns (and closes) its copies
+    d.irq.set(
+      { argsz: 20, flags: I.DATA_EVENTFD | I.ACTION_TRIGGER, index: Irq.MSIX, start: 0, count: 4 },
+      fds.map(f => dupFd(f.fd)),
+    ); // the kit owns (and closes) its copies
     const cap = d.caps.msix!;
     d.config.write(cap + 2, Uint8Array.of(0x00, 0x80)); // MSI-X enable
     const table = d.region(1)!;
@@ -64,7 +56,7 @@ describe('MSI-X', () => {
     const fd = eventfdCreate();
     const trigger = { argsz: 20, index: Irq.MSIX, start: 0, count: 1 };
     const flags = I.DATA_EVENTFD | I.ACTION_TRIGGER;
-    expect(d.irq.set({ ...trigger, flags }, [dupFd(fd.fd)])).toBe(0);
+    d.irq.set({ ...trigger, flags }, [dupFd(fd.fd)]);
     const cap = d.caps.msix!;
     const table = d.region(1)!;
     const entry = new Uint8Array(16);

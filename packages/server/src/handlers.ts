@@ -16,7 +16,7 @@ import {
   type RegionCap,
 } from '@vfu/protocol';
 import type { OwnedFd } from '@vfu/native';
-import { RegionAccessError, DmaError, type PciDevice, type RegionHandler } from '@vfu/pci';
+import { PciError, type PciDevice, type RegionHandler } from '@vfu/pci';
 import type { ServerLimits } from './limits.js';
 
 /** What a handler may use: the device, the negotiated session's facts, and nothing of I/O. */
@@ -87,9 +87,16 @@ export function accessFailed(
   offset: number,
   e: unknown,
 ): number {
-  if (e instanceof RegionAccessError || e instanceof DmaError) return e.errno;
+  if (e instanceof PciError) return e.errno;
   ctx.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
   return Errno.EIO;
+}
+
+/** A kit request's refusal (a PciError) as its errno, said in the log; other faults go on up. */
+function refused(ctx: HandlerContext, e: unknown): number {
+  if (!(e instanceof PciError)) throw e;
+  ctx.log(e.message);
+  return e.errno;
 }
 
 export const deviceHandlers: HandlerTable = {
@@ -131,8 +138,12 @@ export const deviceHandlers: HandlerTable = {
   },
 
   [Command.DEVICE_SET_IRQS]: (ctx, id, body, fds) => {
-    const e = ctx.device.irq.set(body, fds.splice(0));
-    return e || msg(encode.empty(id, Command.DEVICE_SET_IRQS));
+    try {
+      ctx.device.irq.set(body, fds.splice(0));
+    } catch (e) {
+      return refused(ctx, e);
+    }
+    return msg(encode.empty(id, Command.DEVICE_SET_IRQS));
   },
 
   [Command.REGION_READ]: (ctx, id, body) => {
@@ -174,8 +185,12 @@ export const deviceHandlers: HandlerTable = {
 
   [Command.DMA_MAP]: (ctx, id, body, fds) => {
     if (fds.length > 1) return Errno.EINVAL;
-    const e = ctx.device.guest.map(body, fds.shift());
-    return e || msg(encode.empty(id, Command.DMA_MAP));
+    try {
+      ctx.device.guest.map(body, fds.shift());
+    } catch (e) {
+      return refused(ctx, e);
+    }
+    return msg(encode.empty(id, Command.DMA_MAP));
   },
 
   [Command.DMA_UNMAP]: (ctx, id, body) => {
@@ -189,7 +204,11 @@ export const deviceHandlers: HandlerTable = {
         return Errno.EINVAL;
       if (b.bitmap.size !== bitmapBytes(b.size, b.bitmap.pgsize)) return Errno.EINVAL;
     }
-    const r = ctx.device.guest.unmap(b.address, b.size, b.bitmap?.pgsize);
-    return r.errno || msg(encode.dmaUnmapReply(id, b, r.bitmap));
+    try {
+      const bitmap = ctx.device.guest.unmap(b.address, b.size, b.bitmap?.pgsize);
+      return msg(encode.dmaUnmapReply(id, b, bitmap));
+    } catch (e) {
+      return refused(ctx, e);
+    }
   },
 };

@@ -12,7 +12,8 @@ import {
   ProtocolError,
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
-import type { HandlerTable } from '../handlers.js';
+import { PciError } from '@vfu/pci';
+import type { HandlerContext, HandlerTable, Reply, RequestBody } from '../handlers.js';
 import { MigrationError } from './errors.js';
 import type { MigrationHost } from './host.js';
 
@@ -29,8 +30,11 @@ const OPS: Record<number, number> = {
   [Feature.VFU_STATUS]: GET,
 };
 
+/** The errno a refusal carries (migration, codec or kit); anything else is EIO. */
 const errnoOf = (e: unknown): number =>
-  e instanceof MigrationError || e instanceof ProtocolError ? e.errno : Errno.EIO;
+  e instanceof MigrationError || e instanceof ProtocolError || e instanceof PciError
+    ? e.errno
+    : Errno.EIO;
 
 export function featureHandlers(m: MigrationHost): HandlerTable {
   const log = m.opts.log;
@@ -78,8 +82,7 @@ export function featureHandlers(m: MigrationHost): HandlerTable {
             const d = decodeFeatureData.loggingStart(data);
             if (d instanceof ProtocolError) return d.errno;
             if (d.pageSize === 0) return Errno.EINVAL;
-            const e = m.device.guest.startLogging(d.pageSize, d.ranges);
-            if (e) return e;
+            m.device.guest.startLogging(d.pageSize, d.ranges);
             log.debug(`dirty logging started (page ${d.pageSize}, ${d.ranges.length} ranges)`);
             return reply(data);
           }
@@ -102,9 +105,7 @@ export function featureHandlers(m: MigrationHost): HandlerTable {
             }
             if (room < 24 + bitmap) return Errno.EINVAL;
             const bm = m.device.guest.report(d.iova, d.length, d.pageSize);
-            return typeof bm === 'number'
-              ? bm
-              : reply(featureData.loggingReport(d.iova, d.length, d.pageSize, bm));
+            return reply(featureData.loggingReport(d.iova, d.length, d.pageSize, bm));
           }
         }
       } catch (e) {
@@ -134,31 +135,44 @@ export function featureHandlers(m: MigrationHost): HandlerTable {
     },
 
     [Command.DIRTY_PAGES]: (ctx, id, body) => {
-      const g = m.device.guest,
-        b = body;
-      if (!ctx.caps.migration) return Errno.ENOTSUP;
-      switch (b.flags) {
-        case DirtyPagesFlag.START: {
-          const e = g.startLogging(ctx.caps.migration.pgsize);
-          return e || { msg: encode.empty(id, Command.DIRTY_PAGES) };
-        }
-        case DirtyPagesFlag.STOP:
-          g.stopLogging();
-          return { msg: encode.empty(id, Command.DIRTY_PAGES) };
-        default: {
-          const r = b.range!;
-          if (
-            !g.logging ||
-            r.pgsize !== g.logPageSize ||
-            r.bitmapSize !== bitmapBytes(r.size, r.pgsize)
-          )
-            return Errno.EINVAL;
-          if (b.argsz < 40 + r.bitmapSize)
-            return { msg: encode.dirtyPagesReply(id, b.argsz, r, new Uint8Array(r.bitmapSize)) };
-          const bm = g.report(r.iova, r.size, r.pgsize);
-          return typeof bm === 'number' ? bm : { msg: encode.dirtyPagesReply(id, b.argsz, r, bm) };
-        }
+      try {
+        return dirtyPages(m, ctx, id, body);
+      } catch (e) {
+        log.warn(`DIRTY_PAGES: ${(e as Error).message}`);
+        return errnoOf(e);
       }
     },
   };
+}
+
+/** v1 DIRTY_PAGES (§6.2): START, STOP, or the bitmap of a range. */
+function dirtyPages(
+  m: MigrationHost,
+  ctx: HandlerContext,
+  id: number,
+  b: RequestBody<typeof Command.DIRTY_PAGES>,
+): Reply {
+  const g = m.device.guest;
+  if (!ctx.caps.migration) return Errno.ENOTSUP;
+  switch (b.flags) {
+    case DirtyPagesFlag.START:
+      g.startLogging(ctx.caps.migration.pgsize);
+      return { msg: encode.empty(id, Command.DIRTY_PAGES) };
+    case DirtyPagesFlag.STOP:
+      g.stopLogging();
+      return { msg: encode.empty(id, Command.DIRTY_PAGES) };
+    default: {
+      const r = b.range!;
+      if (
+        !g.logging ||
+        r.pgsize !== g.logPageSize ||
+        r.bitmapSize !== bitmapBytes(r.size, r.pgsize)
+      )
+        return Errno.EINVAL;
+      if (b.argsz < 40 + r.bitmapSize)
+        return { msg: encode.dirtyPagesReply(id, b.argsz, r, new Uint8Array(r.bitmapSize)) };
+      const bm = g.report(r.iova, r.size, r.pgsize);
+      return { msg: encode.dirtyPagesReply(id, b.argsz, r, bm) };
+    }
+  }
 }
