@@ -151,23 +151,49 @@ function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView
   return true;
 }
 
-/** A small posted write (a doorbell): header NO_REPLY only, REGION_WRITE, at most 8 bytes. */
-function isPostedWrite(dv: DataView, at: number, end: number): boolean {
-  if (end - at < DATA) return false;
-  const size = dv.getUint32(at + SIZE.at, true);
-  return (
-    size >= DATA &&
-    size <= DATA + 8 &&
-    size <= end - at &&
-    dv.getUint16(at + CMD.at, true) === Command.REGION_WRITE &&
-    dv.getUint32(at + FLAGS.at, true) === Flag.NO_REPLY
-  );
+// The header fields a posted run reads per message, as plain numbers.
+const SIZE_AT = SIZE.at,
+  CMD_AT = CMD.at,
+  FLAGS_AT = FLAGS.at;
+
+/**
+ * The small posted writes right behind a handled REGION_WRITE (a guest's doorbells come back to
+ * back) as far as `limit`: each a REGION_WRITE with NO_REPLY alone and 1 to 8 bytes to region
+ * `index` (`r`), inside it. Returns where the run stops: anything else goes the general way.
+ */
+function postedRun(
+  ctx: HandlerContext,
+  conn: Connection,
+  b: Buffer,
+  dv: DataView,
+  at: number,
+  limit: number,
+  index: number,
+  r: RegionHandler,
+): number {
+  while (limit - at >= DATA && !conn.backlogged && !conn.closed) {
+    const size = dv.getUint32(at + SIZE_AT, true);
+    const count = size - DATA;
+    if (count < 1 || count > 8 || size > limit - at) break;
+    if (dv.getUint16(at + CMD_AT, true) !== Command.REGION_WRITE) break;
+    if (dv.getUint32(at + FLAGS_AT, true) !== Flag.NO_REPLY) break;
+    if (dv.getUint32(at + INDEX, true) !== index || dv.getUint32(at + COUNT, true) !== count) break;
+    const offset = u64At(dv, at + OFFSET);
+    if (offset > r.size || count > r.size - offset) break;
+    try {
+      r.write(offset, dataAt(b, at + DATA, count));
+    } catch (e) {
+      replyErrorAt(conn, dv, at, accessFailed(ctx, index, offset, e));
+    }
+    at += size;
+  }
+  return at;
 }
 
 /**
- * A REGION_WRITE from the receive buffer, then the small posted writes right behind it (a
- * guest's doorbells come back to back) as far as `limit` (the bytes it may take: whole
- * messages, none carrying fds), stopping at anything else or a send backlog.
+ * A REGION_WRITE from the receive buffer, then the small posted writes right behind it as far
+ * as `limit` (the bytes it may take: whole messages, none carrying fds), stopping at anything
+ * else or a send backlog.
  */
 export function regionWriteInPlace(
   ctx: HandlerContext,
@@ -179,12 +205,8 @@ export function regionWriteInPlace(
 ): number {
   lastIndex = -1;
   if (!writeOne(ctx, conn, b, dv, off)) return 0;
-  let at = off + dv.getUint32(off + SIZE.at, true);
-  while (isPostedWrite(dv, at, limit) && !conn.backlogged && !conn.closed) {
-    if (!writeOne(ctx, conn, b, dv, at)) break;
-    at += dv.getUint32(at + SIZE.at, true);
-  }
-  return at - off;
+  const next = off + dv.getUint32(off + SIZE_AT, true);
+  return postedRun(ctx, conn, b, dv, next, limit, lastIndex, lastRegion!) - off;
 }
 
 /** A REGION_READ of up to 4 KiB from the receive buffer, its data read into the scratch. */
