@@ -52,37 +52,37 @@ export async function stopProcess(proc: ChildProcess): Promise<void> {
 }
 
 /** One request on a server's control socket (--control): a JSON line out, a JSON line back. */
-export function control(path: string, req: object): Promise<Record<string, any>> {
-  return new Promise((resolve, reject) => {
-    const s = connect(path);
-    let buf = '';
-    s.on('data', d => {
-      buf += d;
-      if (!buf.includes('\n')) return;
-      s.end();
-      resolve(JSON.parse(buf));
-    });
-    s.on('error', reject);
-    s.write(`${JSON.stringify(req)}\n`);
-  });
+export async function control(path: string, req: object): Promise<Record<string, any>> {
+  const c = await ControlConnection.open(path);
+  try {
+    return await c.request(req);
+  } finally {
+    c.close();
+  }
 }
 
 /**
- * A control-socket connection kept open for many requests: unlike one connection a request,
- * it leaves no connection closing in the server while a test counts the server's fds.
+ * A control-socket connection for one or many requests, answered in order. Kept open, it
+ * leaves no connection closing in the server while a test counts the server's fds.
  */
 export class ControlConnection {
   #buf = '';
-  readonly #waiting: ((line: string) => void)[] = [];
+  #failed: Error | null = null;
+  readonly #waiting: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
 
   private constructor(readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (d: string) => this.#received(d));
+    socket.on('error', e => this.#fail(e));
+    socket.on('close', () => this.#fail(new Error('the control connection closed')));
   }
 
   static open(path: string): Promise<ControlConnection> {
     return new Promise((resolve, reject) => {
-      const s = connect(path, () => resolve(new ControlConnection(s)));
+      const s = connect(path, () => {
+        s.off('error', reject);
+        resolve(new ControlConnection(s));
+      });
       s.once('error', reject);
     });
   }
@@ -90,13 +90,19 @@ export class ControlConnection {
   #received(d: string): void {
     const lines = (this.#buf + d).split('\n');
     this.#buf = lines.pop() ?? '';
-    for (const line of lines) this.#waiting.shift()?.(line);
+    for (const line of lines) this.#waiting.shift()?.resolve(line);
+  }
+
+  #fail(e: Error): void {
+    this.#failed ??= e;
+    for (const w of this.#waiting.splice(0)) w.reject(e);
   }
 
   /** One request; its reply. */
   request(req: object): Promise<Record<string, any>> {
-    return new Promise(resolve => {
-      this.#waiting.push(line => resolve(JSON.parse(line)));
+    if (this.#failed) return Promise.reject(this.#failed);
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ resolve: line => resolve(JSON.parse(line)), reject });
       this.socket.write(`${JSON.stringify(req)}\n`);
     });
   }
