@@ -1,4 +1,5 @@
-// Runs `vfio-user-server` as a real separate process, for tests and the demo.
+// Runs our servers (vfio-user-server, vhost-user-server) as real separate processes, for tests,
+// benchmarks and the demo.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -15,15 +16,8 @@ export interface ServerProcess {
 
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));
 
-/**
- * Starts the server with `args` (plus --socket) and resolves once it prints its listening line.
- *
- * Its stdout and stderr go to one file rather than a pipe: the server writes its log lines
- * synchronously, so a line written before it answered a request is in the file when the answer
- * arrives, and a test that got the answer can assert what was logged (a pipe gives no such
- * order between the log and the socket).
- */
-export async function startServer(
+/** Starts vfio-user-server with `args` (plus --socket); resolves once it listens. */
+export function startServer(
   socket: string,
   args: string[] = [],
   env: NodeJS.ProcessEnv = process.env,
@@ -31,13 +25,28 @@ export async function startServer(
   const bin = createRequire(import.meta.url).resolve(
     '@vfu/vfio-user-server/bin/vfio-user-server.mjs',
   );
+  return startListening(bin, socket, ['--socket', socket, ...args], env);
+}
+
+/**
+ * Runs the Node script `bin` with `args` and resolves once it prints its listening line and
+ * `socket` exists (our servers print that line once they listen).
+ *
+ * Its stdout and stderr go to one file rather than a pipe: the server writes its log lines
+ * synchronously, so a line written before it answered a request is in the file when the answer
+ * arrives, and a test that got the answer can assert what was logged (a pipe gives no such
+ * order between the log and the socket).
+ */
+export async function startListening(
+  bin: string,
+  socket: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ServerProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'vfu-server-output-'));
   const file = join(dir, 'output');
   const fd = openSync(file, 'a');
-  const proc = spawn(process.execPath, [bin, '--socket', socket, ...args], {
-    stdio: ['ignore', fd, fd],
-    env,
-  });
+  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', fd, fd], env });
   closeSync(fd);
   let final: string | null = null;
   const output = () => final ?? readFileSync(file, 'utf8');
