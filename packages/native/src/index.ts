@@ -8,6 +8,7 @@ export {
   socketPair,
   setNonBlocking,
   yieldCpu,
+  peerHasReadAll,
   MessageSocket,
   MAX_FDS_PER_SENDMSG,
   type Received,

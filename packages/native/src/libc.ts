@@ -33,6 +33,7 @@ export const c = {
   ),
   schedYield: libc.func('int sched_yield()'),
   fstat: libc.func('int fstat(int fd, _Out_ uint8_t *st)'),
+  ioctlInt: libc.func('int ioctl(int fd, unsigned long request, _Out_ int *value)'),
   epollCreate1: libc.func('int epoll_create1(int flags)'),
   epollCtl: libc.func('int epoll_ctl(int epfd, int op, int fd, const uint8_t *event)'),
 };

@@ -128,6 +128,19 @@ export function setNonBlocking(fd: number): void {
     throw new NativeError('fcntl', errno());
 }
 
+const SIOCOUTQ = 0x5411;
+
+/**
+ * Whether the peer of UNIX stream socket `fd` has read everything sent on it: SIOCOUTQ reports
+ * the memory still held by sent data the peer has not read (unix(7)), 0 once it has read all.
+ * For tests that must know a server has taken bytes in (e.g. to make it read them one by one).
+ */
+export function peerHasReadAll(fd: number): boolean {
+  const out = [0];
+  if (c.ioctlInt(fd, SIOCOUTQ, out) < 0) throw new NativeError('ioctl', errno(), 'SIOCOUTQ');
+  return out[0] === 0;
+}
+
 export interface Received {
   /** Bytes now in the buffer passed to recv; 0 means the peer closed. */
   bytes: number;

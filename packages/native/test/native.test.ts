@@ -19,6 +19,7 @@ import {
   NativeError,
   connectUnix,
   someoneListens,
+  peerHasReadAll,
   type OwnedFd,
 } from '@vfu/native';
 
@@ -78,6 +79,21 @@ describe('fd passing on one machine', () => {
     c.close();
     expect(new MessageSocket(d.fd).recv(Buffer.alloc(8))!.bytes).toBe(0);
     d.close();
+  });
+
+  it('tells whether the peer has read everything sent, partial reads included', () => {
+    const [a, b] = socketPair();
+    const sa = new MessageSocket(a.fd),
+      sb = new MessageSocket(b.fd);
+    expect(peerHasReadAll(a.fd)).toBe(true);
+    sa.send(Buffer.from('abcdefgh'));
+    expect(peerHasReadAll(a.fd)).toBe(false);
+    expect(sb.recv(Buffer.alloc(3))!.bytes).toBe(3);
+    expect(peerHasReadAll(a.fd)).toBe(false);
+    expect(sb.recv(Buffer.alloc(8))!.bytes).toBe(5);
+    expect(peerHasReadAll(a.fd)).toBe(true);
+    a.close();
+    b.close();
   });
 
   it('closes an owned fd exactly once', () => {

@@ -14,11 +14,12 @@ import {
   memfdCreate,
   eventfdCreate,
   eventfdRead,
+  peerHasReadAll,
   type OwnedFd,
 } from '@vfu/native';
 import { encode, encodeVersion, decodeHeader, Flag, HEADER_SIZE } from '@vfu/protocol';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM } from '@vfu/device-edu';
-import { tempDir, until, sleep } from './helpers.ts';
+import { tempDir, until, stopProcess } from './helpers.ts';
 
 const tmp = tempDir();
 let server: ServerProcess;
@@ -35,6 +36,8 @@ interface Reply {
   id: number;
   error: number;
 }
+/** The id of the register read that the DMA checks poll with (no reply is kept for it). */
+const READ_ID = 0xfff0;
 
 /** A raw, negotiated connection: sends whole byte strings, collects replies in order. */
 async function rawClient() {
@@ -43,12 +46,14 @@ async function rawClient() {
   const buf = Buffer.alloc(1 << 16);
   let have = 0;
   const replies: Reply[] = [];
+  let lastRead: number | null = null;
   const sendAll = async (bytes: Uint8Array, fds: number[] = []) => {
     let off = ms.send(bytes, fds);
-    while (off < bytes.length) {
-      await sleep(1);
+    const sentAll = () => {
       off += ms.send(bytes.subarray(off));
-    }
+      return off === bytes.length;
+    };
+    if (off < bytes.length) await until(sentAll, 'the socket to take the rest of a message');
   };
   const poll = () => {
     for (let r = ms.recv(buf.subarray(have)); r && r.bytes > 0; r = ms.recv(buf.subarray(have))) {
@@ -58,7 +63,8 @@ async function rawClient() {
     while (have >= HEADER_SIZE && have >= buf.readUInt32LE(4)) {
       const h = decodeHeader(buf);
       expect(h.flags & Flag.TYPE_MASK).toBe(Flag.REPLY); // no DMA message: every map had its fd
-      replies.push({ id: h.id, error: h.flags & Flag.ERROR ? h.error : 0 });
+      if (h.id === READ_ID) lastRead = buf.readUInt32LE(HEADER_SIZE + 16);
+      else replies.push({ id: h.id, error: h.flags & Flag.ERROR ? h.error : 0 });
       buf.copyWithin(0, h.size, have);
       have -= h.size;
     }
@@ -69,10 +75,23 @@ async function rawClient() {
       return replies.length >= n;
     }, `${n} replies`);
   };
+  /** A 4-byte read of BAR 0 at `offset`, answered before anything sent after it. */
+  const read32 = async (offset: number): Promise<number> => {
+    lastRead = null;
+    await sendAll(encode.regionRead(READ_ID, { region: 0, offset, count: 4 }));
+    await until(
+      () => {
+        poll();
+        return lastRead !== null;
+      },
+      `the read of 0x${offset.toString(16)}`,
+    );
+    return lastRead!;
+  };
   await sendAll(encodeVersion(0, false, 0, 0, '{}'));
   await await_(1);
   replies.length = 0;
-  return { fd, sendAll, replies, wait: await_ };
+  return { fd, sendAll, replies, wait: await_, read32 };
 }
 
 type Raw = Awaited<ReturnType<typeof rawClient>>;
@@ -135,9 +154,11 @@ type Mode = 'coalesced' | 'split' | 'both';
 
 /** Sends the plan: with the server stopped (reads coalesce), or split in pieces, or mixed. */
 async function send(c: Raw, steps: Step[], mode: Mode): Promise<void> {
-  const stop = () => server.proc.kill('SIGSTOP');
+  const stop = () => stopProcess(server.proc);
   const cont = () => server.proc.kill('SIGCONT');
-  if (mode === 'coalesced') stop();
+  // Once the server has read every byte sent so far, the next bytes come in a read of their own.
+  const read = () => until(() => peerHasReadAll(c.fd.fd), 'the server to read a piece');
+  if (mode === 'coalesced') await stop();
   for (const [k, st] of steps.entries()) {
     const fds = st.fds.map(f => f.fd);
     const split = mode === 'split' || (mode === 'both' && k % 2 === 1);
@@ -147,13 +168,13 @@ async function send(c: Raw, steps: Step[], mode: Mode): Promise<void> {
     }
     // Head (with the fds) while the server is stopped, after the previous message: one read
     // takes the previous message's bytes and this one's head; the rest comes in two more reads.
-    if (mode === 'both') stop();
+    if (mode === 'both') await stop();
     await c.sendAll(st.bytes.subarray(0, 5), fds);
     if (mode === 'both') cont();
-    await sleep(5);
+    await read();
     const mid = Math.min(st.bytes.length, 5 + ((st.bytes.length - 5) >> 1));
     await c.sendAll(st.bytes.subarray(5, mid));
-    await sleep(5);
+    await read();
     await c.sendAll(st.bytes.subarray(mid));
   }
   if (mode === 'coalesced') cont();
@@ -173,7 +194,7 @@ async function copyThroughDevice(c: Raw, from: number, ref: MappedMemory): Promi
     expect(c.replies.slice(n).map(r => r.error)).toEqual([0, 0, 0, 0]);
   };
   await dma(from, DMA_BUFFER, DMA_START);
-  await sleep(5);
+  await until(async () => ((await c.read32(Edu.DMA_CMD)) & DMA_START) === 0, 'the DMA in');
   await dma(DMA_BUFFER, REF, DMA_START | DMA_TO_RAM);
   await until(() => ref.bytes(0, 1)[0] !== 0, 'the copy to REF');
   return ref.bytes(0, 1)[0];

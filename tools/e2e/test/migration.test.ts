@@ -10,7 +10,7 @@ import { S } from '@vfu/fsm';
 import { Irq, Errno, Feature, FeatureFlag, featureData, setPages, encode } from '@vfu/protocol';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM, IRQ_DMA } from '@vfu/device-edu';
 import { Reg as Tpl } from '@vfu/device-template';
-import { tempDir, until, control, readToEnd } from './helpers.ts';
+import { tempDir, until, control, readToEnd, clientGone } from './helpers.ts';
 
 const tmp = tempDir();
 const servers: ServerProcess[] = [];
@@ -30,6 +30,8 @@ async function pair(
     device,
     '--on-disconnect',
     'keep',
+    '--control',
+    tmp.path(`src${n}.ctl`),
     ...extra,
   ]);
   const b = await startServer(tmp.path(`dst${n}.sock`), [
@@ -309,7 +311,8 @@ describe('failures leave both devices usable', () => {
     await src.migDataRead(4096);
     src.close();
     clients.splice(clients.indexOf(src), 1);
-    await until(() => /cancelled from PRE_COPY/.test(a.output()), 'cancel on disconnect');
+    await clientGone(a.socket.replace(/\.sock$/, '.ctl'));
+    expect(a.output()).toMatch(/cancelled from PRE_COPY/);
     const again = await VfioUserClient.connect(a.socket);
     clients.push(again);
     expect(await again.getState()).toBe(S.RUNNING);

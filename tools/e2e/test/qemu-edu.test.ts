@@ -4,7 +4,7 @@ import { Qemu, startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { Reg, EDU_ID, DMA_BUFFER, DMA_START, DMA_TO_RAM, DMA_IRQ, IRQ_DMA } from '@vfu/device-edu';
 import { writeFileSync } from 'node:fs';
-import { tempDir, until } from './helpers.ts';
+import { tempDir, until, clientGone } from './helpers.ts';
 
 const DEV = 4; // PCI slot 00:04.0
 const BAR0 = 0xfd000000,
@@ -20,6 +20,7 @@ async function program(q: Qemu): Promise<void> {
 
 describe('QEMU attaches to the edu device', () => {
   const tmp = tempDir();
+  const ctl = tmp.path('edu.ctl');
   let server: ServerProcess;
   beforeAll(async () => {
     server = await startServer(tmp.path('edu.sock'), [
@@ -28,6 +29,8 @@ describe('QEMU attaches to the edu device', () => {
       '--memory',
       '1M',
       '--trace',
+      '--control',
+      ctl,
     ]);
   });
   afterAll(async () => {
@@ -102,7 +105,8 @@ describe('QEMU attaches to the edu device', () => {
     }
 
     // The device memory the mapped write changed is the server's own: a client reads it by message.
-    await until(() => /client disconnected/.test(server.output()), 'QEMU to disconnect');
+    await clientGone(ctl, 1);
+    expect(server.output()).toMatch(/client disconnected/);
     const c = await VfioUserClient.connect(server.socket);
     expect(await c.read32(2, 0x1000)).toBe(0xcafef00d);
     c.close();
@@ -141,10 +145,8 @@ describe('QEMU attaches to the edu device', () => {
     } finally {
       await q.quit();
     }
-    await until(
-      () => (server.output().match(/client disconnected/g) ?? []).length >= 3,
-      'disconnect',
-    );
+    await clientGone(ctl, 3);
+    expect((server.output().match(/client disconnected/g) ?? []).length).toBeGreaterThanOrEqual(3);
   });
 
   it('serves the next QEMU after one quits', async () => {
@@ -157,9 +159,9 @@ describe('QEMU attaches to the edu device', () => {
       } finally {
         await q.quit();
       }
-      await until(
-        () => (server.output().match(/client disconnected/g) ?? []).length >= 4 + i,
-        'disconnect',
+      await clientGone(ctl, 4 + i);
+      expect((server.output().match(/client disconnected/g) ?? []).length).toBeGreaterThanOrEqual(
+        4 + i,
       );
     }
   });

@@ -5,7 +5,13 @@ import { readdirSync } from 'node:fs';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
-import { eventfdCreate, eventfdRead, MessageSocket, connectUnix } from '@vfu/native';
+import {
+  eventfdCreate,
+  eventfdRead,
+  MessageSocket,
+  connectUnix,
+  peerHasReadAll,
+} from '@vfu/native';
 import {
   encode,
   Command,
@@ -24,28 +30,38 @@ import {
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM } from '@vfu/device-edu';
-import { tempDir, until, sleep } from './helpers.ts';
+import { tempDir, until, clientGone, ControlConnection } from './helpers.ts';
 
 const tmp = tempDir();
 let server: ServerProcess;
 let c: VfioUserClient;
+const ctl = tmp.path('edu.ctl');
+/** Kept open: a connection a query would open and close would skew the fd counts. */
+let control: ControlConnection;
 beforeAll(async () => {
-  server = await startServer(tmp.path('edu.sock'), ['--device', 'edu', '--memory', '1M']);
+  server = await startServer(tmp.path('edu.sock'), [
+    '--device',
+    'edu',
+    '--memory',
+    '1M',
+    '--control',
+    ctl,
+  ]);
+  control = await ControlConnection.open(ctl);
 });
 afterAll(async () => {
   c?.close();
+  control?.close();
   await server.stop();
   tmp.cleanup();
 });
-const fresh = async (opts = {}) => {
+/** Closes the current client and waits until the server has handled its going. */
+const gone = async () => {
   c?.close();
-  await until(
-    () =>
-      !/client connected(?![\s\S]*client disconnected)/.test(
-        server.output().split('ready for the next').at(-1)!,
-      ),
-    'previous client gone',
-  );
+  await clientGone(control);
+};
+const fresh = async (opts = {}) => {
+  await gone();
   c = await VfioUserClient.connect(server.socket, opts);
   return c;
 };
@@ -68,8 +84,7 @@ describe('one client at a time, and nothing leaks', () => {
 
   // Mappings, eventfds, region fds.
   it('releases every fd of a session when the client goes', async () => {
-    c?.close();
-    await sleep(100);
+    await gone();
     const before = serverFds();
     await fresh();
     await c.addRam(0, 1 << 20);
@@ -86,8 +101,7 @@ describe('one client at a time, and nothing leaks', () => {
 describe('§11.1 framing and negotiation at a live server', () => {
   // Then it serves a good VERSION.
   it('refuses a first message other than VERSION, and bad capabilities', async () => {
-    c?.close();
-    await sleep(50);
+    await gone();
     for (const bad of [
       encode.getInfo(1),
       encodeVersion(1, false, 0, 0, '{"capabilities":{"max_msg_fds":-1}}'),
@@ -99,7 +113,7 @@ describe('§11.1 framing and negotiation at a live server', () => {
       const _r = await until(() => ms.recv(buf), 'error reply');
       expect(decodeHeader(buf)).toMatchObject({ flags: 0x21, error: Errno.EINVAL });
       fd.close();
-      await sleep(50);
+      await clientGone(control);
     }
     await fresh();
     expect((await c.deviceInfo()).numRegions).toBe(10);
@@ -127,18 +141,18 @@ describe('§11.1 framing and negotiation at a live server', () => {
   });
 
   it('serves a client that sends its messages one byte at a time', async () => {
-    c?.close();
-    await sleep(50);
+    await gone();
     const fd = connectUnix(server.socket),
       ms = new MessageSocket(fd.fd);
     const msgs = [
       encodeVersion(0, false, 0, 0, '{}'),
       encode.regionRead(1, { region: 0, offset: 0, count: 4 }),
     ];
+    // Each byte is sent once the server has read the one before: one read per byte.
     for (const m of msgs)
       for (let i = 0; i < m.length; i++) {
         ms.send(m.subarray(i, i + 1));
-        await sleep(1);
+        await until(() => peerHasReadAll(fd.fd), `the server to read byte ${i}`);
       }
     const buf = Buffer.alloc(256);
     let have = 0;
@@ -301,7 +315,11 @@ describe('§11.4 DMA', () => {
     await c.write32(0, Edu.DMA_DST, DMA_BUFFER);
     await c.write32(0, Edu.DMA_COUNT, 16);
     await c.write32(0, Edu.DMA_CMD, DMA_START);
-    await until(() => /DMA while bus mastering is disabled/.test(server.output()), 'refusal');
+    await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'the DMA to end');
+    expect(server.output()).toMatch(/DMA while bus mastering is disabled/);
+    // The buffer (declared state, read through the control socket) did not get the 7s.
+    const { state } = await control.request({ get: 'state' });
+    expect(state.buffer.slice(0, 32)).toBe('00'.repeat(16));
   });
 });
 
@@ -412,9 +430,10 @@ describe('interrupts reach the client', () => {
     const intx = await c.bindIrqs(Irq.INTX);
     await c.config.write16(4, 0x0402); // memory + INTX_DISABLE
     await c.write32(0, Edu.IRQ_RAISE, 1);
-    await sleep(50);
-    expect(intx.counts[0]).toBe(0);
     expect((await c.config.read16(6)) & 8).toBe(8); // STATUS.INTERRUPT set while pending
+    // The raise ran before the write's reply: a signal would be on the eventfd by now.
+    expect(intx.counts[0]).toBe(0);
+    expect(eventfdRead(intx.fds[0].fd)).toBeNull();
     await c.config.write16(4, 0x0002);
     await intx.next();
     await c.write32(0, Edu.IRQ_ACK, 1);

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { tempDir } from './helpers.ts';
+import { tempDir, until } from './helpers.ts';
 import { block, initrd, startBackend, startGuest } from './vhost-user-guest.ts';
 
 const BLOCKS = 48;
@@ -135,14 +135,19 @@ describe('vhost-user-blk: a real QEMU and a Linux guest on our back-end', () => 
     const a = await startGuest(tmp.dir, 'source', src.socket, tmp.path('initrd'));
     const b = await startGuest(tmp.dir, 'destination', dst.socket, tmp.path('initrd'), uri);
     const status = async () => (await a.qmp.execute('query-migrate')) as Record<string, any>;
-    const until = async (done: (s: Record<string, any>) => boolean) => {
-      for (let s = await status(); ; s = await status()) {
-        if (done(s)) return s;
-        if (s.status === 'failed' || s.status === 'cancelled')
-          throw new Error(`migration ${s.status}: ${JSON.stringify(s)}`);
-        await new Promise(r => setTimeout(r, 50));
-      }
-    };
+    /** Polls QMP's migration status (every 50 ms, up to 4 minutes) until `done` says so. */
+    const migration = (done: (s: Record<string, any>) => boolean, what: string) =>
+      until(
+        async () => {
+          const s = await status();
+          if (s.status === 'failed' || s.status === 'cancelled')
+            throw new Error(`migration ${s.status}: ${JSON.stringify(s)}`);
+          return done(s) ? s : null;
+        },
+        what,
+        240_000,
+        50,
+      );
     try {
       await a.line('migrate-now');
       // Held back: at 8 MiB/s a 1 ms downtime allows 8 KiB, less than the guest keeps dirtying.
@@ -151,7 +156,7 @@ describe('vhost-user-blk: a real QEMU and a Linux guest on our back-end', () => 
         'max-bandwidth': 8 << 20,
       });
       await a.qmp.execute('migrate', { uri });
-      await until(s => (s.ram?.['dirty-sync-count'] ?? 0) >= 2); // every page sent once
+      await migration(s => (s.ram?.['dirty-sync-count'] ?? 0) >= 2, 'every page sent once');
       mark('go');
       // At the source while the migration is held back; at the destination should QEMU have
       // converged all the same (the data is checked either way).
@@ -160,7 +165,10 @@ describe('vhost-user-blk: a real QEMU and a Linux guest on our back-end', () => 
         'downtime-limit': 2000,
         'max-bandwidth': 1 << 30,
       });
-      const end = await until(s => !['setup', 'active', 'device'].includes(s.status));
+      const end = await migration(
+        s => !['setup', 'active', 'device'].includes(s.status),
+        'the migration to end',
+      );
       mark('migrated');
       await b.exited;
       const v = (k: string) => b.lines.get(k);

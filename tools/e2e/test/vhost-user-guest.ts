@@ -3,51 +3,26 @@
 // busybox) with an init script given by the test; QMP for migration.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { cpio, guestFiles, qemuBinary } from '@vfu/qemu-harness';
+import {
+  cpio,
+  guestFiles,
+  qemuBinary,
+  startListening,
+  type ServerProcess,
+} from '@vfu/qemu-harness';
 
-export interface Backend {
-  proc: ChildProcess;
-  socket: string;
-  output: () => string;
-  stop(): Promise<void>;
-}
+/** vhost-user-server as a process: its output in a file, as startServer keeps it. */
+export type Backend = ServerProcess;
 
 /** Starts vhost-user-server; resolves once it listens (its line printed, its socket there). */
-export async function startBackend(socket: string, args: string[]): Promise<Backend> {
+export function startBackend(socket: string, args: string[]): Promise<Backend> {
   const bin = createRequire(import.meta.url).resolve(
     '@vfu/vhost-user-server/bin/vhost-user-server.mjs',
   );
-  const proc = spawn(process.execPath, [bin, '--socket', socket, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  proc.stdout!.on('data', d => {
-    out += d;
-  });
-  proc.stderr!.on('data', d => {
-    out += d;
-  });
-  await new Promise<void>((resolve, reject) => {
-    const check = () => {
-      if (/listening on/.test(out) && existsSync(socket)) resolve();
-    };
-    proc.stdout!.on('data', check);
-    proc.once('exit', c => reject(new Error(`vhost-user-server exited (${c}):\n${out}`)));
-  });
-  return {
-    proc,
-    socket,
-    output: () => out,
-    stop: () =>
-      new Promise(r => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return r();
-        proc.once('exit', () => r());
-        proc.kill('SIGTERM');
-      }),
-  };
+  return startListening(bin, socket, ['--socket', socket, ...args]);
 }
 
 const MODULES = [

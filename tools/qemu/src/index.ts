@@ -1,5 +1,5 @@
 export { Qemu, Qtest, Qmp, qemuBinary, type QemuOptions, type VfioUserDevice } from './qemu.js';
-export { startServer, type ServerProcess } from './server-process.js';
+export { startServer, startListening, type ServerProcess } from './server-process.js';
 export { bootGuest, guestFiles, cpio, type GuestRun, type BootOptions } from './guest.js';
 export {
   VirtioBlkDriver,
