@@ -1,7 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import type { ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import type { VfioUserClient } from '@vfu/client';
 
@@ -17,6 +18,18 @@ export function tempDir(prefix = 'vfu-e2e-'): {
     path: n => join(dir, n),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/**
+ * Writes an out-of-tree device model (`vfio-user-server --device FILE`) into `dir` as `name`,
+ * where it sees @vfu/pci as an installed package would (a link to the workspace's); its path.
+ */
+export function writeModel(dir: string, name: string, source: string): string {
+  const pci = dirname(dirname(createRequire(import.meta.url).resolve('@vfu/pci')));
+  mkdirSync(join(dir, 'node_modules/@vfu'), { recursive: true });
+  symlinkSync(pci, join(dir, 'node_modules/@vfu/pci'));
+  writeFileSync(join(dir, name), source);
+  return join(dir, name);
 }
 
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms));

@@ -2,16 +2,12 @@
 // vfu-migrate over v2 and v1: an asserted INTx line is signalled on the destination's eventfd,
 // and an MSI-X vector left pending under its mask fires there once the guest unmasks it.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { migrate } from '@vfu/vfu-migrate';
 import { Irq, Region } from '@vfu/protocol';
-import { tempDir } from './helpers.ts';
+import { tempDir, writeModel } from './helpers.ts';
 
-const req = createRequire(import.meta.url);
 const tmp = tempDir('vfu-migirq-');
 const LIMIT = 300_000; // a busy machine is slow; the test is about what happens, not when
 afterAll(() => tmp.cleanup());
@@ -36,10 +32,7 @@ export default defineDevice({
 `;
 let model = '';
 beforeAll(() => {
-  mkdirSync(tmp.path('node_modules/@vfu'), { recursive: true });
-  symlinkSync(dirname(dirname(req.resolve('@vfu/pci'))), tmp.path('node_modules/@vfu/pci'));
-  model = tmp.path('raiser.mjs');
-  writeFileSync(model, MODEL);
+  model = writeModel(tmp.dir, 'raiser.mjs', MODEL);
 });
 
 const servers: ServerProcess[] = [];

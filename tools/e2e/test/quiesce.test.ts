@@ -3,15 +3,11 @@
 // while stopped starts only when the device runs again (include/uapi/linux/vfio.h: a stopped
 // device changes nothing outside itself). Over a real socket to a real server process.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname } from 'node:path';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { MigState, Region } from '@vfu/protocol';
-import { control, tempDir, until } from './helpers.ts';
+import { control, tempDir, until, writeModel } from './helpers.ts';
 
-const req = createRequire(import.meta.url);
 const tmp = tempDir('vfu-quiesce-');
 afterAll(() => tmp.cleanup());
 
@@ -41,10 +37,7 @@ export default defineDevice({
 `;
 let model = '';
 beforeAll(() => {
-  mkdirSync(tmp.path('node_modules/@vfu'), { recursive: true });
-  symlinkSync(dirname(dirname(req.resolve('@vfu/pci'))), tmp.path('node_modules/@vfu/pci'));
-  model = tmp.path('slow-io.mjs');
-  writeFileSync(model, MODEL);
+  model = writeModel(tmp.dir, 'slow-io.mjs', MODEL);
 });
 
 const servers: ServerProcess[] = [];
