@@ -23,3 +23,10 @@ export {
   type VirtioSchema,
 } from './types.js';
 export * from './constants.js';
+// What a virtio device model needs from the kit, so that it imports from this package alone.
+export {
+  DeviceSetupError,
+  parseSize,
+  type DeviceContext,
+  type Options,
+} from '@vfu/pci';

@@ -13,8 +13,11 @@ import {
   write,
 } from 'node:fs';
 import { basename } from 'node:path';
-import { DeviceSetupError, parseSize, type DeviceContext, type Options } from '@vfu/pci';
 import {
+  DeviceSetupError,
+  parseSize,
+  type DeviceContext,
+  type Options,
   defineVirtioDevice,
   VirtqueueError,
   type VirtioDeviceDefinition,

@@ -1,0 +1,3 @@
+import { vfuVitest } from '../../../vitest.shared.ts';
+
+export default vfuVitest();
