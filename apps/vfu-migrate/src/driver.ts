@@ -17,7 +17,7 @@ import {
   bitmapBytes,
   setPages,
 } from '@vfu/protocol';
-import { S, fromV1, stateName, toV1 } from '@vfu/fsm';
+import { S, V1, fromV1, stateName, toV1 } from '@vfu/fsm';
 import type { Report, Progress } from './report.js';
 import { blankReport } from './outcome.js';
 import { LocalDestination, SwitchoverInDoubt, type Destination } from './destination.js';
@@ -166,9 +166,9 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
     set: async s => {
       // read-modify-write, as QEMU does
       const cur = await c.read32(region, Reg.DEVICE_STATE);
-      await c.write32(region, Reg.DEVICE_STATE, (cur & ~7) | (toV1(s) ?? 0));
+      await c.write32(region, Reg.DEVICE_STATE, (cur & ~V1.MASK) | (toV1(s) ?? 0));
     },
-    state: async () => fromV1((await c.read32(region, Reg.DEVICE_STATE)) & 7) ?? -1,
+    state: async () => fromV1((await c.read32(region, Reg.DEVICE_STATE)) & V1.MASK) ?? -1,
     read: async () => {
       pending = await u64(Reg.PENDING_BYTES);
       if (pending === 0) return new Uint8Array(0);

@@ -3,21 +3,16 @@
 // ERROR guard of the 2026 fix), and the v1 device_state encoding mapped onto the same machine
 // (§9).
 
-export const S = {
-  ERROR: 0,
-  STOP: 1,
-  RUNNING: 2,
-  STOP_COPY: 3,
-  RESUMING: 4,
-  RUNNING_P2P: 5,
-  PRE_COPY: 6,
-  PRE_COPY_P2P: 7,
-} as const;
-export type State = (typeof S)[keyof typeof S];
+import { MigState, MigrationFlag, type MigStateValue } from '@vfu/protocol';
+
+/** The v2 states (protocol's MigState, under the short name this package's tables use). */
+export const S = MigState;
+export type State = MigStateValue;
 export const stateName = (s: number): string =>
   Object.entries(S).find(([, v]) => v === s)?.[0] ?? `STATE_${s}`;
 
-export const MigFlag = { STOP_COPY: 1, P2P: 2, PRE_COPY: 4 } as const;
+/** The migration feature's flags (protocol's MigrationFlag). */
+export const MigFlag = MigrationFlag;
 const ALL_MIG_FLAGS = MigFlag.STOP_COPY | MigFlag.P2P | MigFlag.PRE_COPY;
 
 const {

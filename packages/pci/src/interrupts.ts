@@ -395,13 +395,6 @@ export class Interrupts {
     return this.#v[Irq.MSIX].pending[vec] ?? false;
   }
 
-  signalErr(): void {
-    this.#signal(Irq.ERR, 0);
-  }
-  signalReq(): void {
-    this.#signal(Irq.REQ, 0);
-  }
-
   #stopResample(): void {
     if (this.#resample) {
       this.#resample.watch.close();

@@ -131,7 +131,6 @@ export class Connection {
   #nextId = 1;
   #sweep: NodeJS.Timeout | null = null;
   #closed = false;
-  #closeWaiters: (() => void)[] = [];
   #batchReplied = false; // replies went out since the wake-up (or the linger's last read)
   #batchDelivered = false; // a message went to onMessage or a request since then
   #lastReplyAt = Number.NEGATIVE_INFINITY; // performance.now() when replies last went out
@@ -225,9 +224,6 @@ export class Connection {
   }
   get fd(): number {
     return this.#sock.fd;
-  }
-  get pendingRequests(): number {
-    return this.#pending.size;
   }
 
   /** A message id for a command we send (16 bits, wraps, skipping ids still awaiting replies). */
@@ -394,11 +390,6 @@ export class Connection {
     this.send(encodeErrorReply(h.id, h.cmd, errno));
   }
 
-  /** Resolves when the connection has closed. */
-  closedPromise(): Promise<void> {
-    return this.#closed ? Promise.resolve() : new Promise(r => this.#closeWaiters.push(r));
-  }
-
   close(reason = 'closed locally'): void {
     if (this.#closed) return;
     // Replies already made (an error reply right before a close) still go, as far as they fit.
@@ -429,7 +420,6 @@ export class Connection {
     for (const p of this.#pending.values()) p.reject(new ConnectionClosedError(reason));
     this.#pending.clear();
     this.onClose(reason);
-    for (const w of this.#closeWaiters.splice(0)) w();
     for (const w of this.#drainWaiters.splice(0)) w();
   }
 

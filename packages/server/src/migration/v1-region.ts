@@ -2,7 +2,7 @@
 // adapted to the stream package's v1 save iteration (§7.5) and to the same load session the v2
 // messages use.
 import { Errno, V1MigrationReg, V1_DATA_WINDOW } from '@vfu/protocol';
-import { S, toV1 } from '@vfu/fsm';
+import { S, V1, toV1 } from '@vfu/fsm';
 import { V1SaveIteration } from '@vfu/stream';
 import { RegionAccessError, type RegionHandler } from '@vfu/pci';
 import { MigrationError } from './errors.js';
@@ -67,7 +67,7 @@ export class V1Region implements RegionHandler {
     switch (offset) {
       case V1Reg.DEVICE_STATE:
         this.#width(len, 4);
-        return toV1(m.state) ?? 6;
+        return toV1(m.state) ?? V1.ERROR;
       case V1Reg.RESERVED:
         this.#width(len, 4);
         return 0;
