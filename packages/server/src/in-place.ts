@@ -245,21 +245,34 @@ export function writeMultiInPlace(
   if (size < ENTRIES || !ctx.caps.writeMultiple) return 0;
   const n = u64At(dv, off + MULTI_COUNT);
   if (n > (size - ENTRIES) / Entry.SIZE) return 0;
+  // Taken here only when every entry is in range (else the general way applies them in order up
+  // to the failing one); entries mostly go to one region, looked up once.
+  let index = -1;
+  let r: RegionHandler | undefined;
   for (let i = 0, o = off + ENTRIES; i < n; i++, o += Entry.SIZE) {
     const count = dv.getUint32(o + Entry.count.at, true);
-    const index = dv.getUint32(o + Entry.region.at, true);
-    if (count > Entry.MAX_DATA || !pciRegionFor(ctx, index, u64At(dv, o + Entry.offset.at), count))
-      return 0;
+    const at = dv.getUint32(o + Entry.region.at, true);
+    const offset = u64At(dv, o + Entry.offset.at);
+    if (count === 0 || count > Entry.MAX_DATA) return 0;
+    if (at !== index) {
+      r = pciRegionFor(ctx, at, offset, count);
+      index = r ? at : -1;
+      if (!r) return 0;
+    } else if (offset > r!.size || count > r!.size - offset) return 0;
   }
+  index = -1;
   for (let i = 0, o = off + ENTRIES; i < n; i++, o += Entry.SIZE) {
     const offset = u64At(dv, o + Entry.offset.at),
-      index = dv.getUint32(o + Entry.region.at, true),
+      at = dv.getUint32(o + Entry.region.at, true),
       count = dv.getUint32(o + Entry.count.at, true);
-    if (count === 0) continue;
+    if (at !== index) {
+      r = ctx.region(at);
+      index = at;
+    }
     try {
-      ctx.region(index)!.write(offset, dataAt(b, o + Entry.DATA, count));
+      r!.write(offset, dataAt(b, o + Entry.DATA, count));
     } catch (e) {
-      replyErrorAt(conn, dv, off, accessFailed(ctx, index, offset, e));
+      replyErrorAt(conn, dv, off, accessFailed(ctx, at, offset, e));
       return size;
     }
   }

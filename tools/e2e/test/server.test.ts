@@ -270,6 +270,18 @@ describe('§11.3 region access and config space', () => {
       ),
     ).toBe(2);
     expect(await c.read32(0, Edu.LIVENESS)).toBe(~2 >>> 0);
+    // Entries apply in order; the first outside its region ends the message with EINVAL.
+    const bar0 = (await c.regionInfo(0)).size;
+    await fail(
+      c.writeMulti(
+        [
+          { region: 0, offset: Edu.LIVENESS, data: Uint8Array.of(3, 0, 0, 0) },
+          { region: 0, offset: bar0 - 2, data: Uint8Array.of(1, 0, 0, 0) },
+        ],
+        false,
+      ),
+    );
+    expect(await c.read32(0, Edu.LIVENESS)).toBe(~3 >>> 0);
   });
 });
 
