@@ -3,12 +3,11 @@
 // refuses a UNIX-socket connect (ECONNREFUSED) only when nothing listens on the path; a full
 // listen backlog fails a non-blocking connect with EAGAIN instead, and blocks a blocking one.
 // Here no client may fail to connect, and every one gets an answer once the server can give it.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { connect, type Socket } from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { encodeVersion } from '@vfu/protocol';
-import { SoakServer } from '../soak/server.ts';
-import { tempDir, until } from './helpers.ts';
+import { soakServerForSuite, until } from './helpers.ts';
 
 const BURST = 200;
 
@@ -46,22 +45,14 @@ const connectErrors = (cs: Client[]) =>
   cs.filter(c => c.connectError).map(c => c.connectError as string);
 
 describe('a burst of clients while the server cannot accept', () => {
-  const tmp = tempDir();
-  let server: SoakServer;
-  beforeAll(async () => {
-    server = await SoakServer.start(tmp.path('edu.sock'));
-  });
-  afterAll(async () => {
-    await server?.stop();
-    tmp.cleanup();
-  });
+  const live = soakServerForSuite();
 
   it(`${BURST} clients at once to a stopped server connect; it answers all`, async () => {
-    const pid = server.proc.pid!;
+    const pid = live.server.proc.pid!;
     process.kill(pid, 'SIGSTOP');
     let clients: Client[];
     try {
-      clients = await Promise.all(Array.from({ length: BURST }, () => client(server.socket)));
+      clients = await Promise.all(Array.from({ length: BURST }, () => client(live.server.socket)));
     } finally {
       process.kill(pid, 'SIGCONT');
     }
@@ -69,19 +60,19 @@ describe('a burst of clients while the server cannot accept', () => {
     // One becomes the session (its VERSION is answered); the rest are answered EBUSY and closed.
     await until(() => clients.every(c => c.answered), 'every client answered', 30_000);
     for (const c of clients) c.sock.destroy();
-    await server.idle();
-    await server.check();
+    await live.server.idle();
+    await live.server.check();
   });
 
   it('clients arriving while the server is out of fds wait queued; it answers all', async () => {
-    const pid = server.proc.pid!;
-    const limit = server.fds() + 4;
+    const pid = live.server.proc.pid!;
+    const limit = live.server.fds() + 4;
     const soft = ['--pid', String(pid), '--nofile', '--noheadings', '--raw', '-o', 'SOFT'];
     const before = execFileSync('prlimit', soft).toString().trim();
     execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:`]);
     let clients: Client[] = [];
     try {
-      clients = await Promise.all(Array.from({ length: 40 }, () => client(server.socket)));
+      clients = await Promise.all(Array.from({ length: 40 }, () => client(live.server.socket)));
       expect(connectErrors(clients)).toEqual([]);
       // Only a few fit; the rest wait in the listen queue while the server retries accept.
       await until(() => clients.filter(c => c.answered).length >= 3, 'some answered', 30_000);
@@ -90,9 +81,9 @@ describe('a burst of clients while the server cannot accept', () => {
     }
     await until(() => clients.every(c => c.answered), 'every client answered', 30_000);
     // The condition was reached: accept failed for want of an fd (and was retried).
-    expect(server.tail).toMatch(/accept4 failed: EMFILE/);
+    expect(live.server.tail).toMatch(/accept4 failed: EMFILE/);
     for (const c of clients) c.sock.destroy();
-    await server.idle();
-    await server.check();
+    await live.server.idle();
+    await live.server.check();
   });
 });

@@ -4,7 +4,9 @@ import type { ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
 import type { VfioUserClient } from '@vfu/client';
+import { SoakServer } from '../soak/server.ts';
 
 /** A fresh directory for sockets; removed by the returned cleanup. */
 export function tempDir(prefix = 'vfu-e2e-'): {
@@ -17,6 +19,32 @@ export function tempDir(prefix = 'vfu-e2e-'): {
     dir,
     path: n => join(dir, n),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/**
+ * A live edu server (SoakServer) for the enclosing describe block, in a temporary directory:
+ * started before its tests, stopped and the directory removed after them.
+ */
+export function soakServerForSuite(): {
+  readonly server: SoakServer;
+  tmp: ReturnType<typeof tempDir>;
+} {
+  const tmp = tempDir();
+  let server: SoakServer | undefined;
+  beforeAll(async () => {
+    server = await SoakServer.start(tmp.path('edu.sock'));
+  });
+  afterAll(async () => {
+    await server?.stop();
+    tmp.cleanup();
+  });
+  return {
+    tmp,
+    get server() {
+      if (!server) throw new Error('the suite server has not started');
+      return server;
+    },
   };
 }
 

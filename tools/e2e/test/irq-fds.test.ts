@@ -3,7 +3,7 @@
 // poll aborts the process on an fd epoll refuses (FATAL ERROR, SIGABRT); the socket file stayed
 // behind, so the next client's connect was refused. Interrupt fds must now be eventfds (EINVAL
 // otherwise) and no fd epoll refuses is polled at all.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { openSync, closeSync, writeFileSync } from 'node:fs';
 import { VfioUserClient } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
@@ -16,8 +16,7 @@ import {
   socketPair,
 } from '@vfu/native';
 import { Errno, Irq, IrqSetFlag as I } from '@vfu/protocol';
-import { SoakServer } from '../soak/server.ts';
-import { tempDir } from './helpers.ts';
+import { soakServerForSuite } from './helpers.ts';
 
 /** fds of every kind a client can send that are not eventfds. */
 function notEventfds(dir: string): { what: string; fd: OwnedFd }[] {
@@ -33,15 +32,8 @@ function notEventfds(dir: string): { what: string; fd: OwnedFd }[] {
 }
 
 describe('interrupt fds that are not eventfds', () => {
-  const tmp = tempDir();
-  let server: SoakServer;
-  beforeAll(async () => {
-    server = await SoakServer.start(tmp.path('edu.sock'));
-  });
-  afterAll(async () => {
-    await server?.stop();
-    tmp.cleanup();
-  });
+  const live = soakServerForSuite();
+  const tmp = live.tmp;
 
   it('SET_IRQS with a memfd, file, /dev/null or socket: EINVAL; the server serves on', async () => {
     const cases = [
@@ -51,27 +43,27 @@ describe('interrupt fds that are not eventfds', () => {
     ];
     for (const { what, fd } of notEventfds(tmp.dir)) {
       for (const { index, flags } of cases) {
-        const c = await VfioUserClient.connect(server.socket);
+        const c = await VfioUserClient.connect(live.server.socket);
         const refused = await c.setIrqs(index, flags, 0, 1, { fds: [fd.fd] }).catch(e => e);
         expect(refused, `${what}, index ${index}, flags 0x${flags.toString(16)}`).toBeInstanceOf(
           RemoteError,
         );
         expect((refused as RemoteError).errno).toBe(Errno.EINVAL);
         c.close();
-        await server.idle();
-        expect(server.exit).toBeNull();
+        await live.server.idle();
+        expect(live.server.exit).toBeNull();
       }
       fd.close();
     }
     // Eventfds are still taken, and the server still serves the next client.
-    const c = await VfioUserClient.connect(server.socket);
+    const c = await VfioUserClient.connect(live.server.socket);
     const e = eventfdCreate();
     await c.setIrqs(Irq.INTX, I.DATA_EVENTFD | I.ACTION_UNMASK, 0, 1, { fds: [e.fd] });
     await c.setIrqs(Irq.INTX, I.DATA_EVENTFD | I.ACTION_TRIGGER, 0, 1, { fds: [e.fd] });
     c.close();
     e.close();
-    await server.idle();
-    await server.check();
+    await live.server.idle();
+    await live.server.check();
   });
 
   it('watching an fd epoll refuses throws a NativeError (it used to abort the process)', () => {
