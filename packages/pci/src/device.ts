@@ -9,6 +9,8 @@ import { Interrupts } from './interrupts.js';
 import { DmaError } from './errors.js';
 import { GuestMemory } from './guest-memory.js';
 
+const ignore = () => {};
+
 export type BarIndex = 0 | 1 | 2 | 3 | 4 | 5;
 export type Options = Record<string, string>;
 
@@ -232,11 +234,8 @@ export class PciDevice<S extends Schema = Schema> {
     if (!this.#running)
       return new Promise((ok, fail) => this.#gatedIo.push(() => this.#io(start).then(ok, fail)));
     const p = start();
-    const forget = () => {
-      this.#inFlight.delete(done);
-    };
-    const done: Promise<void> = p.then(forget, forget);
-    this.#inFlight.add(done);
+    // Tracked only to be waited for (quiescing): its failure is the caller's to handle.
+    this.#track(p.then(ignore, ignore));
     return p;
   }
 
