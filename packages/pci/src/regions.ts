@@ -8,6 +8,11 @@ export interface RegionHandler {
   read(offset: number, out: Uint8Array): void;
   write(offset: number, data: Uint8Array): void;
   /**
+   * write() of a 1, 2 or 4-byte access given as its little-endian value (optional): a register
+   * file takes a guest's doorbell without the bytes being copied and decoded again.
+   */
+  writeValue?(offset: number, width: 1 | 2 | 4, value: number): void;
+  /**
    * The bytes a read would return, where the region has them at hand (sent as they are, no
    * copy into a reply): valid until the handler's next call. Null (or absent): read().
    */
@@ -102,6 +107,22 @@ export function registers<S>(
     const v = r.read ? r.read(state) : 0;
     dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true);
   };
+  const write = (offset: number, data: Uint8Array) => {
+    const r = lookup(offset, data.length);
+    if (r?.write) {
+      r.write(state, data.length === 8 ? u64Of(data) : uintOf(data, r.width));
+      return;
+    }
+    if (r || !(opts.partial || data.length === 1)) return;
+    for (let i = 0; i < data.length; i++) {
+      const c = cover[offset + i];
+      if (!c?.write) continue;
+      get(c);
+      dv.setUint8(offset + i - c.offset, data[i]);
+      const v = dv.getBigUint64(0, true);
+      c.write(state, c.width === 8 ? v : Number(v & ((1n << BigInt(8 * c.width)) - 1n)));
+    }
+  };
   return {
     size,
     read(offset, out) {
@@ -119,34 +140,30 @@ export function registers<S>(
         } else out[i] = 0;
       }
     },
-    write(offset, data) {
-      const r = lookup(offset, data.length);
-      const widthOk = !!r;
-      if (r?.write) {
-        // Little-endian bytes to a value without a DataView per write (posted writes are hot).
-        const v =
-          r.width === 1
-            ? data[0]
-            : r.width === 2
-              ? data[0] | (data[1] << 8)
-              : r.width === 4
-                ? (data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24)) >>> 0
-                : new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
-        r.write(state, v);
-        return;
-      }
-      if (!widthOk && (opts.partial || data.length === 1)) {
-        for (let i = 0; i < data.length; i++) {
-          const c = cover[offset + i];
-          if (!c?.write) continue;
-          get(c);
-          dv.setUint8(offset + i - c.offset, data[i]);
-          const v = dv.getBigUint64(0, true);
-          c.write(state, c.width === 8 ? v : Number(v & ((1n << BigInt(8 * c.width)) - 1n)));
-        }
-      }
+    write,
+    writeValue(offset, width, value) {
+      const r = byAccess[offset * 16 + width];
+      if (r?.write) r.write(state, value);
+      else if (!r) write(offset, bytesOf(value, width));
     },
   };
+}
+
+/** The value of a 1, 2 or 4-byte little-endian access (no DataView per write: doorbells). */
+function uintOf(data: Uint8Array, width: number): number {
+  if (width === 1) return data[0];
+  if (width === 2) return data[0] | (data[1] << 8);
+  return (data[0] | (data[1] << 8) | (data[2] << 16) | (data[3] << 24)) >>> 0;
+}
+
+const u64Of = (data: Uint8Array) =>
+  new DataView(data.buffer, data.byteOffset, 8).getBigUint64(0, true);
+
+/** A 1, 2 or 4-byte access's little-endian bytes (the slow way, for partial writes). */
+function bytesOf(value: number, width: number): Uint8Array {
+  const out = new Uint8Array(width);
+  for (let i = 0; i < width; i++) out[i] = (value >>> (8 * i)) & 0xff;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

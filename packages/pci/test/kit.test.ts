@@ -114,6 +114,44 @@ describe('register maps', () => {
     byte.write(0, new Uint8Array(17).fill(7));
     expect(one.b).toBe(0);
   });
+
+  it('writeValue does what write does with the same little-endian bytes', () => {
+    const map = (partial: boolean) => {
+      const s = { w: 0, h: 0, b: 0, ro: 5 };
+      const r = registers(
+        32,
+        s,
+        [
+          { offset: 0, width: 4, read: x => x.w, write: (x, v) => (x.w = Number(v)) },
+          { offset: 4, width: 2, read: x => x.h, write: (x, v) => (x.h = Number(v)) },
+          { offset: 6, width: 1, read: x => x.b, write: (x, v) => (x.b = Number(v)) },
+          { offset: 8, width: 4, read: x => x.ro },
+        ],
+        { partial },
+      );
+      return { s, r };
+    };
+    const accesses: [number, 1 | 2 | 4, number][] = [
+      [0, 4, 0xfedcba98], // a whole register
+      [4, 2, 0xbeef],
+      [6, 1, 0x7f],
+      [8, 4, 0x11111111], // read-only: ignored
+      [1, 1, 0xaa], // a byte inside the 4-byte register (partial only)
+      [2, 2, 0x1234], // two bytes inside it (partial only)
+      [12, 4, 0x22222222], // nothing there
+    ];
+    for (const partial of [false, true]) {
+      const byValue = map(partial),
+        byBytes = map(partial);
+      for (const [offset, width, value] of accesses) {
+        byValue.r.writeValue!(offset, width, value);
+        const bytes = new Uint8Array(width);
+        for (let i = 0; i < width; i++) bytes[i] = (value >>> (8 * i)) & 0xff;
+        byBytes.r.write(offset, bytes);
+        expect(byValue.s, `${partial ? 'partial' : 'whole'} ${width}@${offset}`).toEqual(byBytes.s);
+      }
+    }
+  });
 });
 
 describe('devices', () => {

@@ -141,7 +141,7 @@ function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView
   const r = accessAt(ctx, dv, off, size - DATA);
   if (!r || access.count !== size - DATA) return false;
   try {
-    r.write(access.offset, dataAt(b, off + DATA, access.count));
+    writeAt(r, access.offset, b, dv, off + DATA, access.count);
   } catch (e) {
     replyErrorAt(conn, dv, off, accessFailed(ctx, access.index, access.offset, e));
     return true;
@@ -149,6 +149,29 @@ function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView
   if ((dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) === 0)
     replyAccess(conn, b, dv, off, null);
   return true;
+}
+
+/** The little-endian value of a 1, 2 or 4-byte access's data at `at`. */
+function valueAt(dv: DataView, at: number, count: 1 | 2 | 4): number {
+  if (count === 4) return dv.getUint32(at, true);
+  return count === 2 ? dv.getUint16(at, true) : dv.getUint8(at);
+}
+
+/**
+ * Writes the `count` bytes at `at` to region `r`: a 1, 2 or 4-byte access as its value where the
+ * region takes one (a register file: no copy, no decode), else through the scratch.
+ */
+function writeAt(
+  r: RegionHandler,
+  offset: number,
+  b: Buffer,
+  dv: DataView,
+  at: number,
+  count: number,
+) {
+  if (r.writeValue && (count === 4 || count === 2 || count === 1))
+    r.writeValue(offset, count, valueAt(dv, at, count));
+  else r.write(offset, dataAt(b, at, count));
 }
 
 // The header fields a posted run reads per message, as plain numbers.
@@ -181,7 +204,7 @@ function postedRun(
     const offset = u64At(dv, at + OFFSET);
     if (offset > r.size || count > r.size - offset) break;
     try {
-      r.write(offset, dataAt(b, at + DATA, count));
+      writeAt(r, offset, b, dv, at + DATA, count);
     } catch (e) {
       replyErrorAt(conn, dv, at, accessFailed(ctx, index, offset, e));
     }
@@ -270,7 +293,7 @@ export function writeMultiInPlace(
       index = at;
     }
     try {
-      r!.write(offset, dataAt(b, o + Entry.DATA, count));
+      writeAt(r!, offset, b, dv, o + Entry.DATA, count);
     } catch (e) {
       replyErrorAt(conn, dv, off, accessFailed(ctx, at, offset, e));
       return size;
