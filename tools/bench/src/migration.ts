@@ -1,6 +1,7 @@
 // Migration of edu with device memory, v2 and v1: data-phase throughput and downtime, cold (the
 // first migration between two fresh servers) and warm (a second one between the same servers),
-// idle and (v2) with a workload dirtying memory. The floor is the C client pulling the same
+// idle, mapped (a client maps the memory and writes nothing, as QEMU maps every BAR) and (v2) with
+// a workload dirtying memory through its mapping. The floor is the C client pulling the same
 // number of bytes from the C stub in 64 KiB and in 1 MiB REGION_READs (vfio-user framing over
 // the same socket kind). BENCH_SPREAD=1 puts the servers on CPU 0 and the driver on CPU 1
 // (default: all on the CPU run.sh pinned). Downtime is set beside the memory bandwidth: a C
@@ -71,12 +72,13 @@ for (const size of sizes) {
       '(x cmp = downtime / memcmp)',
   );
   for (const protocol of protocols)
-    for (const load of protocol === 'v2' ? ['idle', 'dirtying'] : ['idle']) {
+    for (const load of protocol === 'v2' ? ['idle', 'mapped', 'dirtying'] : ['idle', 'mapped']) {
       const a = await server(`a${k}.sock`, size);
       const b = await server(`b${k++}.sock`, size);
       const src = await VfioUserClient.connect(a.socket),
         dst = await VfioUserClient.connect(b.socket);
-      const wl = load === 'dirtying' ? await memoryWorkload(src, 1024) : null;
+      // mapped: a client maps the memory (as QEMU maps every BAR) and writes nothing.
+      const wl = load === 'idle' ? null : await memoryWorkload(src, load === 'mapped' ? 0 : 1024);
       for (const run of ['cold', 'warm']) {
         if (run === 'warm') await src.setState(RUNNING); // the same servers, a second time
         const r = await migrate(src, dst, {
