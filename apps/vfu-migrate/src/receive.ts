@@ -10,7 +10,7 @@ import type { Progress, Report } from './report.js';
 import { Msg, receiverNext, type Message, type ReceiverState } from './wire/codec.js';
 import { handshake } from './wire/handshake.js';
 import { Link } from './wire/link.js';
-import { listen, type Address, type TlsFiles } from './wire/socket.js';
+import { listenTcp, type Address, type TlsFiles } from './wire/socket.js';
 import type { LocalDestination } from './destination.js';
 
 export interface ReceiveOptions {
@@ -48,7 +48,7 @@ export interface ReceiveReport {
 export function receive(o: ReceiveOptions): Promise<ReceiveReport> {
   return new Promise<ReceiveReport>((resolve, reject) => {
     let busy = false;
-    const server: Server = listen(o.tls ?? null, socket => {
+    const server: Server = listenTcp(o.tls ?? null, socket => {
       if (busy) return void socket.destroy();
       busy = true;
       accept(socket, o).then(

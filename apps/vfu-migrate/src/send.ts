@@ -9,7 +9,7 @@ import { blankReport } from './outcome.js';
 import { handshake } from './wire/handshake.js';
 import { Link } from './wire/link.js';
 import { RemoteDestination } from './wire/remote.js';
-import { dial, type Address, type TlsFiles } from './wire/socket.js';
+import { connectTcp, type Address, type TlsFiles } from './wire/socket.js';
 
 export interface SendOptions extends MigrateOptions {
   to: Address;
@@ -25,7 +25,7 @@ export async function send(src: VfioUserClient, o: SendOptions): Promise<Report>
   const timeoutMs = o.timeoutMs ?? 60_000;
   let link: Link;
   try {
-    link = new Link(await dial(o.to, o.tls ?? null, timeoutMs), timeoutMs);
+    link = new Link(await connectTcp(o.to, o.tls ?? null, timeoutMs), timeoutMs);
     await handshake(link, { role: 'source', secret: o.secret, software: o.software ?? '' });
   } catch (e) {
     return notStarted(src, o.protocol ?? 'v2', (e as Error).message);

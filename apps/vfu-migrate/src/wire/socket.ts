@@ -31,8 +31,8 @@ export function parseAddress(text: string, fallback: string): Address {
 
 const read = (path: string | undefined) => (path ? readFileSync(path) : undefined);
 
-/** A listener calling `onSocket` for each connection (once TLS is established, with TLS). */
-export function listen(tls: TlsFiles | null, onSocket: (s: Socket) => void): Server {
+/** A TCP listener calling `onSocket` for each connection (once TLS is established, with TLS). */
+export function listenTcp(tls: TlsFiles | null, onSocket: (s: Socket) => void): Server {
   if (!tls) return tcpServer(onSocket);
   const ca = read(tls.ca);
   return tlsServer(
@@ -48,8 +48,8 @@ export function listen(tls: TlsFiles | null, onSocket: (s: Socket) => void): Ser
   );
 }
 
-/** Connects (and completes TLS) within `timeoutMs`. */
-export function dial(to: Address, tls: TlsFiles | null, timeoutMs: number): Promise<Socket> {
+/** Connects over TCP (and completes TLS) within `timeoutMs`. */
+export function connectTcp(to: Address, tls: TlsFiles | null, timeoutMs: number): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     const event = tls ? 'secureConnect' : 'connect';
     const s: Socket = tls
