@@ -52,14 +52,20 @@ export type HandlerTable = { [C in Request['cmd']]?: Handler<C> };
 
 const msg = (m: Uint8Array): Reply => ({ msg: m });
 
-/** The region behind `index` if [offset, offset + count) lies inside it and count > 0. */
-export function regionFor(ctx: HandlerContext, index: number, offset: number, count: number) {
-  if (index >= ctx.numRegions || count === 0) return undefined;
+/** The region behind `index` if [offset, offset + count) lies inside it. */
+function regionSpanning(ctx: HandlerContext, index: number, offset: number, count: number) {
+  if (index >= ctx.numRegions) return undefined;
   const r = ctx.region(index);
   if (!r || offset > r.size || count > r.size - offset) return undefined;
   return r;
 }
 
+/** The region behind `index` if [offset, offset + count) lies inside it and count > 0. */
+export function regionFor(ctx: HandlerContext, index: number, offset: number, count: number) {
+  return count === 0 ? undefined : regionSpanning(ctx, index, offset, count);
+}
+
+/** Runs `fn` on the region an access names: 0, or the errno refusing it (EINVAL: not inside). */
 function access(
   ctx: HandlerContext,
   index: number,
@@ -67,10 +73,8 @@ function access(
   count: number,
   fn: (r: RegionHandler) => void,
 ): number {
-  if (index >= ctx.numRegions) return Errno.EINVAL;
-  const r = ctx.region(index);
+  const r = regionSpanning(ctx, index, offset, count);
   if (!r) return Errno.EINVAL;
-  if (offset > r.size || count > r.size - offset) return Errno.EINVAL;
   if (count === 0) return 0;
   try {
     fn(r);
