@@ -5,6 +5,9 @@ const names = new Map<number, string>();
 for (const [name, value] of Object.entries(constants.errno))
   if (!names.has(value)) names.set(value, name);
 
+/** An errno's name (EINVAL, ...), or `errno N` for a number Linux does not name. */
+export const errnoName = (e: number): string => names.get(e) ?? `errno ${e}`;
+
 /** A failed system call: `errno` is the Linux value, `code` its name (EAGAIN, EBADF, ...). */
 export class NativeError extends Error {
   override readonly name = 'NativeError';

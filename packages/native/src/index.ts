@@ -1,4 +1,4 @@
-export { NativeError, E } from './errors.js';
+export { NativeError, E, errnoName } from './errors.js';
 export { OwnedFd, closeAll, openFdCount, dupFd, fileIdentity } from './fd.js';
 export {
   listenUnix,

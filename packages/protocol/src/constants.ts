@@ -1,3 +1,5 @@
+import { constants } from 'node:os';
+
 /** Command numbers (protocol.md §1.4). */
 export enum Command {
   VERSION = 1,
@@ -25,33 +27,11 @@ export const HEADER_SIZE = 16;
 /** Header flags (§1.2). */
 export const Flag = { TYPE_MASK: 0xf, COMMAND: 0, REPLY: 1, NO_REPLY: 0x10, ERROR: 0x20 } as const;
 
-/** Linux errno values used in replies (x86-64). */
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  E2BIG: 7,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EACCES: 13,
-  EFAULT: 14,
-  EBUSY: 16,
-  EEXIST: 17,
-  ENODEV: 19,
-  EINVAL: 22,
-  ENOTTY: 25,
-  ENOSPC: 28,
-  ENOSYS: 38,
-  ENOMSG: 42,
-  EPROTO: 71,
-  EOVERFLOW: 75,
-  ENOTSUP: 95,
-  ECONNRESET: 104,
-  ENOTCONN: 107,
-  ESHUTDOWN: 108,
-  ETIMEDOUT: 110,
-} as const;
+/**
+ * Linux errno values by name, for error replies (§1.2: the error field carries an errno): Node's
+ * own table (node:os), so no number is written out by hand.
+ */
+export const Errno = constants.errno;
 
 export const DmaMapFlag = { READ: 1, WRITE: 2 } as const;
 export const DmaUnmapFlag = { GET_DIRTY_BITMAP: 1, ALL: 2 } as const;

@@ -1,6 +1,9 @@
 import { Errno } from './constants.js';
 
-const names = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
+// The first name of a number wins: EAGAIN, not its alias EWOULDBLOCK.
+const names = new Map<number, string>();
+for (const [name, value] of Object.entries(Errno)) if (!names.has(value)) names.set(value, name);
+/** An errno's name (EINVAL, ...), or `errno N` for a number Linux does not name. */
 export const errnoName = (e: number): string => names.get(e) ?? `errno ${e}`;
 
 /**

@@ -3,10 +3,9 @@
 // model. Messages are handled one at a time, in order (GET_VRING_BASE waits for the ring's
 // requests to finish before it answers). Every bad message gets the protocol's failure answer
 // and the session goes on.
-import { FdWatcher, closeAll, eventfdRead, eventfdWrite, type OwnedFd } from '@vfu/native';
+import { E, FdWatcher, closeAll, eventfdRead, eventfdWrite, type OwnedFd } from '@vfu/native';
 import {
   ConfigFlag,
-  Errno,
   MAX_CONFIG_SIZE,
   ProtocolFeature,
   Request,
@@ -143,9 +142,9 @@ export class BackendSession {
     }
     const h = m.header;
     const early = m.oversized
-      ? new VhostUserError(Errno.EMSGSIZE, `${requestName(h.request)}: payload too large`)
+      ? new VhostUserError(E.EMSGSIZE, `${requestName(h.request)}: payload too large`)
       : m.truncated
-        ? new VhostUserError(Errno.EBADF, `${requestName(h.request)}: file descriptors were lost`)
+        ? new VhostUserError(E.EBADF, `${requestName(h.request)}: file descriptors were lost`)
         : checkHeader(h);
     const msg = early ?? decodeMessage(h, m.payload, m.fds.length);
     if (msg instanceof VhostUserError) {
@@ -159,7 +158,7 @@ export class BackendSession {
     } catch (e) {
       closeAll(m.fds);
       if (!(e instanceof VhostUserError)) this.#say(`internal error: ${(e as Error).stack}`);
-      const err = e instanceof VhostUserError ? e : new VhostUserError(Errno.EIO, String(e));
+      const err = e instanceof VhostUserError ? e : new VhostUserError(E.EIO, String(e));
       this.#fail(h.request, needsReply(h), err);
       return;
     }
@@ -178,7 +177,7 @@ export class BackendSession {
 
   #requireProtocol(f: number, what: string): void {
     if (!(this.#protocol & bit(f)))
-      throw new VhostUserError(Errno.ENOTSUP, `${what} without its protocol feature negotiated`);
+      throw new VhostUserError(E.ENOTSUP, `${what} without its protocol feature negotiated`);
   }
 
   async #dispatch(m: FrontendMessage, fds: OwnedFd[]): Promise<Answer | undefined> {
@@ -267,7 +266,7 @@ export class BackendSession {
       default:
         closeAll(fds);
         throw new VhostUserError(
-          Errno.ENOTSUP,
+          E.ENOTSUP,
           `${requestName(m.request)} needs a protocol feature this back-end does not offer`,
         );
     }
@@ -291,7 +290,7 @@ export class BackendSession {
     try {
       log = new DirtyLog(fd, size, offset);
     } catch (e) {
-      throw new VhostUserError(Errno.EFAULT, `cannot map the dirty log: ${(e as Error).message}`);
+      throw new VhostUserError(E.EFAULT, `cannot map the dirty log: ${(e as Error).message}`);
     }
     this.#log?.release();
     this.#log = log;
@@ -307,7 +306,7 @@ export class BackendSession {
 
   #stopped(index: number, what: string): Vring {
     const r = this.#ringAt(index);
-    if (r.started) throw new VhostUserError(Errno.EBUSY, `${what} on vring ${index} while started`);
+    if (r.started) throw new VhostUserError(E.EBUSY, `${what} on vring ${index} while started`);
     return r;
   }
 
@@ -334,7 +333,7 @@ export class BackendSession {
     const moved =
       !r.addr || r.addr.desc !== a.desc || r.addr.used !== a.used || r.addr.avail !== a.avail;
     if (moved && r.started)
-      throw new VhostUserError(Errno.EBUSY, `vring ${a.index} moved while started`);
+      throw new VhostUserError(E.EBUSY, `vring ${a.index} moved while started`);
     r.addr = a; // the log flag and address may change while the ring runs (migration)
     if (moved) r.queue = null;
   }
@@ -342,7 +341,7 @@ export class BackendSession {
   #setKick(f: VringFile, fd: OwnedFd | undefined): void {
     const r = this.#ringAt(f.index);
     if (!fd) {
-      throw new VhostUserError(Errno.ENOTSUP, `vring ${f.index}: polling (no kick fd) unsupported`);
+      throw new VhostUserError(E.ENOTSUP, `vring ${f.index}: polling (no kick fd) unsupported`);
     }
     r.closeKick();
     r.kick = fd;
@@ -387,7 +386,7 @@ export class BackendSession {
     if (same) return;
     if (!this.#dev.writeConfig?.(c.offset, c.data))
       throw new VhostUserError(
-        Errno.EPERM,
+        E.EPERM,
         `SET_CONFIG [${c.offset}, +${c.size}): read-only configuration field`,
       );
   }

@@ -98,21 +98,3 @@ export const MAX_CONFIG_SIZE = 256;
 export const ConfigFlag = { WRITABLE: 0, MIGRATION: 1 } as const;
 /** Largest payload this codec accepts: the largest message QEMU sends is SET_CONFIG. */
 export const MAX_PAYLOAD_SIZE = 4096;
-
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  EBADF: 9,
-  ENOMEM: 12,
-  EFAULT: 14,
-  EBUSY: 16,
-  EEXIST: 17,
-  EINVAL: 22,
-  ENOSPC: 28,
-  ERANGE: 34,
-  ENOSYS: 38,
-  EPROTO: 71,
-  EMSGSIZE: 90,
-  ENOTSUP: 95,
-} as const;

@@ -1,9 +1,9 @@
 // Decoding a front-end message: every payload size and fd count checked against the layout of
 // its request ("Payload", "Front-end message types"); semantic checks (indices against the
 // device's queues, addresses against the memory table) are the back-end session's.
+import { E } from '@vfu/native';
 import {
   CONFIG_HEADER_SIZE,
-  Errno,
   MAX_CONFIG_SIZE,
   MAX_MEM_TABLE_REGIONS,
   Request,
@@ -219,6 +219,6 @@ function decode(h: Header, r: Reader, fdCount: number): FrontendMessage {
       return { request, inflight };
     }
     default:
-      throw new VhostUserError(Errno.ENOSYS, `${what(h)} is not supported by this back-end`);
+      throw new VhostUserError(E.ENOSYS, `${what(h)} is not supported by this back-end`);
   }
 }

@@ -1,7 +1,4 @@
-import { Errno } from './constants.js';
-
-const names = new Map<number, string>(Object.entries(Errno).map(([k, v]) => [v, k]));
-export const errnoName = (e: number): string => names.get(e) ?? `errno ${e}`;
+import { E, errnoName } from '@vfu/native';
 
 /**
  * A message that breaks the protocol or that the back-end cannot carry out. `errno` is what a
@@ -20,4 +17,4 @@ export class VhostUserError extends Error {
   }
 }
 
-export const einval = (msg: string) => new VhostUserError(Errno.EINVAL, msg);
+export const einval = (msg: string) => new VhostUserError(E.EINVAL, msg);

@@ -1,5 +1,5 @@
 export * from './constants.js';
-export { VhostUserError, einval, errnoName } from './errors.js';
+export { VhostUserError, einval } from './errors.js';
 export {
   type Header,
   decodeHeader,

@@ -1,8 +1,7 @@
 // The front-end's memory as the back-end sees it (vhost-user.rst "Memory access"): regions of
 // guest physical space, each with the front-end's user address and an fd mapped here. Ring
 // addresses arrive as user addresses, buffer addresses as guest physical ones.
-import { MappedMemory, PAGE_SIZE, type OwnedFd } from '@vfu/native';
-import { Errno } from './constants.js';
+import { E, MappedMemory, PAGE_SIZE, type OwnedFd } from '@vfu/native';
 import { VhostUserError } from './errors.js';
 import type { MemRegion } from './types.js';
 
@@ -51,7 +50,7 @@ export class MemoryTable {
   add(region: MemRegion, fd: OwnedFd): void {
     try {
       if (this.#regions.length >= this.maxRegions)
-        throw new VhostUserError(Errno.ENOSPC, `all ${this.maxRegions} memory slots are in use`);
+        throw new VhostUserError(E.ENOSPC, `all ${this.maxRegions} memory slots are in use`);
       this.#checkTable([...this.#regions, region]);
       this.#regions.push(this.#map(region, fd));
     } finally {
@@ -69,7 +68,7 @@ export class MemoryTable {
     );
     if (i < 0)
       throw new VhostUserError(
-        Errno.ENOENT,
+        E.ENOENT,
         `no memory region at guest ${hex(region.guestAddress)} size ${hex(region.size)}`,
       );
     this.#regions[i].map.release();
@@ -83,36 +82,33 @@ export class MemoryTable {
 
   #checkTable(regions: MemRegion[]): void {
     if (regions.length > this.maxRegions)
-      throw new VhostUserError(
-        Errno.ENOSPC,
-        `${regions.length} regions, at most ${this.maxRegions}`,
-      );
+      throw new VhostUserError(E.ENOSPC, `${regions.length} regions, at most ${this.maxRegions}`);
     for (let i = 0; i < regions.length; i++)
       for (let j = 0; j < i; j++) {
         const a = regions[i];
         const b = regions[j];
         if (overlaps(a.guestAddress, a.size, b.guestAddress, b.size))
           throw new VhostUserError(
-            Errno.EEXIST,
+            E.EEXIST,
             `memory region at guest ${hex(a.guestAddress)} overlaps one at ${hex(b.guestAddress)}`,
           );
         if (overlaps(a.userAddress, a.size, b.userAddress, b.size))
           throw new VhostUserError(
-            Errno.EEXIST,
+            E.EEXIST,
             `memory region at user ${hex(a.userAddress)} overlaps one at ${hex(b.userAddress)}`,
           );
       }
   }
 
   #map(r: MemRegion, fd: OwnedFd | undefined): Mapped {
-    if (!fd) throw new VhostUserError(Errno.EBADF, 'a memory region came without its fd');
+    if (!fd) throw new VhostUserError(E.EBADF, 'a memory region came without its fd');
     const start = r.mmapOffset - (r.mmapOffset % PAGE_SIZE);
     const delta = r.mmapOffset - start;
     try {
       return { ...r, map: MappedMemory.map(fd.fd, start, r.size + delta), delta };
     } catch (e) {
       throw new VhostUserError(
-        Errno.EFAULT,
+        E.EFAULT,
         `cannot map region guest ${hex(r.guestAddress)} size ${hex(r.size)} at offset ` +
           `${hex(r.mmapOffset)}: ${(e as Error).message}`,
       );
@@ -126,7 +122,7 @@ export class MemoryTable {
     );
     if (!m || len < 0 || address + len > m.guestAddress + m.size)
       throw new VhostUserError(
-        Errno.EFAULT,
+        E.EFAULT,
         `guest memory [${hex(address)}, +${len}) is not inside one memory region`,
       );
     return m.map.bytes(m.delta + address - m.guestAddress, len);
@@ -138,10 +134,7 @@ export class MemoryTable {
       x => userAddress >= x.userAddress && userAddress < x.userAddress + x.size,
     );
     if (!m)
-      throw new VhostUserError(
-        Errno.EFAULT,
-        `user address ${hex(userAddress)} is in no memory region`,
-      );
+      throw new VhostUserError(E.EFAULT, `user address ${hex(userAddress)} is in no memory region`);
     return m.guestAddress + (userAddress - m.userAddress);
   }
 }

@@ -1,5 +1,6 @@
 // Byte-exact cases of the vhost-user codec: each message as QEMU lays it out (little-endian,
 // "Message Specification" in vhost-user.rst), decoded and encoded back.
+import { E } from '@vfu/native';
 import { describe, expect, it } from 'vitest';
 import {
   decodeHeader,
@@ -13,7 +14,6 @@ import {
   Flag,
   HEADER_SIZE,
   VhostUserError,
-  Errno,
   type FrontendMessage,
 } from '@vfu/vhost-user';
 
@@ -240,7 +240,7 @@ describe('replies, byte for byte', () => {
     const hexOf = (b: Uint8Array) => Buffer.from(b).toString('hex');
     expect(hexOf(reply.u64(1, 0x140000000n))).toBe(hdr(1, 5, 8) + le64(0x140000000n));
     expect(hexOf(reply.ack(5, 0))).toBe(hdr(5, 5, 8) + le64(0));
-    expect(hexOf(reply.ack(9, Errno.EINVAL))).toBe(hdr(9, 5, 8) + le64(22));
+    expect(hexOf(reply.ack(9, E.EINVAL))).toBe(hdr(9, 5, 8) + le64(22));
     expect(hexOf(reply.state(11, { index: 1, num: 77 }))).toBe(hdr(11, 5, 8) + le32(1) + le32(77));
     const cfg = reply.config({ offset: 0, size: 4, flags: 0 }, Uint8Array.of(1, 2, 3, 4));
     expect(hexOf(cfg)).toBe(`${hdr(24, 5, 16)}${le32(0)}${le32(4)}${le32(0)}01020304`);

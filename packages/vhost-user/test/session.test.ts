@@ -2,10 +2,9 @@
 // guest RAM in a real memfd: negotiation, config space, requests through the rings, the drain
 // of GET_VRING_BASE, dirty logging, and bad messages answered while serving goes on.
 import { afterEach, describe, expect, it } from 'vitest';
-import { MappedMemory, eventfdCreate, eventfdRead, memfdCreate, openFdCount } from '@vfu/native';
+import { E, MappedMemory, eventfdCreate, eventfdRead, memfdCreate, openFdCount } from '@vfu/native';
 import {
   BACKEND_PROTOCOL_FEATURES,
-  Errno,
   Flag,
   ProtocolFeature,
   Request,
@@ -77,7 +76,7 @@ describe('negotiation and config space', () => {
         request: Request.SET_CONFIG,
         config: { offset: 0, size: data.length, flags: 0, data: Uint8Array.from(data) },
       });
-    expect(await set([9])).toBe(BigInt(Errno.EPERM));
+    expect(await set([9])).toBe(BigInt(E.EPERM));
     expect(await set([1, 2])).toBe(0n); // unchanged bytes are accepted
     r.dev.writeConfig = (offset, data) => offset === 0 && data.length === 1;
     expect(await set([9])).toBe(0n);
@@ -233,25 +232,25 @@ describe('bad messages', () => {
     const ack = (m: FrontendMessage, fds: number[] = []) => (r as Rig).fe.ack(m, fds);
     const efd = eventfdCreate();
     const cases: [Promise<bigint>, number][] = [
-      [ack({ request: Request.SET_VRING_NUM, state: { index: 7, num: 16 } }), Errno.EINVAL],
-      [ack({ request: Request.SET_VRING_NUM, state: { index: 0, num: 24 } }), Errno.EINVAL],
-      [ack({ request: Request.SET_VRING_NUM, state: { index: 0, num: 128 } }), Errno.EINVAL],
-      [ack({ request: Request.SET_VRING_BASE, state: { index: 0, num: 0x10000 } }), Errno.EINVAL],
-      [ack({ request: Request.SET_VRING_ENABLE, state: { index: 0, num: 2 } }), Errno.EINVAL],
-      [ack({ request: Request.SET_FEATURES, features: bit(60) }), Errno.EINVAL],
-      [ack({ request: Request.SET_PROTOCOL_FEATURES, features: bit(14) }), Errno.EINVAL],
+      [ack({ request: Request.SET_VRING_NUM, state: { index: 7, num: 16 } }), E.EINVAL],
+      [ack({ request: Request.SET_VRING_NUM, state: { index: 0, num: 24 } }), E.EINVAL],
+      [ack({ request: Request.SET_VRING_NUM, state: { index: 0, num: 128 } }), E.EINVAL],
+      [ack({ request: Request.SET_VRING_BASE, state: { index: 0, num: 0x10000 } }), E.EINVAL],
+      [ack({ request: Request.SET_VRING_ENABLE, state: { index: 0, num: 2 } }), E.EINVAL],
+      [ack({ request: Request.SET_FEATURES, features: bit(60) }), E.EINVAL],
+      [ack({ request: Request.SET_PROTOCOL_FEATURES, features: bit(14) }), E.EINVAL],
       [
         ack({
           request: Request.SET_VRING_ADDR,
           addr: { index: 0, flags: 2, desc: 0, used: 0, avail: 0, log: 0 },
         }),
-        Errno.EINVAL,
+        E.EINVAL,
       ],
       [
         ack({ request: Request.SET_VRING_KICK, file: { index: 9, noFd: false } }, [efd.fd]),
-        Errno.EINVAL,
+        E.EINVAL,
       ],
-      [ack({ request: Request.SET_VRING_KICK, file: { index: 0, noFd: true } }), Errno.ENOTSUP],
+      [ack({ request: Request.SET_VRING_KICK, file: { index: 0, noFd: true } }), E.ENOTSUP],
       [
         ack(
           {
@@ -260,14 +259,14 @@ describe('bad messages', () => {
           },
           [r.ramFd.fd],
         ),
-        Errno.EEXIST,
+        E.EEXIST,
       ],
       [
         ack({
           request: Request.REM_MEM_REG,
           region: { guestAddress: 0x9000000, size: 0x1000, userAddress: 0, mmapOffset: 0 },
         }),
-        Errno.ENOENT,
+        E.ENOENT,
       ],
     ];
     for (const [p, errno] of cases) expect(await p).toBe(BigInt(errno));
@@ -279,10 +278,10 @@ describe('bad messages', () => {
     };
     const NR = Flag.NEED_REPLY;
     expect(await raw(Request.SET_OWNER, 2 | NR, 0)).toEqual({ request: 3, v: 22n });
-    expect(await raw(99, 1 | NR, 0)).toEqual({ request: 99, v: BigInt(Errno.ENOSYS) });
+    expect(await raw(99, 1 | NR, 0)).toEqual({ request: 99, v: BigInt(E.ENOSYS) });
     expect(await raw(Request.SET_OWNER, 1 | NR, 100_000)).toEqual({
       request: 3,
-      v: BigInt(Errno.EMSGSIZE),
+      v: BigInt(E.EMSGSIZE),
     });
     expect(await raw(Request.SET_OWNER, 1 | NR, 0, [efd.fd])).toEqual({ request: 3, v: 22n });
 
