@@ -14,5 +14,6 @@ export {
   type Received,
 } from './socket.js';
 export { FdWatcher } from './watch.js';
+export { SendQueue } from './send-queue.js';
 export { MappedMemory, memfdCreate, allocate, truncate, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';

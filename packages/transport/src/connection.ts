@@ -2,8 +2,8 @@ import {
   FdWatcher,
   MessageSocket,
   NativeError,
+  SendQueue,
   type OwnedFd,
-  dupFd,
   closeAll,
   yieldCpu,
 } from '@vfu/native';
@@ -58,10 +58,6 @@ interface Pending {
   cmd: number;
   deadline: number;
   timeoutMs: number;
-}
-interface Queued {
-  bytes: Uint8Array;
-  fds: OwnedFd[];
 }
 
 /** One read takes up to this much; every complete message in it is handled before the next. */
@@ -125,8 +121,7 @@ export class Connection {
   readonly #out = Buffer.from(new ArrayBuffer(OUT_SIZE));
   #outLen = 0;
   #corked = false;
-  #queue: Queued[] = [];
-  #queued = 0;
+  readonly #queue: SendQueue;
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #sweep: NodeJS.Timeout | null = null;
@@ -151,6 +146,7 @@ export class Connection {
   ) {
     this.#sock = fd;
     this.#ms = new MessageSocket(fd.fd);
+    this.#queue = new SendQueue(this.#ms);
     this.#watch = new FdWatcher(fd.fd, ev => {
       // Nothing may escape a poll callback: it would take the whole process down with it.
       try {
@@ -214,7 +210,7 @@ export class Connection {
   }
 
   #worthLingering(): boolean {
-    if (this.#closed || this.backlogged || this.#queue.length > 0) return false;
+    if (this.#closed || this.backlogged || !this.#queue.empty) return false;
     if (this.#big || this.#skip > 0) return false;
     return this.#batchReplied && !this.#batchDelivered;
   }
@@ -258,23 +254,20 @@ export class Connection {
     this.#flushOut();
     if (this.#closed) return;
     const parts = more === undefined ? [] : more instanceof Uint8Array ? [more] : more;
-    let n = 0;
-    if (this.#queue.length === 0) {
-      try {
-        n = this.#ms.send(bytes, fds, parts);
-      } catch (e) {
-        this.close(`send failed: ${(e as Error).message}`);
-        return;
-      }
+    this.#queueSend(bytes, fds, parts);
+  }
+
+  /** Sends through the send queue (what the socket does not take waits there). */
+  #queueSend(bytes: Uint8Array, fds?: readonly number[], parts?: readonly Uint8Array[]): void {
+    try {
+      this.#queue.send(bytes, fds, parts);
+    } catch (e) {
+      this.close(`send failed: ${(e as Error).message}`);
+      return;
     }
-    // What the socket did not take is queued; fds must stay valid until sent, so the queue
-    // holds its own duplicates (they went with the first byte if any byte was sent).
-    if (n < bytes.length) this.#enqueue(bytes.subarray(n), n > 0 ? [] : fds.map(f => dupFd(f)));
-    let at = bytes.length;
-    for (const p of parts) {
-      if (n < at + p.length) this.#enqueue(p.subarray(Math.max(0, n - at)), []);
-      at += p.length;
-    }
+    if (this.#queue.empty) return;
+    this.#watch.wantWritable(true);
+    if (this.backlogged) this.#watch.wantReadable(false);
   }
 
   /**
@@ -295,10 +288,10 @@ export class Connection {
    * caller writes it and then calls commit(n). -1 when nothing is being batched now.
    */
   reserve(n: number): number {
-    if (!this.#corked || this.#queue.length > 0 || n > OUT_SIZE) return -1;
+    if (!this.#corked || !this.#queue.empty || n > OUT_SIZE) return -1;
     if (this.#outLen + n > OUT_SIZE) {
       this.#flushOut();
-      if (this.#queue.length > 0 || this.#closed) return -1;
+      if (!this.#queue.empty || this.#closed) return -1;
     }
     return this.#outLen;
   }
@@ -320,14 +313,7 @@ export class Connection {
     this.#outLen = 0;
     this.#batchReplied = true;
     if (this.options.lingerUs) this.#lastReplyAt = performance.now();
-    let sent: number;
-    try {
-      sent = this.#queue.length > 0 ? 0 : this.#ms.send(this.#out.subarray(0, n));
-    } catch (e) {
-      this.close(`send failed: ${(e as Error).message}`);
-      return;
-    }
-    if (sent < n) this.#enqueue(this.#out.subarray(sent, n), []);
+    this.#queueSend(this.#out.subarray(0, n));
   }
 
   /** Sends a command and resolves with its reply; rejects with RemoteError on an error reply. */
@@ -373,7 +359,7 @@ export class Connection {
 
   /** More than `sendHighWater` bytes wait to be sent: a producer should wait for drained(). */
   get backlogged(): boolean {
-    return this.#queued > (this.options.sendHighWater ?? 64 << 20);
+    return this.#queue.bytes > (this.options.sendHighWater ?? 64 << 20);
   }
   #drainWaiters: (() => void)[] = [];
   /**
@@ -393,7 +379,7 @@ export class Connection {
   close(reason = 'closed locally'): void {
     if (this.#closed) return;
     // Replies already made (an error reply right before a close) still go, as far as they fit.
-    if (this.#outLen > 0 && this.#queue.length === 0) {
+    if (this.#outLen > 0 && this.#queue.empty) {
       try {
         this.#ms.send(this.#out.subarray(0, this.#outLen));
       } catch {
@@ -410,9 +396,7 @@ export class Connection {
     this.#bigFds = [];
     this.#big = null;
     this.#spare = null;
-    for (const q of this.#queue) closeAll(q.fds);
-    this.#queue = [];
-    this.#queued = 0;
+    this.#queue.clear();
     if (this.#sweep) {
       clearInterval(this.#sweep);
       this.#sweep = null;
@@ -423,40 +407,17 @@ export class Connection {
     for (const w of this.#drainWaiters.splice(0)) w();
   }
 
-  #enqueue(bytes: Uint8Array, fds: OwnedFd[]): void {
-    this.#queue.push({ bytes: Uint8Array.from(bytes), fds });
-    this.#queued += bytes.length;
-    this.#watch.wantWritable(true);
-    if (this.backlogged) this.#watch.wantReadable(false);
-  }
-
+  /** The socket takes bytes again: send what waits, and read again below the high-water mark. */
   #flush(): void {
-    while (this.#queue.length > 0 && !this.#closed) {
-      const q = this.#queue[0];
-      let n: number;
-      try {
-        n = this.#ms.send(
-          q.bytes,
-          q.fds.map(f => f.fd),
-        );
-      } catch (e) {
-        this.close(`send failed: ${(e as Error).message}`);
-        return;
-      }
-      if (n === 0) return;
-      closeAll(q.fds);
-      q.fds = [];
-      this.#queued -= n;
-      if (!this.backlogged) this.#resume();
-      if (n < q.bytes.length) {
-        q.bytes = q.bytes.subarray(n);
-        return;
-      }
-      this.#queue.shift();
+    let drained: boolean;
+    try {
+      drained = this.#queue.flush();
+    } catch (e) {
+      this.close(`send failed: ${(e as Error).message}`);
+      return;
     }
-    if (this.#closed) return;
-    this.#watch.wantWritable(false);
-    this.#resume();
+    if (drained) this.#watch.wantWritable(false);
+    if (!this.backlogged) this.#resume();
   }
 
   /** The backlog cleared: read again, and handle what was read but held back. */

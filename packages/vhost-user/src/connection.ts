@@ -4,8 +4,8 @@
 import {
   FdWatcher,
   MessageSocket,
+  SendQueue,
   closeAll,
-  dupFd,
   type OwnedFd,
   type Received,
 } from '@vfu/native';
@@ -32,11 +32,6 @@ export interface ConnectionOptions {
   trace?: (line: string) => void;
 }
 
-interface Queued {
-  bytes: Uint8Array;
-  fds: OwnedFd[];
-}
-
 export class VhostConnection {
   readonly #sock: OwnedFd;
   readonly #ms: MessageSocket;
@@ -49,7 +44,7 @@ export class VhostConnection {
   #skip = 0;
   #fds: OwnedFd[] = [];
   #truncated = false;
-  #queue: Queued[] = [];
+  readonly #queue: SendQueue;
   #closed = false;
 
   onMessage: (m: Incoming) => void = m => closeAll(m.fds);
@@ -62,6 +57,7 @@ export class VhostConnection {
     this.#sock = fd;
     this.#maxPayload = options.maxPayload ?? MAX_PAYLOAD_SIZE;
     this.#ms = new MessageSocket(fd.fd, options.maxFds ?? 16);
+    this.#queue = new SendQueue(this.#ms);
     this.#watch = new FdWatcher(fd.fd, ev => {
       // Nothing may escape a poll callback: it would take the whole process down.
       try {
@@ -82,54 +78,24 @@ export class VhostConnection {
   send(bytes: Uint8Array, fds: readonly number[] = []): void {
     if (this.#closed) return;
     this.options.trace?.(`-> ${describe(decodeHeader(bytes), fds.length)}`);
-    if (this.#queue.length === 0) {
-      let n: number;
-      try {
-        n = this.#ms.send(bytes, fds);
-      } catch (e) {
-        this.close(`send failed: ${(e as Error).message}`);
-        return;
-      }
-      if (n === bytes.length) return;
-      if (n > 0) {
-        this.#enqueue(bytes.subarray(n), []);
-        return;
-      }
+    try {
+      this.#queue.send(bytes, fds);
+    } catch (e) {
+      this.close(`send failed: ${(e as Error).message}`);
+      return;
     }
-    this.#enqueue(
-      bytes,
-      fds.map(f => dupFd(f)),
-    );
-  }
-
-  #enqueue(bytes: Uint8Array, fds: OwnedFd[]): void {
-    this.#queue.push({ bytes, fds });
-    this.#watch.wantWritable(true);
+    if (!this.#queue.empty) this.#watch.wantWritable(true);
   }
 
   #flush(): void {
-    while (this.#queue.length > 0) {
-      const q = this.#queue[0];
-      let n: number;
-      try {
-        n = this.#ms.send(
-          q.bytes,
-          q.fds.map(f => f.fd),
-        );
-      } catch (e) {
-        this.close(`send failed: ${(e as Error).message}`);
-        return;
-      }
-      if (n === 0) return;
-      closeAll(q.fds);
-      q.fds = [];
-      if (n < q.bytes.length) {
-        q.bytes = q.bytes.subarray(n);
-        return;
-      }
-      this.#queue.shift();
+    let drained: boolean;
+    try {
+      drained = this.#queue.flush();
+    } catch (e) {
+      this.close(`send failed: ${(e as Error).message}`);
+      return;
     }
-    this.#watch.wantWritable(false);
+    if (drained) this.#watch.wantWritable(false);
   }
 
   /** The buffer the next recv fills: the rest of the header, the body, or a discard window. */
@@ -198,8 +164,7 @@ export class VhostConnection {
     this.#closed = true;
     this.#watch.close();
     closeAll(this.#fds);
-    for (const q of this.#queue) closeAll(q.fds);
-    this.#queue = [];
+    this.#queue.clear();
     this.#sock.close();
     this.onClose(reason);
   }
