@@ -25,12 +25,20 @@ function slope(samples: { messages: number; rssKiB: number }[]): number {
 const n = (v: number) => v.toLocaleString('en-US');
 const mib = (kib: number) => (kib / 1024).toFixed(1);
 
+function describeRss(rss: number[]): string {
+  // A run shorter than the sampling interval has no sample (min and max of nothing: ±Infinity).
+  if (rss.length === 0)
+    return 'fuzz: server RSS not sampled (the run ended before the first sample)';
+  return (
+    `fuzz: server RSS ${mib(Math.min(...rss))}-${mib(Math.max(...rss))} MiB over ` +
+    `${rss.length} samples (first ${mib(rss[0])}, last ${mib(rss[rss.length - 1])})`
+  );
+}
+
 export function describeFuzz(rep: FuzzReport, seed: number): string[] {
   const rate = rep.messages / rep.seconds;
-  const rss = rep.samples.map(s => s.rssKiB);
   return [
-    `fuzz: server RSS ${mib(Math.min(...rss))}-${mib(Math.max(...rss))} MiB over ` +
-      `${rss.length} samples (first ${mib(rss[0] ?? 0)}, last ${mib(rss[rss.length - 1] ?? 0)})`,
+    describeRss(rep.samples.map(s => s.rssKiB)),
     `fuzz: ${n(rep.messages)} messages (${n(rep.valid)} valid, ${n(rep.mutated)} mutated, ` +
       `${n(rep.withFd)} carrying an fd, ${n(rep.unframed)} with a lying msg_size) in ` +
       `${n(rep.sessions)} sessions, seed ${seed}`,
