@@ -1,5 +1,6 @@
 import { closeAll, dupFd, type OwnedFd } from './fd.js';
 import type { MessageSocket } from './socket.js';
+import type { FdWatcher } from './watch.js';
 
 interface Waiting {
   bytes: Uint8Array;
@@ -12,13 +13,17 @@ const NO_PARTS: readonly Uint8Array[] = [];
 /**
  * The bytes a non-blocking socket did not take at once, sent in order as it drains. A waiting
  * message's bytes are copied (the caller may reuse its buffer) and its fds duplicated (the caller
- * may close its own): they go with its first byte. Socket errors are thrown (NativeError).
+ * may close its own): they go with its first byte. Socket errors are thrown (NativeError). With a
+ * watcher, writability is watched exactly while something waits.
  */
 export class SendQueue {
   #waiting: Waiting[] = [];
   #bytes = 0;
 
-  constructor(readonly socket: MessageSocket) {}
+  constructor(
+    readonly socket: MessageSocket,
+    readonly watcher?: FdWatcher,
+  ) {}
 
   /** Bytes waiting to be sent. */
   get bytes(): number {
@@ -65,6 +70,7 @@ export class SendQueue {
       }
       this.#waiting.shift();
     }
+    this.watcher?.wantWritable(false);
     return true;
   }
 
@@ -78,5 +84,6 @@ export class SendQueue {
   #push(bytes: Uint8Array, fds: OwnedFd[]): void {
     this.#waiting.push({ bytes: Uint8Array.from(bytes), fds });
     this.#bytes += bytes.length;
+    this.watcher?.wantWritable(true);
   }
 }

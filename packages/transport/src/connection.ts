@@ -146,7 +146,6 @@ export class Connection {
   ) {
     this.#sock = fd;
     this.#ms = new MessageSocket(fd.fd);
-    this.#queue = new SendQueue(this.#ms);
     this.#watch = new FdWatcher(fd.fd, ev => {
       // Nothing may escape a poll callback: it would take the whole process down with it.
       try {
@@ -155,6 +154,7 @@ export class Connection {
         this.close(`internal error: ${(e as Error).stack ?? e}`);
       }
     });
+    this.#queue = new SendQueue(this.#ms, this.#watch);
   }
 
   #onEvent(ev: { readable: boolean; writable: boolean; hangup: boolean }): void {
@@ -265,8 +265,6 @@ export class Connection {
       this.close(`send failed: ${(e as Error).message}`);
       return;
     }
-    if (this.#queue.empty) return;
-    this.#watch.wantWritable(true);
     if (this.backlogged) this.#watch.wantReadable(false);
   }
 
@@ -409,14 +407,12 @@ export class Connection {
 
   /** The socket takes bytes again: send what waits, and read again below the high-water mark. */
   #flush(): void {
-    let drained: boolean;
     try {
-      drained = this.#queue.flush();
+      this.#queue.flush();
     } catch (e) {
       this.close(`send failed: ${(e as Error).message}`);
       return;
     }
-    if (drained) this.#watch.wantWritable(false);
     if (!this.backlogged) this.#resume();
   }
 

@@ -57,7 +57,6 @@ export class VhostConnection {
     this.#sock = fd;
     this.#maxPayload = options.maxPayload ?? MAX_PAYLOAD_SIZE;
     this.#ms = new MessageSocket(fd.fd, options.maxFds ?? 16);
-    this.#queue = new SendQueue(this.#ms);
     this.#watch = new FdWatcher(fd.fd, ev => {
       // Nothing may escape a poll callback: it would take the whole process down.
       try {
@@ -68,6 +67,7 @@ export class VhostConnection {
         this.close(`internal error: ${(e as Error).stack ?? e}`);
       }
     });
+    this.#queue = new SendQueue(this.#ms, this.#watch);
   }
 
   get closed(): boolean {
@@ -82,20 +82,15 @@ export class VhostConnection {
       this.#queue.send(bytes, fds);
     } catch (e) {
       this.close(`send failed: ${(e as Error).message}`);
-      return;
     }
-    if (!this.#queue.empty) this.#watch.wantWritable(true);
   }
 
   #flush(): void {
-    let drained: boolean;
     try {
-      drained = this.#queue.flush();
+      this.#queue.flush();
     } catch (e) {
       this.close(`send failed: ${(e as Error).message}`);
-      return;
     }
-    if (drained) this.#watch.wantWritable(false);
   }
 
   /** The buffer the next recv fills: the rest of the header, the body, or a discard window. */
