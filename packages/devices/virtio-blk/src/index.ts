@@ -237,9 +237,12 @@ async function perform(
     switch (type) {
       case BlkType.IN: {
         if (!inRange(d, sector, inLen)) return reply(req.writable, BlkStatus.IOERR);
-        const buf = new Uint8Array(inLen);
-        await all(read, d.fd, buf, sector * SECTOR);
-        return reply(req.writable, BlkStatus.OK, buf);
+        // Read straight into the answer (the data, then the status byte): no second copy.
+        // Every byte is written below before it is returned (a failed read answers IOERR).
+        const answer = Buffer.allocUnsafe(req.writable);
+        await all(read, d.fd, answer.subarray(0, inLen), sector * SECTOR);
+        answer[inLen] = BlkStatus.OK;
+        return answer;
       }
       case BlkType.OUT:
         if (d.readOnly || !inRange(d, sector, body.length))
