@@ -1,7 +1,7 @@
 // `vfu-migrate inspect PATH`: what a saved stream holds, read with the stream's own record
 // parser (checksums and bounds checked as a destination checks them), without a server.
 import { open } from 'node:fs/promises';
-import { RecordFramer, Rec, parseHeader, type StreamHeader } from '@vfu/stream';
+import { RecordFramer, Rec, parseHeader, FORMAT_VERSION, type StreamHeader } from '@vfu/stream';
 
 const kinds: Record<number, string> = {
   [Rec.HEADER]: 'header',
@@ -68,6 +68,9 @@ function take(s: StreamSummary, r: Uint8Array): void {
     if (typeof h === 'string') stop(s, h);
     if (s.header) stop(s, 'a second stream header');
     s.header = h;
+    // Before any memory record: another format checks those differently.
+    if (h.formatVersion !== FORMAT_VERSION)
+      stop(s, `stream format ${h.formatVersion} (this version reads ${FORMAT_VERSION})`);
   } else if (type === Rec.MEMORY) {
     if (len < 12) stop(s, 'memory record truncated');
     memoryRun(s, new DataView(p.buffer, p.byteOffset, len), len - 12);

@@ -17,3 +17,4 @@ export { FdWatcher } from './watch.js';
 export { SendQueue } from './send-queue.js';
 export { MappedMemory, memfdCreate, allocate, truncate, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';
+export { hash, copyAndHash } from './hash.js';

@@ -1,8 +1,26 @@
 // The only file in the repository that talks to koffi. Everything else sees plain numbers
 // (fds) wrapped in owned handles, Uint8Arrays and typed errors.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 
 const libc = koffi.load('libc.so.6');
+
+// Our own C (c/fastpath.c), built into dist/ by the package's build; the same path from src/
+// (tests) and from dist/.
+const fastpathPath = fileURLToPath(new URL('../dist/libvfu-fastpath.so', import.meta.url));
+if (!existsSync(fastpathPath))
+  throw new Error(
+    `${fastpathPath} is missing: build @vfu/native with a C compiler on the PATH ` +
+      '(`pnpm exec nx run-many -t build`, or `npm run setup`)',
+  );
+const fastpath = koffi.load(fastpathPath);
+
+/** The byte loops of c/fastpath.c (lengths in bytes, the caller checks every bound). */
+export const fast = {
+  hash: fastpath.func('uint32_t vfu_hash(const void *src, size_t n)'),
+  copyHash: fastpath.func('uint32_t vfu_copy_hash(void *dst, const void *src, size_t n)'),
+};
 
 export const c = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),

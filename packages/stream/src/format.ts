@@ -1,16 +1,19 @@
 // The device-state stream: a sequence of records, each `type u16, reserved u16, length u32,
-// payload, crc32 u32` (little-endian; the CRC covers type to payload). The first record is the
-// header; later records of the same kind supersede earlier ones, so pre-copy data followed by
-// stop-copy data is one valid stream (QEMU sends them one after the other, §10.2).
+// payload, check u32` (little-endian; the check covers type to payload: a CRC-32, except for
+// MEMORY records, see memoryCheck). The first record is the header; later records of the same
+// kind supersede earlier ones, so pre-copy data followed by stop-copy data is one valid stream
+// (QEMU sends them one after the other, §10.2).
 import { crc32 } from 'node:zlib';
+import { hash } from '@vfu/native';
 import type { DeviceIdentity } from './identity.js';
 
 export const MAGIC = 'VFUSTRM1';
 /**
  * 2: the header carries the device's identity (its guest-visible layout) after the schema.
  * 3: adds the KIT record (the device kit's own state: interrupts, queued device work).
+ * 4: a MEMORY record's bytes are checked by a lane hash (memoryCheck), not a CRC-32.
  */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5, KIT: 6 } as const;
 export const RECORD_OVERHEAD = 12;
 /**
@@ -84,17 +87,33 @@ export function parseHeader(p: Uint8Array): StreamHeader | string {
   };
 }
 
+/** Bytes of a MEMORY record before its data: type to length, then index, reserved, offset. */
+export const MEMORY_HEAD = 20;
+
+/**
+ * The check of a MEMORY record: the CRC-32 of its 20-byte head (type, length, memory index and
+ * offset) combined with @vfu/native's hash of its data bytes. The hash runs at memory speed
+ * and fused with the copy each side makes anyway (into the source's shadow, into the
+ * destination's memory), so bulk memory costs no checksum pass of its own; a CRC-32 of 1 GiB
+ * costs about three copies of it.
+ */
+export function memoryCheck(head: Uint8Array, dataHash: number): number {
+  return (crc32(head.subarray(0, MEMORY_HEAD)) ^ dataHash) >>> 0;
+}
+
 /**
  * A MEMORY record around `data` (payload: memory index u16, reserved u16, offset u64 as two
- * u32, then the bytes): its 20-byte head and 4-byte checksum, so the data need not be copied
- * into the record. The checksum is computed over `data` as it is now.
+ * u32, then the bytes): its 20-byte head and 4-byte check, so the data need not be copied
+ * into the record. `dataHash` is hash(data) as the data is now (computed if not given: a
+ * caller that has just copied the data passes what copyAndHash returned).
  */
 export function memoryRecord(
   index: number,
   offset: number,
   data: Uint8Array,
+  dataHash = hash(data),
 ): { head: Uint8Array; crc: Uint8Array; length: number } {
-  const head = new Uint8Array(20),
+  const head = new Uint8Array(MEMORY_HEAD),
     dv = new DataView(head.buffer);
   dv.setUint16(0, Rec.MEMORY, true);
   dv.setUint32(4, 12 + data.length, true);
@@ -102,6 +121,6 @@ export function memoryRecord(
   dv.setUint32(12, offset % 2 ** 32, true);
   dv.setUint32(16, Math.floor(offset / 2 ** 32), true);
   const crc = new Uint8Array(4);
-  new DataView(crc.buffer).setUint32(0, crc32(data, crc32(head)), true);
+  new DataView(crc.buffer).setUint32(0, memoryCheck(head, dataHash), true);
   return { head, crc, length: RECORD_OVERHEAD + 12 + data.length };
 }

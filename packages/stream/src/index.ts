@@ -6,6 +6,8 @@ export {
   record,
   headerPayload,
   memoryRecord,
+  memoryCheck,
+  MEMORY_HEAD,
   MAX_RECORD_PAYLOAD,
   RECORD_OVERHEAD,
   parseHeader,
@@ -14,6 +16,6 @@ export {
 export type { DeviceImage } from './image.js';
 export { SaveSession, PAGE } from './save.js';
 export { LoadSession, StreamError } from './load.js';
-export { RecordFramer, RecordError } from './records.js';
+export { RecordFramer, RecordError, type MemoryRecordSink } from './records.js';
 export { V1SaveIteration } from './v1-iteration.js';
 export { identityMismatch, parseIdentity, sizeText, type DeviceIdentity } from './identity.js';

@@ -1,7 +1,8 @@
 // Taking a device's stream in (the destination side): records are parsed as bytes arrive in any
 // chunking, checked (checksum, device model, version, schema, bounds) and staged; nothing
 // touches the device until commit(), which needs a complete stream.
-import { parseHeader, Rec, FORMAT_VERSION } from './format.js';
+import { copyAndHash, hash } from '@vfu/native';
+import { parseHeader, Rec, FORMAT_VERSION, MEMORY_HEAD } from './format.js';
 import { RecordFramer, RecordError } from './records.js';
 import type { DeviceImage } from './image.js';
 import { identityMismatch, parseIdentity } from './identity.js';
@@ -25,7 +26,10 @@ export interface LoadOptions {
 }
 
 export class LoadSession {
-  readonly #framer = new RecordFramer(r => this.#record(r));
+  readonly #framer = new RecordFramer(
+    r => this.#record(r),
+    (r, dataHash) => this.#memory(r, dataHash),
+  );
   #header = false;
   #state: Uint8Array | null = null;
   #config: Uint8Array | null = null;
@@ -93,8 +97,11 @@ export class LoadSession {
     }
   }
 
-  /** Writes a checked memory run into the device, saving the bytes it replaces first. */
-  #applyInPlace(mem: number, at: number, data: Uint8Array): void {
+  /**
+   * Writes a memory run into the device, saving the bytes it replaces first (so that a run
+   * whose check fails is put back by discard()); returns the hash of the bytes written.
+   */
+  #applyInPlace(mem: number, at: number, data: Uint8Array): number {
     const m = this.image.memories[mem],
       undo = this.#undo![mem],
       saved = this.#saved[mem];
@@ -111,7 +118,7 @@ export class LoadSession {
       pg = end; // page `end` is saved already (or past the run): the loop may skip it
     }
     this.#touched = true;
-    m.bytes(at, data.length).set(data);
+    return copyAndHash(m.bytes(at, data.length), data);
   }
 
   #record(r: Uint8Array): void {
@@ -121,6 +128,8 @@ export class LoadSession {
     const p = r.subarray(8, 8 + len);
     if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
     if (this.#ended) this.#fail('data after the end of the stream');
+    // Whole memory records go to #memory: one here has no room for its head.
+    if (type === Rec.MEMORY) this.#fail('memory record truncated');
     const img = this.image;
     switch (type) {
       case Rec.HEADER: {
@@ -158,21 +167,6 @@ export class LoadSession {
           this.#fail(`config space of ${p.length} bytes, expected ${img.configSize}`);
         this.#config = p.slice();
         return;
-      case Rec.MEMORY: {
-        if (p.length < 12) this.#fail('memory record truncated');
-        const mdv = new DataView(p.buffer, p.byteOffset, p.length);
-        const mem = mdv.getUint16(0, true),
-          at = mdv.getUint32(4, true) + mdv.getUint32(8, true) * 2 ** 32;
-        const m = img.memories[mem];
-        if (!m) this.#fail(`memory ${mem} does not exist on this device`);
-        if (at + p.length - 12 > m.size)
-          this.#fail(
-            `memory record [${at}, +${p.length - 12}) beyond ${m.name} of ${m.size} bytes`,
-          );
-        if (this.#undo && p.length > 12) this.#applyInPlace(mem, at, p.subarray(12));
-        else this.#runs.push({ mem, off: at, bytes: p.slice(12) });
-        return;
-      }
       case Rec.KIT: {
         if (!img.kit) this.#fail('a device kit record for a device that keeps none');
         const e = img.kit.check(p);
@@ -188,6 +182,45 @@ export class LoadSession {
       default:
         this.#fail(`unknown record type ${type}`);
     }
+  }
+
+  /**
+   * A MEMORY record from the framer, its data not verified yet: checked while it is copied
+   * where it goes (into the device in place, else into a staging copy), and refused, with what
+   * it replaced put back, if its bytes do not have the hash the record's check demands.
+   */
+  #memory(r: Uint8Array, dataHash: number): void {
+    if (!this.#header) this.#fail('stream does not start with a header');
+    if (this.#ended) this.#fail('data after the end of the stream');
+    const dv = new DataView(r.buffer, r.byteOffset, MEMORY_HEAD);
+    const mem = dv.getUint16(8, true),
+      at = dv.getUint32(12, true) + dv.getUint32(16, true) * 2 ** 32;
+    const data = r.subarray(MEMORY_HEAD, r.length - 4);
+    const m = this.image.memories[mem];
+    // A head pointing outside the device is most likely a corrupted one: checked (a pass of
+    // its own, on this path only) so that the error says which.
+    const inside = m !== undefined && at + data.length <= m.size;
+    if (!inside && hash(data) !== dataHash) this.#corrupted(`memory ${mem}`, at, data.length);
+    if (!m) this.#fail(`memory ${mem} does not exist on this device`);
+    if (!inside)
+      this.#fail(`memory record [${at}, +${data.length}) beyond ${m.name} of ${m.size} bytes`);
+    const got =
+      this.#undo && data.length ? this.#applyInPlace(mem, at, data) : this.#stage(mem, at, data);
+    if (got !== dataHash) this.#corrupted(m.name, at, data.length);
+  }
+
+  #corrupted(memory: string, at: number, n: number): never {
+    this.#fail(
+      `checksum mismatch in record ${this.#framer.records} (byte ${this.#framer.at} of the ` +
+        `stream; ${memory} [${at}, +${n})): the stream was corrupted in transfer`,
+    );
+  }
+
+  /** Keeps a copy of a memory run for commit(); returns the hash of the bytes kept. */
+  #stage(mem: number, off: number, data: Uint8Array): number {
+    const bytes = new Uint8Array(data.length);
+    this.#runs.push({ mem, off, bytes });
+    return copyAndHash(bytes, data);
   }
 
   /** Refuses a stream from a device a guest would see differently (another size of BAR...). */

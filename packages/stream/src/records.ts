@@ -1,23 +1,42 @@
 // Cutting a stream into records as its bytes arrive in any chunking, each record's length
-// bounded and its checksum checked before anyone sees it. The one parser of the record layer:
+// bounded and its check verified before anyone uses it. The one parser of the record layer:
 // a destination loading a device (load.ts) and a tool reading a saved file use it alike.
 import { crc32 } from 'node:zlib';
-import { RECORD_OVERHEAD, MAX_RECORD_PAYLOAD } from './format.js';
+import { hash } from '@vfu/native';
+import { RECORD_OVERHEAD, MAX_RECORD_PAYLOAD, MEMORY_HEAD, Rec, memoryCheck } from './format.js';
 
 /** Why bytes are not a record; the framer stays failed after the first. */
 export class RecordError extends Error {
   override readonly name = 'RecordError';
 }
 
+/**
+ * Takes a whole MEMORY record whose check is not verified yet, and `dataHash`, the hash its
+ * data bytes must have (see memoryCheck). It must verify before anything relies on the bytes:
+ * copy them where they go with copyAndHash and compare (the check then costs no pass of its
+ * own), and undo the copy and throw if they differ.
+ */
+export type MemoryRecordSink = (r: Uint8Array, dataHash: number) => void;
+
 export class RecordFramer {
   #buf = new Uint8Array(64 * 1024);
   #have = 0;
   #error: string | null = null;
-  /** Records passed on so far. */
+  #next = 0; // stream offset of the next record
+  /** Records taken so far (the one being passed on included). */
   records = 0;
+  /** Stream offset of the record being passed on (of the last one, after). */
+  at = 0;
 
-  /** `onRecord` gets each whole, checked record (type to checksum); it may throw to stop. */
-  constructor(readonly onRecord: (r: Uint8Array) => void) {}
+  /**
+   * `onRecord` gets each whole, checked record (type to check); it may throw to stop.
+   * MEMORY records go to `onMemory` if given, their data unverified (see MemoryRecordSink);
+   * without it the framer verifies them too, in a pass of its own.
+   */
+  constructor(
+    readonly onRecord: (r: Uint8Array) => void,
+    readonly onMemory?: MemoryRecordSink,
+  ) {}
 
   /** Bytes of a record begun and not yet complete. */
   get pending(): number {
@@ -77,9 +96,24 @@ export class RecordFramer {
   #emit(r: Uint8Array): void {
     const len = r.length - RECORD_OVERHEAD;
     const sum = new DataView(r.buffer, r.byteOffset + 8 + len, 4).getUint32(0, true);
-    if (crc32(r.subarray(0, 8 + len)) !== sum)
-      this.#fail('checksum mismatch: the stream was corrupted in transfer');
+    this.at = this.#next;
+    this.#next += r.length;
     this.records++;
+    if (r[0] === Rec.MEMORY && r[1] === 0 && len >= MEMORY_HEAD - 8) {
+      const dataHash = (sum ^ memoryCheck(r, 0)) >>> 0;
+      if (this.onMemory) {
+        this.onMemory(r, dataHash);
+        return;
+      }
+      if (hash(r.subarray(MEMORY_HEAD, 8 + len)) !== dataHash) this.#mismatch();
+    } else if (crc32(r.subarray(0, 8 + len)) !== sum) this.#mismatch();
     this.onRecord(r);
+  }
+
+  #mismatch(): never {
+    this.#fail(
+      `checksum mismatch in record ${this.records} (at byte ${this.at} of the stream): ` +
+        'the stream was corrupted in transfer',
+    );
   }
 }

@@ -1,5 +1,6 @@
 // Producing a device's stream (the source side): the initial pass over memories, then only the
 // pages that changed (found by comparing with what was sent), and at stop-copy the final state.
+import { copyAndHash } from '@vfu/native';
 import { record, headerPayload, memoryRecord, Rec, RECORD_OVERHEAD } from './format.js';
 import type { DeviceImage } from './image.js';
 
@@ -317,14 +318,14 @@ export class SaveSession {
   }
 
   /**
-   * Queues a MEMORY record. The live memory is copied once, into the shadow of what was sent;
-   * the record's checksum and bytes come from that copy, so a concurrent write by the client
-   * can neither break the checksum nor hide from the next scan.
+   * Queues a MEMORY record. The live memory is copied once, into the shadow of what was sent,
+   * and hashed in the same pass; the record's check and bytes come from that copy, so a
+   * concurrent write by the client can neither break the check nor hide from the next scan.
    */
   #emit(mem: number, off: number, len: number): void {
     const shadow = this.#sent[mem].subarray(off, off + len);
-    shadow.set(this.image.memories[mem].bytes(off, len));
-    this.#push({ ...memoryRecord(mem, off, shadow), data: shadow });
+    const sum = copyAndHash(shadow, this.image.memories[mem].bytes(off, len));
+    this.#push({ ...memoryRecord(mem, off, shadow, sum), data: shadow });
   }
 }
 

@@ -152,4 +152,72 @@ describe('the migration stream', () => {
     huge.writeUInt32LE(0x7fffffff, 4);
     expect(() => lc.write(huge)).toThrow(/exceeds/); // refused before buffering
   });
+
+  it('refuses a bit flipped anywhere in a stream with memory, staged or in place', () => {
+    const src = image('dev', 1, 4096 + 100);
+    src.mem.forEach((_, i) => (src.mem[i] = (i * 7) & 255));
+    src.state.a = 5;
+    const out: Uint8Array[] = [];
+    const s = new SaveSession(src.img);
+    s.stop();
+    drain(s, 1 << 20, out);
+    const flat = Buffer.concat(out);
+    const undo = [new Uint8Array(src.mem.length)];
+    for (let at = 0; at < flat.length; at++) {
+      const bad = Buffer.from(flat);
+      bad[at] ^= 1 << (at % 8);
+      for (const opts of [{}, { undo }]) {
+        const dst = image('dev', 1, src.mem.length);
+        dst.mem.fill(0x33);
+        const l = new LoadSession(dst.img, opts);
+        expect(() => {
+          l.write(bad);
+          l.commit();
+        }, `byte ${at}`).toThrow(StreamError);
+        expect(
+          dst.mem.every(v => v === 0x33),
+          `byte ${at}`,
+        ).toBe(true);
+        expect(dst.state.a).toBe(0);
+      }
+    }
+  });
+
+  it('names the memory record whose bytes do not check out, and puts memory back', () => {
+    const src = image('dev', 1, 1 << 20);
+    src.mem.fill(7);
+    const out: Uint8Array[] = [];
+    const s = new SaveSession(src.img);
+    s.stop();
+    drain(s, 1 << 20, out);
+    const flat = Buffer.concat(out);
+    // The third memory record (256 KiB each): its data starts 20 bytes after its head.
+    const head = flat.indexOf(Buffer.from([4, 0, 0, 0, 12, 0, 4, 0]));
+    const third = head + 2 * (12 + 12 + 256 * 1024);
+    expect(flat.readUInt32LE(third + 12)).toBe(512 * 1024); // its offset in memory
+    const bad = Buffer.from(flat);
+    bad[third + 20 + 1000] ^= 4;
+    const dst = image('dev', 1, 1 << 20),
+      l = new LoadSession(dst.img, { undo: [new Uint8Array(1 << 20)] });
+    dst.mem.fill(0x33);
+    expect(() => l.write(bad)).toThrow(
+      new StreamError(
+        `checksum mismatch in record 6 (byte ${third} of the stream; mem [524288, +262144)): ` +
+          'the stream was corrupted in transfer',
+      ),
+    );
+    expect(dst.mem.every(v => v === 0x33)).toBe(true);
+    // A head made to point outside the device is a corruption too, and named one.
+    for (const [byte, bit] of [
+      [8, 1], // the memory index: 1, which does not exist
+      [19, 2], // the offset's high word: beyond the memory
+    ]) {
+      const head = Buffer.from(flat);
+      head[third + byte] ^= bit;
+      const l2 = new LoadSession(image('dev', 1, 1 << 20).img);
+      expect(() => l2.write(head), `byte ${byte}`).toThrow(
+        new RegExp(`^checksum mismatch in record 6 \\(byte ${third} of the stream; memory `),
+      );
+    }
+  });
 });

@@ -82,4 +82,15 @@ export function rssMiB(pid: number): number {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/**
+ * CPU time a process has used so far, in ms (user + system, all its threads; /proc/PID/stat,
+ * in clock ticks of 10 ms).
+ */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start with the state, field 3.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
-import { buildC, startStub, cClient, fmt, dir, rssMiB, memoryBandwidth } from './common.js';
+import { buildC, startStub, cClient, fmt, dir, rssMiB, cpuMs, memoryBandwidth } from './common.js';
 
 /** VFIO_DEVICE_STATE_RUNNING (include/uapi/linux/vfio.h). */
 const RUNNING = 2;
@@ -25,7 +25,7 @@ const stub = await startStub(c.stub, stubSock);
 const placement = spread
   ? 'servers on CPU 0, driver on CPU 1'
   : process.env.BENCH_PINNED
-    ? 'all on CPU 1'
+    ? `all on CPU ${process.env.BENCH_PINNED}`
     : 'unpinned';
 console.log(
   `migration of edu: data phase GiB/s and downtime (${placement}); ` +
@@ -48,6 +48,7 @@ console.log(
   'rounds'.padStart(7),
   'MiB'.padStart(6),
   'RSS MiB src/dst'.padStart(16),
+  'CPU ms src/drv/dst'.padStart(19),
 );
 
 async function server(name: string, size: string): Promise<ServerProcess> {
@@ -81,6 +82,7 @@ for (const size of sizes) {
       const wl = load === 'idle' ? null : await memoryWorkload(src, load === 'mapped' ? 0 : 1024);
       for (const run of ['cold', 'warm']) {
         if (run === 'warm') await src.setState(RUNNING); // the same servers, a second time
+        const cpu0 = [cpuMs(a.proc.pid!), cpuMs(process.pid), cpuMs(b.proc.pid!)];
         const r = await migrate(src, dst, {
           protocol,
           workload: wl?.round,
@@ -89,6 +91,8 @@ for (const size of sizes) {
         });
         if (r.outcome !== 'completed') throw new Error(r.error);
         const rss = `${fmt(rssMiB(a.proc.pid!), 0)}/${fmt(rssMiB(b.proc.pid!), 0)}`;
+        const cpu1 = [cpuMs(a.proc.pid!), cpuMs(process.pid), cpuMs(b.proc.pid!)];
+        const cpu = cpu1.map((t, i) => t - cpu0[i]).join('/');
         console.log(
           size.padEnd(7),
           protocol.padEnd(6),
@@ -106,6 +110,7 @@ for (const size of sizes) {
           String(r.iterations).padStart(7),
           fmt(r.bytes / 2 ** 20, 0).padStart(6),
           rss.padStart(16),
+          cpu.padStart(19),
         );
       }
       wl?.close();
