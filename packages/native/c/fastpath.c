@@ -7,8 +7,9 @@
 // overlaps their multiplies), the lanes merged, the tail (under 32 bytes) and the length mixed
 // in, then a final avalanche. Every step is a bijection of the state for a fixed input word and
 // of the input word for a fixed state, so a change confined to one 8-byte word of the input
-// always changes the 64-bit result; the 32-bit result (the high half folded onto the low one)
-// misses a random change with a probability of 2^-32, as a CRC-32 does.
+// always changes the 64-bit state before the fold; the 32-bit result (the high half folded onto
+// the low one) misses any change with a probability of about 2^-32, as a CRC-32 misses a random
+// change (unlike a CRC it has no guarantee for short bursts).
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 // A fast integrity check for bulk bytes (device memory in a migration stream): a 64-bit lane
 // hash folded to 32 bits, in C (c/fastpath.c), alone or fused with the copy that moves the bytes
-// anyway. Not cryptographic: it detects corruption (a random change slips through with a
-// probability of 2^-32, a change within one aligned 8-byte word never), not tampering.
+// anyway. Not cryptographic: it detects corruption (a change slips through with a probability
+// of about 2^-32), not tampering.
 import { fast } from './libc.js';
 
 /** The 32-bit lane hash of `src`'s bytes. */
