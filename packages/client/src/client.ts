@@ -39,6 +39,9 @@ import {
 } from '@vfu/protocol';
 import { Connection, dial, type Incoming } from '@vfu/transport';
 
+/** Writes of at least this many bytes leave as head + data (two parts, no joining copy). */
+const SEND_BESIDE = 4096;
+
 export interface ClientOptions {
   maxMsgFds?: number;
   maxDataXferSize?: number;
@@ -184,11 +187,13 @@ export class VfioUserClient {
     data: Uint8Array,
     posted = false,
   ): Promise<void> {
-    const bytes = encode.regionWrite(
-      this.#id(),
-      { region, offset, count: data.length, data },
-      posted,
-    );
+    const id = this.#id();
+    if (data.length >= SEND_BESIDE) {
+      const head = encode.regionWriteHead(id, { region, offset, count: data.length }, posted);
+      await this.#sendBeside(id, head, data, posted);
+      return;
+    }
+    const bytes = encode.regionWrite(id, { region, offset, count: data.length, data }, posted);
     if (posted) {
       this.conn.send(bytes);
       return;
@@ -491,7 +496,18 @@ export class VfioUserClient {
   /** Sends `data` as it is (header and data in one two-part sendmsg, no copy joining them). */
   async migDataWrite(data: Uint8Array): Promise<void> {
     const id = this.#id();
-    const head = encode.migDataWriteHead(id, data.length);
+    await this.#sendBeside(id, encode.migDataWriteHead(id, data.length), data);
+  }
+
+  /**
+   * Sends `head` then `data` in one two-part sendmsg (no copy joining them) and, unless
+   * `posted`, waits for the reply.
+   */
+  async #sendBeside(id: number, head: Uint8Array, data: Uint8Array, posted = false) {
+    if (posted) {
+      this.conn.send(head, [], data);
+      return;
+    }
     const r = await this.conn.request(id, head, [], this.options.timeoutMs ?? 5000, data);
     closeAll(r.fds);
   }

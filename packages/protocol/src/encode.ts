@@ -149,6 +149,15 @@ export const encode = {
     p.u8.set(a.data, Layout.RegionAccess.SIZE);
     return msg;
   },
+  /** The first 32 bytes of a REGION_WRITE of `a.count` bytes, for sending them beside it. */
+  regionWriteHead(id: number, a: RegionAccess, noReply = false): Uint8Array {
+    const msg = new Uint8Array(REGION_DATA_AT);
+    const size = REGION_DATA_AT + a.count;
+    const flags = noReply ? Flag.NO_REPLY : 0;
+    writeHeader(msg, { id, cmd: Command.REGION_WRITE, size, flags, error: 0 });
+    writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
+    return msg;
+  },
   /** REGION_READ reply: fill `data` (count bytes) in place to avoid a copy. */
   regionReadReply(id: number, a: RegionAccess): { msg: Uint8Array; data: Uint8Array } {
     // The handler fills all `count` bytes.

@@ -190,6 +190,14 @@ describe('decode(encode(x)) for every message kind, arbitrary values', () => {
       expect(decoded(encode.regionRead(1, a))).toEqual(a);
       const data = new Uint8Array(a.count).fill(a.count);
       expect(decoded(encode.regionWrite(1, { ...a, data }))).toEqual({ ...a, data });
+      // Head then data, as sent in two parts, are the same bytes as the whole message.
+      for (const posted of [false, true]) {
+        const head = encode.regionWriteHead(1, a, posted);
+        const whole = new Uint8Array(head.length + a.count);
+        whole.set(head);
+        whole.set(data, head.length);
+        expect(whole).toEqual(encode.regionWrite(1, { ...a, data }, posted));
+      }
       const reply = encode.regionReadReply(1, a);
       reply.data.set(data);
       expect(decodeReply.regionRead(payloadOf(reply.msg), a.count)).toEqual(data);
