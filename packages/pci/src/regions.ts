@@ -6,6 +6,7 @@ import { isPow2 } from './bits.js';
 export interface RegionHandler {
   readonly size: number;
   read(offset: number, out: Uint8Array): void;
+  /** `data` is valid during the call only (it may be the receive buffer): copy what is kept. */
   write(offset: number, data: Uint8Array): void;
   /**
    * write() of a 1, 2 or 4-byte access given as its little-endian value (optional): a register

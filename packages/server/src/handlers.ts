@@ -168,6 +168,9 @@ export const deviceHandlers: HandlerTable = {
     const e = access(ctx, body.region, body.offset, body.count, r =>
       r.write(body.offset, body.data!),
     );
+    // A region keeps no reference to written data: a large message's buffer takes the next
+    // (v1 migration data comes in 1 MiB writes).
+    ctx.payloadDone(body.data!);
     return e || msg(encode.regionWriteReply(id, body));
   },
 
