@@ -101,6 +101,9 @@ describe('vhost-user-blk: a real QEMU and a Linux guest on our back-end', () => 
       tmp.path('initrd'),
       [
         'echo 3 > /proc/sys/vm/drop_caches',
+        // Held open all along: the last close of a block device drops its page cache (Linux's
+        // blkdev_put), and the cached blocks below must stay in it until the destination.
+        'exec 3< /dev/vda',
         'bad=0; k=0',
         // Step k: block LOOP + k % WINDOW, pass k / WINDOW + 1, written with O_DIRECT and read
         // straight back (the device DMAs into guest RAM), all along the migration.
