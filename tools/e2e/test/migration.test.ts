@@ -351,6 +351,26 @@ describe('failures leave both devices usable', () => {
     expect(await again.getState()).toBe(S.RUNNING);
     expect(await again.read32(0, Edu.LIVENESS)).toBe(~42 >>> 0);
   });
+  // Only a stream read to the end hands the state over: one read in part was not.
+  it('a driver that stops STOP_COPY before the end, then leaves, leaves it running', async () => {
+    const [a, , src] = await pair('edu', ['--memory', '1M']);
+    await src.write32(0, Edu.LIVENESS, 31);
+    await src.setState(S.STOP_COPY);
+    expect((await src.migDataRead(4096)).length).toBe(4096);
+    await src.setState(S.STOP);
+    src.close();
+    clients.splice(clients.indexOf(src), 1);
+    const ctl = a.socket.replace(/\.sock$/, '.ctl');
+    await clientGone(ctl);
+    expect((await control(ctl, { get: 'migration' })).migration).toMatchObject({
+      state: 'RUNNING',
+      migratedAway: false,
+    });
+    const again = await VfioUserClient.connect(a.socket);
+    clients.push(again);
+    expect(await again.getState()).toBe(S.RUNNING);
+    expect(await again.read32(0, Edu.LIVENESS)).toBe(~31 >>> 0);
+  });
 });
 
 describe.each(['v2', 'v1'] as const)('after a completed migration over %s', protocol => {
