@@ -2,7 +2,15 @@
 // guest RAM in a real memfd: negotiation, config space, requests through the rings, the drain
 // of GET_VRING_BASE, dirty logging, and bad messages answered while serving goes on.
 import { afterEach, describe, expect, it } from 'vitest';
-import { E, MappedMemory, eventfdCreate, eventfdRead, memfdCreate, openFdCount } from '@vfu/native';
+import {
+  E,
+  MappedMemory,
+  eventfdCreate,
+  eventfdRead,
+  memfdCreate,
+  openFdCount,
+  peerHasReadAll,
+} from '@vfu/native';
 import {
   BACKEND_PROTOCOL_FEATURES,
   Flag,
@@ -137,7 +145,19 @@ describe('requests through the rings', () => {
     ]);
     await both;
     expect(r.be.ring(1).inflight).toBe(2);
-    const base = r.fe.request({ request: Request.GET_VRING_BASE, state: { index: 1, num: 0 } });
+    let answered = false;
+    const base = r.fe
+      .request({ request: Request.GET_VRING_BASE, state: { index: 1, num: 0 } })
+      .then(x => {
+        answered = true;
+        return x;
+      });
+    // The back-end took the message (it stopped the ring) and waits: no answer was received,
+    // and none waits unread in the socket (an answer is sent as soon as it is made).
+    while (r.be.ring(1).started) await new Promise(resolve => setImmediate(resolve));
+    expect(r.be.ring(1).inflight).toBe(2);
+    expect(answered).toBe(false);
+    expect(peerHasReadAll(r.beSocket.fd)).toBe(true);
     open();
     const reply = await base;
     // By the time the answer came, both requests were in the used ring.
