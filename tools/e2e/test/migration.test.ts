@@ -194,6 +194,17 @@ describe('dirty page logging during pre-copy', () => {
       8 + 24 + 64,
     );
     expect(setPages(after.data.subarray(24), len / 4096)).toEqual([]);
+    // The bound is max_data_xfer_size itself: a bitmap of exactly that size is sent, one of 8
+    // bytes more refused.
+    const max = src.serverCaps.maxDataXferSize;
+    const report = (pages: number) =>
+      src.feature(
+        FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0, pages * 4096, 4096),
+        8 + 24 + max + 8,
+      );
+    expect((await report(max * 8)).data.length).toBe(24 + max);
+    await expect(report(max * 8 + 1)).rejects.toMatchObject({ errno: Errno.EINVAL });
   });
 });
 
