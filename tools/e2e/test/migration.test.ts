@@ -276,6 +276,27 @@ describe('failures leave both devices usable', () => {
     expect(Buffer.compare(await memoryOf(dst), own)).toBe(0);
   });
 
+  it('a resume abandoned half-way (the client leaves) leaves the memory it replaced', async () => {
+    // pair() gives the source side a control socket: here it is the one resumed into.
+    const [a, , src, dst] = await pair('edu', ['--memory', '1M']);
+    await fillMemory(dst, 8);
+    const stream = await readAll(dst);
+    await dst.setState(S.STOP);
+    await dst.setState(S.RUNNING);
+    const own = await fillMemory(src, 7);
+    await src.setState(S.STOP);
+    await src.setState(S.RESUMING);
+    for (let off = 0; off < stream.length >> 1; off += 65536)
+      await src.migDataWrite(stream.subarray(off, Math.min(off + 65536, stream.length >> 1)));
+    src.close();
+    clients.splice(clients.indexOf(src), 1);
+    await clientGone(a.socket.replace(/\.sock$/, '.ctl'));
+    const again = await VfioUserClient.connect(a.socket);
+    clients.push(again);
+    expect(await again.getState()).toBe(S.RUNNING);
+    expect(Buffer.compare(await memoryOf(again), own)).toBe(0);
+  });
+
   it('a stream of another device model is refused at its header', async () => {
     const a = await startServer(tmp.path('edu-x.sock'), ['--device', 'edu']);
     const b = await startServer(tmp.path('tpl-x.sock'), ['--device', 'template']);
