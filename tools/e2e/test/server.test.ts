@@ -27,10 +27,11 @@ import {
   encodeVersion,
   decodeHeader,
   HEADER_SIZE,
+  V1_DATA_WINDOW,
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM } from '@vfu/device-edu';
-import { tempDir, until, clientGone, ControlConnection } from './helpers.ts';
+import { tempDir, until, clientGone, ControlConnection, readToEnd } from './helpers.ts';
 
 const tmp = tempDir();
 let server: ServerProcess;
@@ -431,6 +432,28 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await w32(0, 2); // same state: no-op
     await fail(c.regionRead(9, 24, 8)); // data_size before data_offset
     expect(await c.getState()).toBe(S.STOP_COPY); // one machine for both protocols
+    await c.reset();
+    expect(await c.read32(9, 0)).toBe(1);
+    // Resuming: the data window holds 1 MiB. Filled with the first MiB of a real stream (edu
+    // with 1 MiB of memory makes more), a data_size one byte past it is refused, the
+    // window's own size taken.
+    await c.setState(S.STOP);
+    await c.setState(S.STOP_COPY);
+    const stream = await readToEnd(c);
+    await c.reset();
+    const MIB = 1 << 20;
+    expect(stream.length).toBeGreaterThan(MIB);
+    await w32(0, 0);
+    await w32(0, 4);
+    for (let off = 0; off < MIB; off += 65536)
+      await c.regionWrite(9, V1_DATA_WINDOW + off, stream.subarray(off, off + 65536));
+    const dataSize = (n: number) => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+      return c.regionWrite(9, 24, b);
+    };
+    await fail(dataSize(MIB + 1));
+    await dataSize(MIB);
     await c.reset();
     expect(await c.read32(9, 0)).toBe(1);
   });
