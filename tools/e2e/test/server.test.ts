@@ -212,6 +212,8 @@ describe('§11.2 device, region and IRQ queries', () => {
   it('SET_IRQS: ranges past the index, a second type, the loop-back trigger', async () => {
     await fresh();
     await fail(c.setIrqs(Irq.MSI, I.DATA_NONE | I.ACTION_TRIGGER, 1, 1));
+    // Starts inside the index, ends past it.
+    await fail(c.setIrqs(Irq.MSI, I.DATA_NONE | I.ACTION_TRIGGER, 0, 2));
     await fail(c.setIrqs(Irq.MSIX, I.DATA_NONE | I.ACTION_TRIGGER, 0, 1));
     const intx = await c.bindIrqs(Irq.INTX);
     const e = eventfdCreate();
