@@ -336,6 +336,38 @@ describe('§11.4 DMA', () => {
     const { state } = await control.request({ get: 'state' });
     expect(state.buffer.slice(0, 32)).toBe('00'.repeat(16));
   });
+
+  it('a DMA that runs past the 4 KiB buffer is refused whole, both ways', async () => {
+    await fresh();
+    await c.config.write16(4, 0x6); // memory + bus master
+    const ram = await c.addRam(0x100000, 0x10000);
+    const dma = async (cmd: number, src: number, dst: number, count: number) => {
+      await c.write32(0, Edu.DMA_SRC, src);
+      await c.write32(0, Edu.DMA_DST, dst);
+      await c.write32(0, Edu.DMA_COUNT, count);
+      await c.write32(0, Edu.DMA_CMD, cmd);
+      await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'the DMA to end');
+    };
+    const buffer = async () => (await control.request({ get: 'state' })).state.buffer as string;
+    // The buffer's last 0x100 bytes get 7s (inside it: done).
+    ram.bytes.fill(7, 0, 0x100);
+    await dma(DMA_START, 0x100000, DMA_BUFFER + 0xf00, 0x100);
+    const before = '00'.repeat(0xf00) + '07'.repeat(0x100);
+    expect(await buffer()).toBe(before);
+    const log = server.output().length;
+    // 0x200 bytes from 0xf00, 0x100 of them past the end: nothing moves, either way.
+    ram.bytes.fill(9, 0, 0x200);
+    await dma(DMA_START, 0x100000, DMA_BUFFER + 0xf00, 0x200);
+    expect(await buffer()).toBe(before);
+    await dma(DMA_START | DMA_TO_RAM, DMA_BUFFER + 0xf00, 0x100000 + 0x2000, 0x200);
+    expect(ram.bytes.subarray(0x2000, 0x2200).every(b => b === 0)).toBe(true);
+    expect(
+      server
+        .output()
+        .slice(log)
+        .match(/edu DMA outside the buffer/g),
+    ).toHaveLength(2);
+  });
 });
 
 describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
