@@ -227,6 +227,36 @@ describe('dirty logging (vhost-user.rst "Migration")', () => {
     logMap.release();
   });
 
+  it('logs avail_event at its own offset from log_guest_addr', async () => {
+    // A request taken and not answered yet: of the used ring only avail_event (bytes
+    // 4 + 8 * size of it) was written, 8 bytes before a page end plus that: page 0x81.
+    r = rig();
+    await negotiate(r, bit(VhostFeature.LOG_ALL));
+    const logFd = memfdCreate('log', 4096);
+    const logMap = MappedMemory.map(logFd.fd, 0, 4096);
+    const log = logMap.bytes(0, LOG_BYTES);
+    await r.fe.request({ request: Request.SET_LOG_BASE, log: { size: LOG_BYTES, offset: 0 } }, [
+      logFd.fd,
+    ]);
+    logFd.close();
+    expect(r.be.features & bit(29)).toBe(bit(29)); // RING_EVENT_IDX: avail_event is written
+    r.dev.gate = new Promise(() => {}); // never answered
+    const taken = new Promise<void>(resolve => {
+      r!.dev.onRequest = () => resolve();
+    });
+    const ring = await startRing(r, 0, VRING_F_LOG, 0x80ff8);
+    ring.submit([
+      { address: 0x10000, len: 8 },
+      { address: 0x20000, len: 8, write: true },
+    ]);
+    await taken;
+    const pages = [...log].flatMap((byte, i) =>
+      [0, 1, 2, 3, 4, 5, 6, 7].filter(b => byte & (1 << b)).map(b => i * 8 + b),
+    );
+    expect(pages).toEqual([0x80 + Math.floor((0xff8 + 4 + 8 * ringLayout(0).size) / 4096)]);
+    logMap.release();
+  });
+
   it('stops marking once LOG_ALL is no longer acked', async () => {
     const { log, logMap, ring } = await logged(ringLayout(0).device);
     log.fill(0);
