@@ -17,6 +17,7 @@ import {
 } from '@vfu/pci';
 import { u32 } from '@vfu/stream';
 import { Errno } from '@vfu/protocol';
+import { memfdCreate } from '@vfu/native';
 
 const regs = (size: number) => registers(size, {}, []);
 
@@ -218,6 +219,25 @@ describe('devices', () => {
     d.reset();
     d.setRunning(true);
     expect(started).toHaveLength(2); // asked for by the state the reset replaced
+  });
+  it('refuses DMA while stopped (EBUSY) and without bus mastering (EPERM)', async () => {
+    const d = new PciDevice(def);
+    const fd = memfdCreate('kit-dma', 0x1000);
+    d.guest.map({ argsz: 32, flags: 3, offset: 0, address: 0x1000, size: 0x1000 }, fd);
+    const dma = d.context.dma;
+    // The refusal may be thrown or a rejection: a device awaiting the call sees either.
+    const refused = (f: () => unknown, errno: number) =>
+      expect(Promise.resolve().then(f)).rejects.toMatchObject({ errno });
+    await refused(() => dma.read(0x1000, 4), Errno.EPERM);
+    d.config.write(4, Uint8Array.of(6, 0)); // memory + bus master
+    await dma.write(0x1000, Uint8Array.of(1, 2, 3, 4));
+    d.setRunning(false);
+    await refused(() => dma.read(0x1000, 4), Errno.EBUSY);
+    await refused(() => dma.write(0x1000, Uint8Array.of(9)), Errno.EBUSY);
+    await refused(() => dma.view(0x1000, 4, true), Errno.EBUSY);
+    d.setRunning(true);
+    expect([...(await dma.read(0x1000, 4))]).toEqual([1, 2, 3, 4]); // nothing written meanwhile
+    d.guest.unmapAll();
   });
 });
 

@@ -82,4 +82,25 @@ describe('MSI-X', () => {
     d.irq.releaseAll();
     fd.close();
   });
+
+  it('a stopped device signals nothing; what it raised goes out when it runs, once', () => {
+    const d = new PciDevice(def);
+    const fd = eventfdCreate();
+    const flags = I.DATA_EVENTFD | I.ACTION_TRIGGER;
+    d.irq.set({ argsz: 20, flags, index: Irq.MSIX, start: 0, count: 1 }, [dupFd(fd.fd)]);
+    d.config.write(d.caps.msix! + 2, Uint8Array.of(0x00, 0x80)); // MSI-X enable
+    d.setRunning(false);
+    d.irq.raise(0);
+    expect(eventfdRead(fd.fd)).toBeNull();
+    const pba = new Uint8Array(1);
+    d.region(1)!.read(4096, pba);
+    expect(pba[0]).toBe(1); // pending, as a masked vector would be
+    d.setRunning(true);
+    expect(eventfdRead(fd.fd)).toBe(1n);
+    d.setRunning(false);
+    d.setRunning(true);
+    expect(eventfdRead(fd.fd)).toBeNull();
+    d.irq.releaseAll();
+    fd.close();
+  });
 });

@@ -183,6 +183,19 @@ describe('DMA', () => {
     expect([...ram.bytes.subarray(0x20, 0x22)]).toEqual([5, 6]);
   });
 
+  it('DMA through messages comes in pieces of the client max_data_xfer_size', async () => {
+    const { s, c } = await session({}, { maxDataXferSize: 4096 });
+    const ram = await c.addRam(0x40000, 0x4000, { viaMessages: true });
+    const data = Uint8Array.from({ length: 0x3000 }, (_, i) => (i * 7) & 0xff);
+    ram.bytes.set(data, 0x800);
+    // The client refuses a DMA_READ or DMA_WRITE larger than the 4 KiB it offered.
+    expect(Buffer.from(await s.device.guest.read(0x40800, 0x3000))).toEqual(Buffer.from(data));
+    await s.device.guest.write(0x40400, data.slice().reverse());
+    expect(Buffer.from(ram.bytes.subarray(0x400, 0x3400))).toEqual(
+      Buffer.from(data.slice().reverse()),
+    );
+  });
+
   it('DMA_UNMAP one mapping, then ALL', async () => {
     const { s, c } = await session();
     await c.addRam(0x10000, 0x1000);

@@ -91,6 +91,17 @@ describe('Connection framing', () => {
       [2, 1],
     ]);
     got[1].fds[0].close();
+    // A sendmsg ending one byte into the next message: that byte carried the fds, so they go
+    // to the message it starts, not to the one before it, which ends right there.
+    const m3 = encode.dmaMap(3, { flags: 3, offset: 0, address: 0x2000, size: 0x1000 });
+    raw.send(Buffer.concat([m1, m3.subarray(0, 1)]), [e.fd]);
+    raw.send(m3.subarray(1));
+    await until(() => got.length === 4);
+    expect(got.slice(2).map(g => [g.header.id, g.fds.length])).toEqual([
+      [1, 0],
+      [3, 1],
+    ]);
+    got[3].fds[0].close();
     e.close();
     conn.close();
     rawFd.close();

@@ -69,6 +69,8 @@ export interface Rig {
   dev: TestDevice;
   ram: Uint8Array;
   ramFd: OwnedFd;
+  /** The back-end's end of the socket pair (the session owns it): to see what it sent. */
+  beSocket: OwnedFd;
   logs: string[];
   /** The test's own fds (kick, call, err), closed with the rig. */
   own: OwnedFd[];
@@ -89,6 +91,7 @@ export function rig(dev = new TestDevice()): Rig {
     dev,
     ram: map.bytes(0, RAM),
     ramFd,
+    beSocket: a,
     logs,
     own,
     close() {

@@ -2,7 +2,15 @@
 // guest RAM in a real memfd: negotiation, config space, requests through the rings, the drain
 // of GET_VRING_BASE, dirty logging, and bad messages answered while serving goes on.
 import { afterEach, describe, expect, it } from 'vitest';
-import { E, MappedMemory, eventfdCreate, eventfdRead, memfdCreate, openFdCount } from '@vfu/native';
+import {
+  E,
+  MappedMemory,
+  eventfdCreate,
+  eventfdRead,
+  memfdCreate,
+  openFdCount,
+  peerHasReadAll,
+} from '@vfu/native';
 import {
   BACKEND_PROTOCOL_FEATURES,
   Flag,
@@ -137,7 +145,19 @@ describe('requests through the rings', () => {
     ]);
     await both;
     expect(r.be.ring(1).inflight).toBe(2);
-    const base = r.fe.request({ request: Request.GET_VRING_BASE, state: { index: 1, num: 0 } });
+    let answered = false;
+    const base = r.fe
+      .request({ request: Request.GET_VRING_BASE, state: { index: 1, num: 0 } })
+      .then(x => {
+        answered = true;
+        return x;
+      });
+    // The back-end took the message (it stopped the ring) and waits: no answer was received,
+    // and none waits unread in the socket (an answer is sent as soon as it is made).
+    while (r.be.ring(1).started) await new Promise(resolve => setImmediate(resolve));
+    expect(r.be.ring(1).inflight).toBe(2);
+    expect(answered).toBe(false);
+    expect(peerHasReadAll(r.beSocket.fd)).toBe(true);
     open();
     const reply = await base;
     // By the time the answer came, both requests were in the used ring.
@@ -204,6 +224,36 @@ describe('dirty logging (vhost-user.rst "Migration")', () => {
   it('logs used-ring writes at log_guest_addr even where it differs', async () => {
     const { pages, logMap } = await logged(0x80000);
     expect(pages).toEqual([0x20, 0x25, 0x26, 0x80]);
+    logMap.release();
+  });
+
+  it('logs avail_event at its own offset from log_guest_addr', async () => {
+    // A request taken and not answered yet: of the used ring only avail_event (bytes
+    // 4 + 8 * size of it) was written, 8 bytes before a page end plus that: page 0x81.
+    r = rig();
+    await negotiate(r, bit(VhostFeature.LOG_ALL));
+    const logFd = memfdCreate('log', 4096);
+    const logMap = MappedMemory.map(logFd.fd, 0, 4096);
+    const log = logMap.bytes(0, LOG_BYTES);
+    await r.fe.request({ request: Request.SET_LOG_BASE, log: { size: LOG_BYTES, offset: 0 } }, [
+      logFd.fd,
+    ]);
+    logFd.close();
+    expect(r.be.features & bit(29)).toBe(bit(29)); // RING_EVENT_IDX: avail_event is written
+    r.dev.gate = new Promise(() => {}); // never answered
+    const taken = new Promise<void>(resolve => {
+      r!.dev.onRequest = () => resolve();
+    });
+    const ring = await startRing(r, 0, VRING_F_LOG, 0x80ff8);
+    ring.submit([
+      { address: 0x10000, len: 8 },
+      { address: 0x20000, len: 8, write: true },
+    ]);
+    await taken;
+    const pages = [...log].flatMap((byte, i) =>
+      [0, 1, 2, 3, 4, 5, 6, 7].filter(b => byte & (1 << b)).map(b => i * 8 + b),
+    );
+    expect(pages).toEqual([0x80 + Math.floor((0xff8 + 4 + 8 * ringLayout(0).size) / 4096)]);
     logMap.release();
   });
 

@@ -103,6 +103,54 @@ function startQueue(regs: Regs, ram: { address: number; bytes: Uint8Array }): Dr
 const tick = () => new Promise(r => setImmediate(r));
 
 describe('virtio PCI transport', () => {
+  it('a request in flight at a device reset is forgotten: its completion is dropped', async () => {
+    const s = setup();
+    negotiate(s, 0, 1);
+    let q = startQueue(s, s.ram);
+    q.add([
+      { address: RAM + 0x1000, len: 1 },
+      { address: RAM + 0x2000, len: 4, write: true },
+    ]);
+    s.w(Layout.NOTIFY, 0, 2);
+    expect(s.pending).toHaveLength(1);
+    // The driver resets the device and sets the queue up again before the I/O finishes.
+    s.w(Common.DEVICE_STATUS, 0, 1);
+    s.ram.bytes.fill(0, 0, 0x3000);
+    negotiate(s, 0, 1);
+    q = startQueue(s, s.ram);
+    s.pending[0].finish(Uint8Array.of(7, 7, 7, 7));
+    await tick();
+    expect(q.usedIdx).toBe(0);
+    expect([...s.ram.bytes.subarray(0x2000, 0x2004)]).toEqual([0, 0, 0, 0]);
+  });
+
+  it('a request finished while stopped is used when the device runs again, once', async () => {
+    const s = setup();
+    negotiate(s, 0, 1);
+    const q = startQueue(s, s.ram);
+    const head = q.add([
+      { address: RAM + 0x1000, len: 1 },
+      { address: RAM + 0x2000, len: 4, write: true },
+    ]);
+    s.w(Layout.NOTIFY, 0, 2);
+    expect(s.pending).toHaveLength(1);
+    s.dev.setRunning(false);
+    s.pending[0].finish(Uint8Array.of(7, 7, 7, 7));
+    await tick();
+    expect(q.usedIdx).toBe(0); // held: a stopped device writes nothing to guest memory
+    expect([...s.ram.bytes.subarray(0x2000, 0x2004)]).toEqual([0, 0, 0, 0]);
+    s.dev.setRunning(true);
+    await tick();
+    expect(q.takeUsed()).toEqual([{ id: head, len: 4 }]);
+    expect([...s.ram.bytes.subarray(0x2000, 0x2004)]).toEqual([7, 7, 7, 7]);
+    // Another stop and run: the completion went out already and must not go out again.
+    s.dev.setRunning(false);
+    s.dev.setRunning(true);
+    await tick();
+    expect(q.usedIdx).toBe(1);
+    expect(q.takeUsed()).toEqual([]);
+  });
+
   it('negotiates: VERSION_1 required, only offered bits, nothing after FEATURES_OK', () => {
     const s = setup();
     const all = Status.ACKNOWLEDGE | Status.DRIVER;

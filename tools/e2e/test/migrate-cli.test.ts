@@ -165,6 +165,11 @@ describe('vfu-migrate', () => {
       expect(await status(b)).toMatchObject({ used: true });
       await c.reset();
       expect(await status(b)).toMatchObject({ used: false });
+      // Config space alone counts too: a guest enabled the device in its Command register.
+      await c.config.write16(4, 0x6);
+      expect(await status(b)).toMatchObject({ used: true });
+      await c.reset();
+      expect(await status(b)).toMatchObject({ used: false });
       await c.write32(0, Edu.LIVENESS, 42);
       c.close();
       await until(async () => !(await control(ctl(b), { get: 'client' })).connected, 'c to go');

@@ -2,7 +2,7 @@
 // devices: v2 and v1, each device model, with a workload on the source during pre-copy; and
 // the failure paths (corrupted or foreign streams, cancel, either side dying).
 import { describe, it, expect, afterEach } from 'vitest';
-import { startServer, type ServerProcess } from '@vfu/qemu-harness';
+import { startServer, pattern, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
 import { migrate, memoryWorkload } from '@vfu/vfu-migrate';
@@ -194,6 +194,17 @@ describe('dirty page logging during pre-copy', () => {
       8 + 24 + 64,
     );
     expect(setPages(after.data.subarray(24), len / 4096)).toEqual([]);
+    // The bound is max_data_xfer_size itself: a bitmap of exactly that size is sent, one of 8
+    // bytes more refused.
+    const max = src.serverCaps.maxDataXferSize;
+    const report = (pages: number) =>
+      src.feature(
+        FeatureFlag.GET | Feature.DMA_LOGGING_REPORT,
+        featureData.loggingReport(0, pages * 4096, 4096),
+        8 + 24 + max + 8,
+      );
+    expect((await report(max * 8)).data.length).toBe(24 + max);
+    await expect(report(max * 8 + 1)).rejects.toMatchObject({ errno: Errno.EINVAL });
   });
 });
 
@@ -203,12 +214,31 @@ describe('failures leave both devices usable', () => {
     return readToEnd(c);
   }
 
-  // The destination needs a reset.
+  // Device memory (BAR 2) of `c` filled with pattern(seed), in chunks a message may carry.
+  async function fillMemory(c: VfioUserClient, seed: number): Promise<Buffer> {
+    const size = (await c.regionInfo(2)).size;
+    const bytes = Buffer.from(pattern(size, seed));
+    for (let off = 0; off < size; off += 65536)
+      await c.regionWrite(2, off, bytes.subarray(off, off + 65536));
+    return bytes;
+  }
+
+  async function memoryOf(c: VfioUserClient): Promise<Buffer> {
+    const size = (await c.regionInfo(2)).size,
+      parts: Uint8Array[] = [];
+    for (let off = 0; off < size; off += 65536) parts.push(await c.regionRead(2, off, 65536));
+    return Buffer.concat(parts);
+  }
+
+  // The destination needs a reset. Memory records land in the destination's memory as they
+  // are checked: the ones before the corrupted one must be put back.
   it('a bit-flipped stream is refused with EINVAL; the source is untouched', async () => {
-    const [, b, src, dst] = await pair('edu');
+    const [, b, src, dst] = await pair('edu', ['--memory', '1M']);
     await src.write32(0, Edu.LIVENESS, 77);
+    await fillMemory(src, 3);
+    const own = await fillMemory(dst, 4);
     const stream = await readAll(src);
-    stream[stream.length >> 1] ^= 0x04;
+    stream[stream.length >> 1] ^= 0x04; // in a memory record: memory is most of the stream
     await dst.write32(0, Edu.LIVENESS, 5);
     await dst.setState(S.RESUMING);
     // In legal chunks, so that the corruption (not the size check) is what gets caught.
@@ -226,10 +256,45 @@ describe('failures leave both devices usable', () => {
     // only reset leaves ERROR
     await expect(dst.setState(S.RUNNING)).rejects.toBeInstanceOf(RemoteError);
     expect(await dst.read32(0, Edu.LIVENESS)).toBe(~5 >>> 0); // never half-applied
+    expect(Buffer.compare(await memoryOf(dst), own)).toBe(0);
     await dst.reset();
     expect(await dst.getState()).toBe(S.RUNNING);
     await src.setState(S.RUNNING);
     expect(await src.read32(0, Edu.LIVENESS)).toBe(~77 >>> 0);
+  });
+
+  it('a resume abandoned half-way (DEVICE_RESET) leaves the memory it replaced', async () => {
+    const [, , src, dst] = await pair('edu', ['--memory', '1M']);
+    await fillMemory(src, 5);
+    const own = await fillMemory(dst, 6);
+    const stream = await readAll(src);
+    await dst.setState(S.RESUMING);
+    for (let off = 0; off < stream.length >> 1; off += 65536)
+      await dst.migDataWrite(stream.subarray(off, Math.min(off + 65536, stream.length >> 1)));
+    await dst.reset();
+    expect(await dst.getState()).toBe(S.RUNNING);
+    expect(Buffer.compare(await memoryOf(dst), own)).toBe(0);
+  });
+
+  it('a resume abandoned half-way (the client leaves) leaves the memory it replaced', async () => {
+    // pair() gives the source side a control socket: here it is the one resumed into.
+    const [a, , src, dst] = await pair('edu', ['--memory', '1M']);
+    await fillMemory(dst, 8);
+    const stream = await readAll(dst);
+    await dst.setState(S.STOP);
+    await dst.setState(S.RUNNING);
+    const own = await fillMemory(src, 7);
+    await src.setState(S.STOP);
+    await src.setState(S.RESUMING);
+    for (let off = 0; off < stream.length >> 1; off += 65536)
+      await src.migDataWrite(stream.subarray(off, Math.min(off + 65536, stream.length >> 1)));
+    src.close();
+    clients.splice(clients.indexOf(src), 1);
+    await clientGone(a.socket.replace(/\.sock$/, '.ctl'));
+    const again = await VfioUserClient.connect(a.socket);
+    clients.push(again);
+    expect(await again.getState()).toBe(S.RUNNING);
+    expect(Buffer.compare(await memoryOf(again), own)).toBe(0);
   });
 
   it('a stream of another device model is refused at its header', async () => {
@@ -317,6 +382,26 @@ describe('failures leave both devices usable', () => {
     clients.push(again);
     expect(await again.getState()).toBe(S.RUNNING);
     expect(await again.read32(0, Edu.LIVENESS)).toBe(~42 >>> 0);
+  });
+  // Only a stream read to the end hands the state over: one read in part was not.
+  it('a driver that stops STOP_COPY before the end, then leaves, leaves it running', async () => {
+    const [a, , src] = await pair('edu', ['--memory', '1M']);
+    await src.write32(0, Edu.LIVENESS, 31);
+    await src.setState(S.STOP_COPY);
+    expect((await src.migDataRead(4096)).length).toBe(4096);
+    await src.setState(S.STOP);
+    src.close();
+    clients.splice(clients.indexOf(src), 1);
+    const ctl = a.socket.replace(/\.sock$/, '.ctl');
+    await clientGone(ctl);
+    expect((await control(ctl, { get: 'migration' })).migration).toMatchObject({
+      state: 'RUNNING',
+      migratedAway: false,
+    });
+    const again = await VfioUserClient.connect(a.socket);
+    clients.push(again);
+    expect(await again.getState()).toBe(S.RUNNING);
+    expect(await again.read32(0, Edu.LIVENESS)).toBe(~31 >>> 0);
   });
 });
 

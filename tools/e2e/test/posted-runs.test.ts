@@ -7,9 +7,17 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdirSync } from 'node:fs';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { connectUnix, MessageSocket, eventfdCreate } from '@vfu/native';
-import { encode, encodeVersion, decodeHeader, Flag, HEADER_SIZE, Defaults } from '@vfu/protocol';
+import {
+  encode,
+  encodeVersion,
+  decodeHeader,
+  Errno,
+  Flag,
+  HEADER_SIZE,
+  Defaults,
+} from '@vfu/protocol';
 import { Reg as Edu } from '@vfu/device-edu';
-import { tempDir, until } from './helpers.ts';
+import { tempDir, until, writeModel } from './helpers.ts';
 
 const tmp = tempDir();
 let server: ServerProcess;
@@ -85,5 +93,110 @@ describe('runs of posted writes', () => {
     ]);
     expect(serverFds()).toBe(baseline + 1); // our connection; the strays are gone
     fd.close();
+  });
+});
+
+// BAR 0 is a raw region handler that counts the accesses it is given, and those that reach
+// past its 4096 bytes (which the server must never hand it): offset 0 reads the writes, offset
+// 4 the strays.
+const COUNTING = `import { defineDevice, bar } from '@vfu/pci';
+let writes = 0, strays = 0;
+const SIZE = 4096;
+const counted = (offset, len) => {
+  if (offset + len > SIZE) strays++;
+};
+export default defineDevice({
+  id: 'counting',
+  version: 1,
+  description: 'counts the accesses its BAR 0 is given',
+  pci: { vendor: 0x1b36, device: 0x01fd, classCode: 0xff0000 },
+  state: {},
+  bars: () => ({
+    0: bar('mem32', {
+      size: SIZE,
+      read: (offset, out) => {
+        counted(offset, out.length);
+        out.fill(0);
+        if (out.length === 4) new DataView(out.buffer, out.byteOffset, 4)
+          .setUint32(0, offset === 0 ? writes : strays, true);
+      },
+      write: (offset, data) => {
+        counted(offset, data.length);
+        writes++;
+      },
+    }),
+  }),
+});
+`;
+
+describe('accesses outside a region', () => {
+  it('never reach the device: in a posted run, first of a run, or answered', async () => {
+    const model = writeModel(tmp.dir, 'counting.mjs', COUNTING);
+    const s = await startServer(tmp.path('counting.sock'), ['--device', model]);
+    const fd = connectUnix(s.socket),
+      ms = new MessageSocket(fd.fd);
+    try {
+      const buf = Buffer.alloc(1 << 16);
+      let have = 0;
+      const replies: { id: number; error: number; data: number }[] = [];
+      const wait = (n: number) =>
+        until(() => {
+          for (let r = ms.recv(buf.subarray(have)); r && r.bytes > 0; ) {
+            r.fds.forEach(f => f.close());
+            have += r.bytes;
+            r = ms.recv(buf.subarray(have));
+          }
+          while (have >= HEADER_SIZE && have >= buf.readUInt32LE(4)) {
+            const h = decodeHeader(buf);
+            replies.push({
+              id: h.id,
+              error: h.error,
+              data: h.size >= 36 ? buf.readUInt32LE(32) : -1,
+            });
+            buf.copyWithin(0, h.size, have);
+            have -= h.size;
+          }
+          return replies.length >= n;
+        }, `${n} replies`);
+      ms.send(encodeVersion(0, false, 0, 0, '{}'));
+      await wait(1);
+      const write = (id: number, offset: number, reply = false) =>
+        encode.regionWrite(id, { region: 0, offset, count: 4, data: new Uint8Array(4) }, !reply);
+      const read = (id: number, offset: number) =>
+        encode.regionRead(id, { region: 0, offset, count: 4 });
+      s.proc.kill('SIGSTOP');
+      try {
+        // One read takes them all: a run of posted writes with two outside BAR 0 in it (at
+        // its end, and across it), one outside first, then answered ones.
+        ms.send(
+          Buffer.concat([
+            write(1, 0x10),
+            write(2, 0x14),
+            write(3, 4096),
+            write(4, 0x18),
+            write(5, 4094),
+            write(6, 0x1c),
+            write(7, 2 ** 40),
+            write(8, 0x20),
+            write(9, 4096, true),
+            read(10, 4094),
+            read(11, 0),
+            read(12, 4),
+          ]),
+        );
+      } finally {
+        s.proc.kill('SIGCONT');
+      }
+      await wait(5);
+      expect(replies.slice(1)).toEqual([
+        { id: 9, error: Errno.EINVAL, data: -1 },
+        { id: 10, error: Errno.EINVAL, data: -1 },
+        { id: 11, error: 0, data: 5 }, // writes 1, 2, 4, 6 and 8
+        { id: 12, error: 0, data: 0 }, // no stray access
+      ]);
+    } finally {
+      fd.close();
+      await s.stop();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { startServer, type ServerProcess } from '@vfu/qemu-harness';
 import { VfioUserClient } from '@vfu/client';
 import { MigState, Region } from '@vfu/protocol';
+import { peerHasReadAll } from '@vfu/native';
 import { control, tempDir, until, writeModel } from './helpers.ts';
 
 const tmp = tempDir('vfu-quiesce-');
@@ -67,8 +68,19 @@ describe('a stop waits for the I/O under way', () => {
     });
     await until(async () => (await migrationState()) === 'STOP', 'the server to take STOP');
     expect(answered).toBe(false); // the device is stopped, but its write is still under way
+    // A request sent now waits behind the stop: its answer comes after the stop's. The server
+    // has read it (nothing left unread on the socket) before the I/O is released.
+    const order: string[] = [];
+    void stop.then(() => order.push('stop'));
+    const read = c.read32(Region.BAR0, 4).then(v => {
+      order.push('read');
+      return v;
+    });
+    await until(() => peerHasReadAll(c.conn.fd), 'the server to read the request');
     expect((await release()).ok).toBe(true);
     await stop;
+    expect(await read).toBe(1); // read after the I/O finished
+    expect(order).toEqual(['stop', 'read']);
     expect(await c.read32(Region.BAR0, 4)).toBe(1);
 
     await c.write32(Region.BAR0, 0, 1); // stopped: the I/O waits

@@ -27,10 +27,11 @@ import {
   encodeVersion,
   decodeHeader,
   HEADER_SIZE,
+  V1_DATA_WINDOW,
 } from '@vfu/protocol';
 import { S } from '@vfu/fsm';
 import { Reg as Edu, DMA_BUFFER, DMA_START, DMA_TO_RAM } from '@vfu/device-edu';
-import { tempDir, until, clientGone, ControlConnection } from './helpers.ts';
+import { tempDir, until, clientGone, ControlConnection, readToEnd } from './helpers.ts';
 
 const tmp = tempDir();
 let server: ServerProcess;
@@ -211,6 +212,8 @@ describe('§11.2 device, region and IRQ queries', () => {
   it('SET_IRQS: ranges past the index, a second type, the loop-back trigger', async () => {
     await fresh();
     await fail(c.setIrqs(Irq.MSI, I.DATA_NONE | I.ACTION_TRIGGER, 1, 1));
+    // Starts inside the index, ends past it.
+    await fail(c.setIrqs(Irq.MSI, I.DATA_NONE | I.ACTION_TRIGGER, 0, 2));
     await fail(c.setIrqs(Irq.MSIX, I.DATA_NONE | I.ACTION_TRIGGER, 0, 1));
     const intx = await c.bindIrqs(Irq.INTX);
     const e = eventfdCreate();
@@ -333,6 +336,38 @@ describe('§11.4 DMA', () => {
     const { state } = await control.request({ get: 'state' });
     expect(state.buffer.slice(0, 32)).toBe('00'.repeat(16));
   });
+
+  it('a DMA that runs past the 4 KiB buffer is refused whole, both ways', async () => {
+    await fresh();
+    await c.config.write16(4, 0x6); // memory + bus master
+    const ram = await c.addRam(0x100000, 0x10000);
+    const dma = async (cmd: number, src: number, dst: number, count: number) => {
+      await c.write32(0, Edu.DMA_SRC, src);
+      await c.write32(0, Edu.DMA_DST, dst);
+      await c.write32(0, Edu.DMA_COUNT, count);
+      await c.write32(0, Edu.DMA_CMD, cmd);
+      await until(async () => ((await c.read32(0, Edu.DMA_CMD)) & 1) === 0, 'the DMA to end');
+    };
+    const buffer = async () => (await control.request({ get: 'state' })).state.buffer as string;
+    // The buffer's last 0x100 bytes get 7s (inside it: done).
+    ram.bytes.fill(7, 0, 0x100);
+    await dma(DMA_START, 0x100000, DMA_BUFFER + 0xf00, 0x100);
+    const before = '00'.repeat(0xf00) + '07'.repeat(0x100);
+    expect(await buffer()).toBe(before);
+    const log = server.output().length;
+    // 0x200 bytes from 0xf00, 0x100 of them past the end: nothing moves, either way.
+    ram.bytes.fill(9, 0, 0x200);
+    await dma(DMA_START, 0x100000, DMA_BUFFER + 0xf00, 0x200);
+    expect(await buffer()).toBe(before);
+    await dma(DMA_START | DMA_TO_RAM, DMA_BUFFER + 0xf00, 0x100000 + 0x2000, 0x200);
+    expect(ram.bytes.subarray(0x2000, 0x2200).every(b => b === 0)).toBe(true);
+    expect(
+      server
+        .output()
+        .slice(log)
+        .match(/edu DMA outside the buffer/g),
+    ).toHaveLength(2);
+  });
 });
 
 describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
@@ -431,6 +466,28 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await w32(0, 2); // same state: no-op
     await fail(c.regionRead(9, 24, 8)); // data_size before data_offset
     expect(await c.getState()).toBe(S.STOP_COPY); // one machine for both protocols
+    await c.reset();
+    expect(await c.read32(9, 0)).toBe(1);
+    // Resuming: the data window holds 1 MiB. Filled with the first MiB of a real stream (edu
+    // with 1 MiB of memory makes more), a data_size one byte past it is refused, the
+    // window's own size taken.
+    await c.setState(S.STOP);
+    await c.setState(S.STOP_COPY);
+    const stream = await readToEnd(c);
+    await c.reset();
+    const MIB = 1 << 20;
+    expect(stream.length).toBeGreaterThan(MIB);
+    await w32(0, 0);
+    await w32(0, 4);
+    for (let off = 0; off < MIB; off += 65536)
+      await c.regionWrite(9, V1_DATA_WINDOW + off, stream.subarray(off, off + 65536));
+    const dataSize = (n: number) => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+      return c.regionWrite(9, 24, b);
+    };
+    await fail(dataSize(MIB + 1));
+    await dataSize(MIB);
     await c.reset();
     expect(await c.read32(9, 0)).toBe(1);
   });

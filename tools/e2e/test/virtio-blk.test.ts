@@ -9,6 +9,7 @@ import { startServer, VirtioBlkDriver, pattern, type ServerProcess } from '@vfu/
 import { VfioUserClient } from '@vfu/client';
 import { BlkStatus, BlkType, BlkFeature, SECTOR } from '@vfu/device-virtio-blk';
 import { Desc, Feature, Status, type DriverQueue } from '@vfu/virtio';
+import { Feature as Vfu, FeatureFlag, featureData, setPages } from '@vfu/protocol';
 import { tempDir, until } from './helpers.ts';
 
 const tmp = tempDir('vfu-vblk-');
@@ -184,5 +185,42 @@ describe('virtio-blk over a real socket', () => {
       const r = await d.request(0, BlkType.IN, 0, { readLen: 4096 });
       expect(Buffer.compare(Buffer.from(r.data), Buffer.from(data))).toBe(0);
     }
+  });
+});
+
+// The device writes guest memory through views of it (data of IN requests, status bytes, the
+// used ring), not through GuestMemory.write: while DMA logging runs, those pages must be in
+// DMA_LOGGING_REPORT too, or a migration's copy of guest RAM misses them (vfio-user.rst,
+// VFIO_USER_DEVICE_FEATURE; include/uapi/linux/vfio.h, VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT).
+describe('virtio-blk under DMA dirty logging', () => {
+  it('reports the pages an IN request wrote: data, status and the used ring', async () => {
+    const { client } = await serve(['--size', '1M']);
+    const ramAt = 0x100000;
+    const d = await driver(client, { ramAddress: ramAt });
+    const data = pattern(8192, 11);
+    expect((await d.request(0, BlkType.OUT, 0, { data })).status).toBe(BlkStatus.OK);
+    const span = d.ram.size,
+      pages = span / 4096;
+    const report = async () => {
+      const r = await client.feature(
+        FeatureFlag.GET | Vfu.DMA_LOGGING_REPORT,
+        featureData.loggingReport(ramAt, span, 4096),
+        8 + 24 + Math.ceil(pages / 64) * 8,
+      );
+      return setPages(r.data.subarray(24), pages);
+    };
+    await client.feature(
+      FeatureFlag.SET | Vfu.DMA_LOGGING_START,
+      featureData.loggingStart(4096, [{ iova: ramAt, length: span }]),
+    );
+    expect(await report()).toEqual([]);
+    // The driver takes its slots in turn: this second request has slot 1, 0x4000 past the
+    // queue's base plus one slot (a 4 KiB header page, then 64 KiB of data): its status byte
+    // is in page 0x15, its data in pages 0x16-0x17. The used ring is page 0x2.
+    const r = await d.request(0, BlkType.IN, 0, { readLen: 8192 });
+    expect(r.status).toBe(BlkStatus.OK);
+    expect(Buffer.compare(Buffer.from(r.data), Buffer.from(data))).toBe(0);
+    expect(await report()).toEqual([0x2, 0x15, 0x16, 0x17]);
+    expect(await report()).toEqual([]); // read and cleared
   });
 });
