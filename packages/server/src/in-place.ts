@@ -37,13 +37,6 @@ function pciRegionFor(ctx: HandlerContext, index: number, offset: number, count:
 /** The access a REGION_READ/WRITE at `off` asks for (filled by accessAt; one, reused). */
 const access = { offset: 0, index: 0, count: 0 };
 /**
- * The region last looked up during one call of a fast path (a run of doorbell writes goes to
- * one region): cleared when each call starts, so it never outlives the handling of one read.
- */
-let lastIndex = -1;
-let lastRegion: RegionHandler | undefined;
-
-/**
  * Decodes the access triple of the REGION_READ/WRITE at `off` into `access` and returns its
  * region when the access lies inside one, its count within `maxCount` (else undefined).
  */
@@ -57,14 +50,7 @@ function accessAt(
   access.index = dv.getUint32(off + INDEX, true);
   access.count = dv.getUint32(off + COUNT, true);
   if (access.count > maxCount || access.count > ctx.limits.maxDataXferSize) return undefined;
-  if (access.index !== lastIndex || access.count === 0) {
-    lastIndex = -1;
-    lastRegion = pciRegionFor(ctx, access.index, access.offset, access.count);
-    if (lastRegion) lastIndex = access.index;
-    return lastRegion;
-  }
-  const r = lastRegion!;
-  return access.offset > r.size || access.count > r.size - access.offset ? undefined : r;
+  return pciRegionFor(ctx, access.index, access.offset, access.count);
 }
 
 /** Writes a reply header (REPLY, no error) of `size` bytes at `at` in `out`. */
@@ -134,21 +120,21 @@ function dataAt(b: Buffer, at: number, count: number): Uint8Array {
   return v;
 }
 
-/** One REGION_WRITE at `off` (size bytes): false to have it go the general way. */
+/** One REGION_WRITE at `off`: the region written to, or undefined to have it go the general way. */
 function writeOne(ctx: HandlerContext, conn: Connection, b: Buffer, dv: DataView, off: number) {
   const size = dv.getUint32(off + SIZE.at, true);
-  if (size < DATA) return false;
+  if (size < DATA) return undefined;
   const r = accessAt(ctx, dv, off, size - DATA);
-  if (!r || access.count !== size - DATA) return false;
+  if (!r || access.count !== size - DATA) return undefined;
   try {
     writeAt(r, access.offset, b, dv, off + DATA, access.count);
   } catch (e) {
     replyErrorAt(conn, dv, off, accessFailed(ctx, access.index, access.offset, e));
-    return true;
+    return r;
   }
   if ((dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) === 0)
     replyAccess(conn, b, dv, off, null);
-  return true;
+  return r;
 }
 
 /** The little-endian value of a 1, 2 or 4-byte access's data at `at`. */
@@ -226,10 +212,10 @@ export function regionWriteInPlace(
   off: number,
   limit: number,
 ): number {
-  lastIndex = -1;
-  if (!writeOne(ctx, conn, b, dv, off)) return 0;
+  const r = writeOne(ctx, conn, b, dv, off);
+  if (!r) return 0;
   const next = off + dv.getUint32(off + SIZE_AT, true);
-  return postedRun(ctx, conn, b, dv, next, limit, lastIndex, lastRegion!) - off;
+  return postedRun(ctx, conn, b, dv, next, limit, access.index, r) - off;
 }
 
 /** A REGION_READ of up to 4 KiB from the receive buffer, its data read into the scratch. */
@@ -240,7 +226,6 @@ export function regionReadInPlace(
   dv: DataView,
   off: number,
 ): number {
-  lastIndex = -1;
   const size = dv.getUint32(off + SIZE.at, true);
   if (size < DATA || dv.getUint32(off + FLAGS.at, true) & Flag.NO_REPLY) return 0;
   const r = accessAt(ctx, dv, off, scratch.length);
