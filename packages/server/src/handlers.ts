@@ -84,15 +84,19 @@ function access(
   }
 }
 
-/** The errno for a region access that threw: the device's own, or EIO (logged). */
+/** The errno for a region access that threw (said in the log): the device's own, or EIO. */
 export function accessFailed(
   ctx: HandlerContext,
   index: number,
   offset: number,
   e: unknown,
 ): number {
-  if (e instanceof PciError) return e.errno;
-  ctx.log(`region ${index} access at 0x${offset.toString(16)} failed: ${(e as Error).message}`);
+  const where = `region ${index} access at 0x${offset.toString(16)}`;
+  if (e instanceof PciError) {
+    ctx.log(`${where} refused: ${e.message}`);
+    return e.errno;
+  }
+  ctx.log(`${where} failed: ${(e as Error).message}`);
   return Errno.EIO;
 }
 
