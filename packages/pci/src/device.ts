@@ -140,11 +140,12 @@ export class PciDevice<S extends Schema = Schema> {
       config: this.config,
       irq: { raise: v => this.irq.raise(v), lower: () => this.irq.lower() },
       dma: {
-        read: (a, n) => {
+        // Async: a refusal (not bus master, outside the mappings) rejects, never throws.
+        read: async (a, n) => {
           this.#checkDma();
           return this.guest.read(a, n);
         },
-        write: (a, d) => {
+        write: async (a, d) => {
           this.#checkDma();
           return this.guest.write(a, d);
         },
