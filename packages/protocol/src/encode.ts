@@ -151,12 +151,7 @@ export const encode = {
   },
   /** The first 32 bytes of a REGION_WRITE of `a.count` bytes, for sending them beside it. */
   regionWriteHead(id: number, a: RegionAccess, noReply = false): Uint8Array {
-    const msg = new Uint8Array(REGION_DATA_AT);
-    const size = REGION_DATA_AT + a.count;
-    const flags = noReply ? Flag.NO_REPLY : 0;
-    writeHeader(msg, { id, cmd: Command.REGION_WRITE, size, flags, error: 0 });
-    writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
-    return msg;
+    return accessHead(id, Command.REGION_WRITE, noReply ? Flag.NO_REPLY : 0, a);
   },
   /** REGION_READ reply: fill `data` (count bytes) in place to avoid a copy. */
   regionReadReply(id: number, a: RegionAccess): { msg: Uint8Array; data: Uint8Array } {
@@ -167,11 +162,7 @@ export const encode = {
   },
   /** The first 32 bytes of a REGION_READ reply, for sending its `count` bytes beside it. */
   regionReadReplyHead(id: number, a: RegionAccess): Uint8Array {
-    const msg = new Uint8Array(REGION_DATA_AT);
-    const size = REGION_DATA_AT + a.count;
-    writeHeader(msg, { id, cmd: Command.REGION_READ, size, flags: Flag.REPLY, error: 0 });
-    writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
-    return msg;
+    return accessHead(id, Command.REGION_READ, Flag.REPLY, a);
   },
   regionWriteReply(id: number, a: RegionAccess): Uint8Array {
     const { msg, p } = rep(id, Command.REGION_WRITE, Layout.RegionAccess.SIZE);
@@ -294,19 +285,11 @@ export const encode = {
   },
   /** The first 24 bytes of a MIG_DATA_READ reply with `n` data bytes (sent beside them). */
   migDataReadReplyHead(id: number, n: number): Uint8Array {
-    const msg = new Uint8Array(MIG_DATA_AT);
-    const size = MIG_DATA_AT + n;
-    writeHeader(msg, { id, cmd: Command.MIG_DATA_READ, size, flags: Flag.REPLY, error: 0 });
-    writeMigData(msg, n);
-    return msg;
+    return migDataHead(id, Command.MIG_DATA_READ, Flag.REPLY, n);
   },
   /** The first 24 bytes of a MIG_DATA_WRITE of `n` bytes, for sending its data beside it. */
   migDataWriteHead(id: number, n: number): Uint8Array {
-    const msg = new Uint8Array(MIG_DATA_AT);
-    const size = MIG_DATA_AT + n;
-    writeHeader(msg, { id, cmd: Command.MIG_DATA_WRITE, size, flags: 0, error: 0 });
-    writeMigData(msg, n);
-    return msg;
+    return migDataHead(id, Command.MIG_DATA_WRITE, 0, n);
   },
   migDataWrite(id: number, data: Uint8Array): Uint8Array {
     const L = Layout.MigData;
@@ -328,6 +311,22 @@ function writeMigData(msg: Uint8Array, n: number): void {
   const p = new Bytes(msg.subarray(HEADER_SIZE));
   p.set(L.argsz, L.SIZE + n);
   p.set(L.size, n);
+}
+
+/** Header and access triple of a REGION_READ/WRITE message whose `a.count` bytes go beside. */
+function accessHead(id: number, cmd: Command, flags: number, a: RegionAccess): Uint8Array {
+  const msg = new Uint8Array(REGION_DATA_AT);
+  writeHeader(msg, { id, cmd, size: REGION_DATA_AT + a.count, flags, error: 0 });
+  writeAccess(new Bytes(msg.subarray(HEADER_SIZE)), a.offset, a.region, a.count);
+  return msg;
+}
+
+/** Header and MIG_DATA body of a message whose `n` data bytes go beside it. */
+function migDataHead(id: number, cmd: Command, flags: number, n: number): Uint8Array {
+  const msg = new Uint8Array(MIG_DATA_AT);
+  writeHeader(msg, { id, cmd, size: MIG_DATA_AT + n, flags, error: 0 });
+  writeMigData(msg, n);
+  return msg;
 }
 
 /** The REGION_READ/REGION_WRITE body, in requests and replies alike. */
