@@ -126,8 +126,7 @@ export class LoadSession {
     const type = dv.getUint16(0, true),
       len = dv.getUint32(4, true);
     const p = r.subarray(8, 8 + len);
-    if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
-    if (this.#ended) this.#fail('data after the end of the stream');
+    this.#checkPlace(type);
     // Whole memory records go to #memory: one here has no room for its head.
     if (type === Rec.MEMORY) this.#fail('memory record truncated');
     const img = this.image;
@@ -190,8 +189,7 @@ export class LoadSession {
    * it replaced put back, if its bytes do not have the hash the record's check demands.
    */
   #memory(r: Uint8Array, dataHash: number): void {
-    if (!this.#header) this.#fail('stream does not start with a header');
-    if (this.#ended) this.#fail('data after the end of the stream');
+    this.#checkPlace(Rec.MEMORY);
     const dv = new DataView(r.buffer, r.byteOffset, MEMORY_HEAD);
     const mem = dv.getUint16(8, true),
       at = dv.getUint32(12, true) + dv.getUint32(16, true) * 2 ** 32;
@@ -207,6 +205,12 @@ export class LoadSession {
     const got =
       this.#undo && data.length ? this.#applyInPlace(mem, at, data) : this.#stage(mem, at, data);
     if (got !== dataHash) this.#corrupted(m.name, at, data.length);
+  }
+
+  /** A record of `type` may come only after the header, and nothing after the end. */
+  #checkPlace(type: number): void {
+    if (!this.#header && type !== Rec.HEADER) this.#fail('stream does not start with a header');
+    if (this.#ended) this.#fail('data after the end of the stream');
   }
 
   #corrupted(memory: string, at: number, n: number): never {
