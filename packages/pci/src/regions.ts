@@ -143,7 +143,7 @@ export function registers<S>(
     },
     write,
     writeValue(offset, width, value) {
-      const r = byAccess[offset * 16 + width];
+      const r = lookup(offset, width);
       if (r?.write) r.write(state, value);
       else if (!r) write(offset, bytesOf(value, width));
     },
