@@ -70,6 +70,12 @@ const READS_PER_WAKE = 16;
 const LINGER_BUDGET_MS = 1;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
+/**
+ * Recycled bodies kept for large messages: two, because a client that pipelines (the next
+ * MIG_DATA_READ in flight while the last chunk is written on) holds one body while the next
+ * arrives, and gives bodies back in either order.
+ */
+const MAX_SPARES = 2;
 
 /** fds of one read, waiting for the message that owns them (the one holding byte `at`). */
 interface ArrivedFds {
@@ -112,7 +118,7 @@ export class Connection {
   #end = 0; // end of the bytes read
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
   #big: Buffer | null = null; // the body of a message larger than #in, being assembled
-  #spare: Buffer | null = null; // a recycled body buffer
+  #spares: Buffer[] = []; // recycled body buffers, at most MAX_SPARES
   #bigHeader: Header | null = null;
   #bigHave = 0;
   #bigFds: OwnedFd[] = [];
@@ -276,9 +282,16 @@ export class Connection {
   recycle(payload: Uint8Array): void {
     const store = payload.buffer;
     if (store === this.#in.buffer || store === this.#out.buffer) return;
-    if (store.byteLength <= RECV_SIZE) return;
-    if (this.#spare && this.#spare.byteLength >= store.byteLength) return;
-    this.#spare = Buffer.from(store as ArrayBuffer);
+    if (store.byteLength <= RECV_SIZE || store === this.#big?.buffer) return;
+    const spares = this.#spares;
+    if (spares.some(s => s.buffer === store)) return; // given back twice: keep it once
+    if (spares.length < MAX_SPARES) {
+      spares.push(Buffer.from(store as ArrayBuffer));
+      return;
+    }
+    const smallest = spares[0].byteLength <= spares[1].byteLength ? 0 : 1;
+    if (spares[smallest].byteLength < store.byteLength)
+      spares[smallest] = Buffer.from(store as ArrayBuffer);
   }
 
   /**
@@ -393,7 +406,7 @@ export class Connection {
     closeAll(this.#bigFds);
     this.#bigFds = [];
     this.#big = null;
-    this.#spare = null;
+    this.#spares = [];
     this.#queue.clear();
     if (this.#sweep) {
       clearInterval(this.#sweep);
@@ -590,12 +603,7 @@ export class Connection {
     const s = this.#start,
       have = this.#end - s;
     const n = h.size - HEADER_SIZE;
-    const spare = this.#spare;
-    let body: Buffer;
-    if (spare && spare.length >= n) {
-      body = spare.subarray(0, n);
-      this.#spare = null;
-    } else body = Buffer.allocUnsafeSlow(n); // filled by the reads
+    const body = this.#takeSpare(n) ?? Buffer.allocUnsafeSlow(n); // filled by the reads
     this.#in.copy(body, 0, s + HEADER_SIZE, this.#end);
     const { fds, lost } = this.#takeArrived(this.#end);
     this.#start = this.#end;
@@ -604,6 +612,14 @@ export class Connection {
     this.#bigHave = have - HEADER_SIZE;
     this.#bigFds = fds;
     this.#bigLost = lost;
+  }
+
+  /** A recycled body of at least `n` bytes (cut to `n`), if one is kept. */
+  #takeSpare(n: number): Buffer | null {
+    const i = this.#spares.findIndex(s => s.length >= n);
+    if (i < 0) return null;
+    const [spare] = this.#spares.splice(i, 1);
+    return spare.subarray(0, n);
   }
 
   #bigRead(n: number, fds: OwnedFd[], lost: boolean): void {

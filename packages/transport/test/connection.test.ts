@@ -131,6 +131,42 @@ describe('Connection framing', () => {
     rawFd.close();
   });
 
+  it('assembles large messages in the bodies given back, two at a time, each once', async () => {
+    const { conn, raw, rawFd, got } = pair();
+    const large = (id: number) =>
+      encode.regionWrite(id, {
+        region: 0,
+        offset: 0,
+        count: 0,
+        data: new Uint8Array(300 << 10).fill(id),
+      });
+    const sendWhole = async (m: Uint8Array) => {
+      for (let sent = 0; sent < m.length; await tick()) sent += raw.send(m.subarray(sent));
+    };
+    const arrive = async (id: number) => {
+      await sendWhole(large(id));
+      await until(() => got.length === id);
+      const p = got[id - 1].payload;
+      expect(p[p.length - 1]).toBe(id);
+      return p.buffer;
+    };
+    // Both held at once (a pipelining client), then given back in the other order.
+    const first = await arrive(1),
+      second = await arrive(2);
+    conn.recycle(got[1].payload);
+    conn.recycle(got[0].payload);
+    const reused = [await arrive(3), await arrive(4)];
+    // Identity, not contents: toEqual would find any two buffers of equal bytes alike.
+    expect(reused[0] === second && reused[1] === first).toBe(true);
+    // One body given back twice is still one body: two messages never share it.
+    conn.recycle(got[2].payload);
+    conn.recycle(got[2].payload);
+    expect(await arrive(5)).toBe(got[2].payload.buffer);
+    expect((await arrive(6)) === got[4].payload.buffer).toBe(false);
+    conn.close();
+    rawFd.close();
+  });
+
   it('flags a message with more fds than max_msg_fds', async () => {
     const { conn, raw, rawFd, got } = pair();
     const fds = Array.from({ length: 9 }, () => eventfdCreate());
