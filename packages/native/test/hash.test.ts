@@ -1,4 +1,6 @@
 import { describe, it, expect } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { hash, copyAndHash, memfdCreate, MappedMemory } from '@vfu/native';
 
 /** Bytes that differ from position to position (a fixed pattern, not random: reproducible). */
@@ -12,9 +14,50 @@ function pattern(n: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** hash() of 'vfio-user device state' and of no bytes, as first computed. */
-const PINNED = 1_856_822_206,
-  PINNED_EMPTY = 1_335_063_263;
+/** hash() of 'vfio-user device state', of no bytes and of pattern(1000), as first computed. */
+const PINNED = 2_882_144_305,
+  PINNED_EMPTY = 3_730_662_493,
+  PINNED_PATTERN = 4_024_191_495;
+
+const MASK = (1n << 64n) - 1n;
+const [M1, M2, M3, M4] = [
+  0x6a09e667f3bcc909n,
+  0xbb67ae8584caa73bn,
+  0x3c6ef372fe94f82bn,
+  0x9e3779b97f4a7c15n,
+];
+const mul = (a: bigint, b: bigint) => (a * b) & MASK;
+const rotl = (x: bigint, r: number) => ((x << BigInt(r)) | (x >> BigInt(64 - r))) & MASK;
+const round = (acc: bigint, word: bigint) => mul(rotl((acc + mul(word, M2)) & MASK, 29), M1);
+
+/** The lane hash as c/fastpath.c's comment defines it, in BigInt arithmetic (slow, plain). */
+function referenceHash(b: Uint8Array): number {
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  const word = (i: number) => dv.getBigUint64(i, true);
+  const lane = Array.from({ length: 16 }, (_, k) => (M1 + BigInt(k) * M4) & MASK);
+  const whole = b.length - (b.length % 128);
+  for (let i = 0; i < whole; i += 128)
+    for (let k = 0; k < 16; k++) lane[k] = round(lane[k], word(i + 8 * k));
+  let h = 0n;
+  for (let k = 0; k < 16; k++) h = (h + rotl(lane[k], (7 * k + 3) % 64)) & MASK;
+  let i = whole;
+  for (; b.length - i >= 8; i += 8) h = mul(rotl(h ^ mul(word(i), M3), 31), M4);
+  if (i < b.length) {
+    let w = 0n;
+    for (let j = b.length - 1; j >= i; j--) w = (w << 8n) | BigInt(b[j]);
+    h = mul(rotl(h ^ mul(w, M3), 23), M1);
+  }
+  h ^= BigInt(b.length);
+  h ^= h >> 31n;
+  h = mul(h, M2);
+  h ^= h >> 27n;
+  h = mul(h, M3);
+  h ^= h >> 33n;
+  return Number((h ^ (h >> 32n)) & 0xffffffffn);
+}
+
+/** Lengths around every edge: block (128), the scalar span (65,536), the tail's words. */
+const EDGES = [0, 1, 7, 8, 9, 127, 128, 129, 135, 255, 256, 1000, 65_536 + 136, 131_072 + 5];
 
 describe('hash and copyAndHash (c/fastpath.c)', () => {
   it('copies every byte and returns the hash of what it copied, any length, any alignment', () => {
@@ -51,11 +94,27 @@ describe('hash and copyAndHash (c/fastpath.c)', () => {
     expect(sums.size).toBe(101);
   });
 
-  it('is the same function on every machine: stream format 4 depends on its value', () => {
+  it('is the same function on every machine: stream format 5 depends on its value', () => {
     // The value pins the algorithm: a change to c/fastpath.c that changes it changes the
     // stream format (FORMAT_VERSION in @vfu/stream), and must come with a new version.
     expect(hash(new TextEncoder().encode('vfio-user device state'))).toBe(PINNED);
     expect(hash(new Uint8Array(0))).toBe(PINNED_EMPTY);
+    expect(hash(pattern(1000))).toBe(PINNED_PATTERN);
+  });
+
+  it('computes what its definition says, on the vector path and on the scalar one', () => {
+    const src = pattern(Math.max(...EDGES));
+    const expected = EDGES.map(n => referenceHash(src.subarray(0, n)));
+    expect(EDGES.map(n => hash(src.subarray(0, n)))).toEqual(expected);
+    const into = new Uint8Array(src.length);
+    const copied = EDGES.map(n => copyAndHash(into.subarray(0, n), src.subarray(0, n)));
+    expect(copied).toEqual(expected);
+    // The scalar path, forced in a process of its own (the choice is made once per process).
+    const script = join(__dirname, 'fixtures/hashes.mjs');
+    const out = execFileSync(process.execPath, [script, EDGES.join(',')], {
+      env: { ...process.env, VFU_FASTPATH: 'scalar' },
+    });
+    expect(JSON.parse(out.toString())).toEqual(expected);
   });
 
   it('reads and writes mapped memory (views over native memory)', () => {

@@ -12,8 +12,9 @@ export const MAGIC = 'VFUSTRM1';
  * 2: the header carries the device's identity (its guest-visible layout) after the schema.
  * 3: adds the KIT record (the device kit's own state: interrupts, queued device work).
  * 4: a MEMORY record's bytes are checked by a lane hash (memoryCheck), not a CRC-32.
+ * 5: that hash has sixteen lanes instead of four (a vector unit runs eight at once).
  */
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 export const Rec = { HEADER: 1, STATE: 2, CONFIG: 3, MEMORY: 4, END: 5, KIT: 6 } as const;
 export const RECORD_OVERHEAD = 12;
 /**
