@@ -1,7 +1,7 @@
 // A migration driver that does what QEMU's hw/vfio/migration.c does with kernel VFIO devices
 // (protocol.md §10), over vfio-user: v2 through DEVICE_FEATURE and MIG_DATA_READ/WRITE, or v1
 // through the migration region. One per migration: a source client and a destination client.
-import type { VfioUserClient } from '@vfu/client';
+import { MigDataRelay, type VfioUserClient } from '@vfu/client';
 import {
   Errno,
   Feature,
@@ -40,6 +40,12 @@ export interface MigrateOptions {
   signal?: AbortSignal;
   /** false: no pre-copy rounds, the device stops at once (a snapshot). */
   preCopy?: boolean;
+  /**
+   * How v2 data reaches a destination server of this process: 'splice' (where it can) moves
+   * it socket to socket in the kernel (MigDataRelay), 'copy' receives each chunk and sends it
+   * on. v1, remote and file destinations always copy.
+   */
+  dataPath?: 'splice' | 'copy';
 }
 
 export class MigrationFailure extends Error {}
@@ -232,17 +238,24 @@ export async function migrate(
     rep.source.state = await a.state().then(stateName, e => `unknown (${(e as Error).message})`);
     rep.destination.state = await b.describe();
   };
+  const progress = (phase: Progress['phase'], n: number, moved: number) => {
+    rep.bytes += n;
+    opts.onProgress?.({
+      phase,
+      iteration: rep.iterations,
+      bytes: rep.bytes,
+      pending: Math.max(0, expected - moved),
+    });
+  };
   // Moves data source -> destination until the source has none (or `limit` bytes moved). The
   // next read is in flight while the previous chunk is written: both servers work at once.
-  const move = async (phase: Progress['phase'], buf: number, limit = Infinity): Promise<number> => {
+  const copyChunks = async (phase: Progress['phase'], buf: number, limit: number) => {
     let moved = 0;
-    const t = now();
     let next: Promise<Uint8Array> | null = a.read(buf);
     while (next) {
       const chunk: Uint8Array = await next;
       if (chunk.length === 0) break;
       moved += chunk.length;
-      rep.bytes += chunk.length;
       next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
       try {
         await b.write(chunk);
@@ -252,15 +265,21 @@ export async function migrate(
       }
       a.done(chunk);
       if (!next && moved < limit) next = a.read(buf);
-      opts.onProgress?.({
-        phase,
-        iteration: rep.iterations,
-        bytes: rep.bytes,
-        pending: Math.max(0, expected - moved),
-      });
+      progress(phase, chunk.length, moved);
     }
-    dataTime += now() - t;
     return moved;
+  };
+  const move = async (phase: Progress['phase'], buf: number, limit = Infinity): Promise<number> => {
+    const t = now();
+    const relay = openRelay(src, b, protocol, opts.dataPath);
+    try {
+      return relay
+        ? await relayChunks(relay, buf, limit, (n, moved) => progress(phase, n, moved))
+        : await copyChunks(phase, buf, limit);
+    } finally {
+      relay?.close();
+      dataTime += now() - t;
+    }
   };
   try {
     a = protocol === 'v2' ? v2(src) : await v1(src);
@@ -382,6 +401,44 @@ export async function migrate(
     if (a! && b!) await where().catch(() => {});
   }
   return rep;
+}
+
+/** A splice relay from the source to a destination server of this process, where one can be. */
+function openRelay(
+  src: VfioUserClient,
+  b: Destination,
+  protocol: 'v1' | 'v2',
+  dataPath: MigrateOptions['dataPath'],
+): MigDataRelay | null {
+  if (protocol !== 'v2' || dataPath === 'copy' || !(b instanceof LocalDestination)) return null;
+  return MigDataRelay.open(src, b.client, src.options.timeoutMs ?? 5000);
+}
+
+/**
+ * copyChunks through a relay: the next chunk is asked for before the destination's answer to
+ * the last one is awaited, so both servers work at once. Each chunk blocks this thread while
+ * it moves; between chunks the event loop gets its turn (timers, signals, progress output).
+ */
+async function relayChunks(
+  relay: MigDataRelay,
+  buf: number,
+  limit: number,
+  onChunk: (n: number, moved: number) => void,
+): Promise<number> {
+  const max = Math.min(buf, relay.dst.serverCaps.maxDataXferSize);
+  let moved = 0;
+  relay.ask(max);
+  for (;;) {
+    const n = relay.relay();
+    if (n === 0) return moved;
+    moved += n;
+    const more = moved < limit;
+    if (more) relay.ask(max);
+    relay.written();
+    onChunk(n, moved);
+    if (!more) return moved;
+    await new Promise(setImmediate);
+  }
 }
 
 async function startDirtyLogging(

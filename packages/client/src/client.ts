@@ -81,6 +81,7 @@ export class VfioUserClient {
   readonly #ram: GuestRam[] = [];
   readonly #watchers = new Set<FdWatcher>();
   readonly #owned: OwnedFd[] = [];
+  #fdlessDma = false; // a DMA range was mapped without an fd: the server may send DMA_READ/WRITE
 
   private constructor(
     readonly conn: Connection,
@@ -350,6 +351,7 @@ export class VfioUserClient {
     let ram: GuestRam;
     if (opts.viaMessages) {
       ram = { address, size, bytes: new Uint8Array(size) };
+      this.#fdlessDma = true;
       await this.#simple(encode.dmaMap(this.#id(), { flags, offset: 0, address, size }));
     } else {
       const fd = memfdCreate(`guest-ram-${address.toString(16)}`, size);
@@ -371,7 +373,16 @@ export class VfioUserClient {
     req: { flags: number; offset: number; address: number; size: number; argsz?: number },
     fd?: number,
   ): Promise<void> {
+    if (fd === undefined) this.#fdlessDma = true;
     await this.#simple(encode.dmaMap(this.#id(), req), fd === undefined ? [] : [fd]);
+  }
+
+  /**
+   * Whether the server may send us DMA_READ/DMA_WRITE requests: some DMA range was mapped
+   * without an fd (since connecting; unmapping does not clear it).
+   */
+  get dmaByMessage(): boolean {
+    return this.#fdlessDma;
   }
   async dmaUnmap(
     address: number,

@@ -22,6 +22,17 @@ export const fast = {
   copyHash: fastpath.func('uint32_t vfu_copy_hash(void *dst, const void *src, size_t n)'),
 };
 
+/** The waiting socket I/O of c/relay.c: each returns 0 or -errno. */
+export const relayIo = {
+  recvExact: fastpath.func('int vfu_recv_exact(int fd, void *buf, size_t n, int timeout_ms)'),
+  sendExact: fastpath.func('int vfu_send_exact(int fd, const void *buf, size_t n, int timeout_ms)'),
+  pipe: fastpath.func('int vfu_relay_pipe(_Out_ int *fds)'),
+  spliceExact: fastpath.func(
+    'int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, ' +
+      'int timeout_ms, _Out_ uint32_t *taken)',
+  ),
+};
+
 export const c = {
   socket: libc.func('int socket(int domain, int type, int protocol)'),
   socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),

@@ -119,6 +119,7 @@ export class Connection {
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
   #big: Buffer | null = null; // the body of a message larger than #in, being assembled
   #spares: Buffer[] = []; // recycled body buffers, at most MAX_SPARES
+  #lent = false; // the socket is the borrower's (lend()) until giveBack()
   #bigHeader: Header | null = null;
   #bigHave = 0;
   #bigFds: OwnedFd[] = [];
@@ -221,6 +222,29 @@ export class Connection {
     return this.#batchReplied && !this.#batchDelivered;
   }
 
+  /**
+   * Lends the socket to a caller that reads and writes it directly for a while (a relay of
+   * migration data, splicing socket to socket): its fd, or null when a byte of ours could get
+   * between theirs: a message half read, replies batched or queued, a request awaiting its
+   * reply. Until giveBack() nothing is read (the watcher stops) and send() throws.
+   */
+  lend(): number | null {
+    this.#flushOut();
+    if (this.#closed || this.#lent || this.#pending.size > 0 || !this.#queue.empty) return null;
+    const halfRead = this.#start !== this.#end || this.#big !== null || this.#skip > 0;
+    if (halfRead || this.#arrived.length > 0) return null;
+    this.#lent = true;
+    this.#watch.wantReadable(false); // with nothing queued, no writability wanted: stopped
+    return this.#sock.fd;
+  }
+
+  /** Ends a lend(): reading resumes where the borrower left the stream. */
+  giveBack(): void {
+    if (!this.#lent) return;
+    this.#lent = false;
+    if (!this.#closed) this.#watch.wantReadable(true);
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -245,6 +269,7 @@ export class Connection {
    */
   send(bytes: Uint8Array, fds: readonly number[] = NO_FDS, more?: Uint8Array | Uint8Array[]): void {
     if (this.#closed) throw new ConnectionClosedError('send after close');
+    if (this.#lent) throw new Error('send while the socket is lent (lend() without giveBack())');
     if (this.options.trace)
       this.options.trace(
         describeMessage('->', decodeHeader(bytes), bytes.subarray(HEADER_SIZE), fds.length),
@@ -339,6 +364,10 @@ export class Connection {
     return new Promise((resolve, reject) => {
       if (this.#closed) {
         reject(new ConnectionClosedError('request after close'));
+        return;
+      }
+      if (this.#lent) {
+        reject(new Error('request while the socket is lent (lend() without giveBack())'));
         return;
       }
       const p: Pending = {

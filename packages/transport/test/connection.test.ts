@@ -2,6 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
 import {
   socketPair,
+  recvExact,
   MessageSocket,
   eventfdCreate,
   openFdCount,
@@ -163,6 +164,40 @@ describe('Connection framing', () => {
     conn.recycle(got[2].payload);
     expect(await arrive(5)).toBe(got[2].payload.buffer);
     expect((await arrive(6)) === got[4].payload.buffer).toBe(false);
+    conn.close();
+    rawFd.close();
+  });
+
+  it('lends its socket only between messages, reads nothing while lent, then goes on', async () => {
+    const { conn, raw, rawFd, got } = pair();
+    const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
+    // A request awaiting its reply: its reply must reach the connection, not a borrower.
+    const waiting = conn.request(9, encode.regionRead(9, { region: 0, offset: 0, count: 4 }));
+    expect(conn.lend()).toBeNull();
+    raw.send(encodeErrorReply(9, Command.REGION_READ, Errno.EIO));
+    await expect(waiting).rejects.toBeInstanceOf(RemoteError);
+    raw.recv(Buffer.alloc(64)); // (the request itself)
+    // Half a message read: the rest is the connection's to read.
+    raw.send(m1.subarray(0, 10));
+    await tick();
+    expect(conn.lend()).toBeNull();
+    raw.send(m1.subarray(10));
+    await until(() => got.length === 1);
+    // Between messages: lent. What the peer sends now is the borrower's.
+    const fd = conn.lend();
+    expect(fd).toBe(conn.fd);
+    raw.send(encode.regionRead(2, { region: 0, offset: 0, count: 4 }));
+    await tick();
+    expect(got.length).toBe(1);
+    const taken = new Uint8Array(m1.length);
+    recvExact(fd!, taken, 1000);
+    expect(decodeHeader(taken).id).toBe(2);
+    expect(() => conn.send(m1)).toThrow(/lent/);
+    await expect(conn.request(3, m1)).rejects.toThrow(/lent/);
+    conn.giveBack();
+    raw.send(encode.regionRead(4, { region: 0, offset: 0, count: 4 }));
+    await until(() => got.length === 2);
+    expect(got[1].header.id).toBe(4);
     conn.close();
     rawFd.close();
   });

@@ -1,0 +1,124 @@
+// Socket I/O that waits, with a bound, for a caller that has both sockets to itself for a while:
+// a migration driver relaying MIG_DATA_READ replies to another server as MIG_DATA_WRITEs. The
+// data goes socket -> pipe -> socket with splice(2), so the kernel hands pages on instead of
+// copying them into this process and out again. Each function returns 0 or -errno; a wait that
+// sees no progress for `timeout_ms` ends it with -ETIMEDOUT, the end of the stream with -EPIPE.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int wait_for(int fd, short events, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = events};
+  for (;;) {
+    int r = poll(&p, 1, timeout_ms);
+    if (r > 0)
+      return 0;
+    if (r == 0)
+      return -ETIMEDOUT;
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+/**
+ * Reads exactly `n` bytes. No control buffer is offered, so fds that come with them are
+ * closed by the kernel (MSG_CTRUNC), never installed in this process.
+ */
+int vfu_recv_exact(int fd, uint8_t *buf, size_t n, int timeout_ms) {
+  while (n > 0) {
+    ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+    if (r > 0) {
+      buf += r;
+      n -= (size_t)r;
+    } else if (r == 0) {
+      return -EPIPE;
+    } else if (errno == EAGAIN) {
+      int e = wait_for(fd, POLLIN, timeout_ms);
+      if (e)
+        return e;
+    } else if (errno != EINTR) {
+      return -errno;
+    }
+  }
+  return 0;
+}
+
+/** Writes exactly `n` bytes. */
+int vfu_send_exact(int fd, const uint8_t *buf, size_t n, int timeout_ms) {
+  while (n > 0) {
+    ssize_t r = send(fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+      buf += r;
+      n -= (size_t)r;
+    } else if (errno == EAGAIN) {
+      int e = wait_for(fd, POLLOUT, timeout_ms);
+      if (e)
+        return e;
+    } else if (errno != EINTR) {
+      return -errno;
+    }
+  }
+  return 0;
+}
+
+/** A non-blocking pipe for vfu_splice_exact, as large as the system lets it be (up to 1 MiB). */
+int vfu_relay_pipe(int fds[2]) {
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+    return -errno;
+  fcntl(fds[1], F_SETPIPE_SZ, 1 << 20); // a smaller pipe only means more rounds
+  return 0;
+}
+
+/** One splice(2) that moves what it can: bytes moved, 0 for none now, or -errno. */
+static ssize_t splice_some(int from, int to, size_t n) {
+  for (;;) {
+    ssize_t r = splice(from, NULL, to, NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (r > 0)
+      return r;
+    if (r == 0)
+      return -EPIPE; // the sending end is closed
+    if (errno == EAGAIN)
+      return 0;
+    if (errno != EINTR)
+      return -errno;
+  }
+}
+
+/**
+ * Moves exactly `n` bytes from socket `src` to socket `dst` through the pipe (empty before, and
+ * after a success; after a failure it may hold bytes and must not be used again). `*taken` is
+ * how many bytes left `src`: after a failure, the caller can read the rest of what it expected
+ * there and so stay in step with that stream.
+ */
+int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, int timeout_ms,
+                     uint32_t *taken) {
+  uint32_t left = n, held = 0; // bytes still in `src`; bytes in the pipe
+  int e = 0;
+  while (e == 0 && (left > 0 || held > 0)) {
+    ssize_t in = left > 0 ? splice_some(src, pipe_w, left) : 0;
+    if (in < 0) {
+      e = (int)in;
+      break;
+    }
+    left -= (uint32_t)in;
+    held += (uint32_t)in;
+    ssize_t out = held > 0 ? splice_some(pipe_r, dst, held) : 0;
+    if (out < 0) {
+      e = (int)out;
+      break;
+    }
+    held -= (uint32_t)out;
+    if (in > 0 || out > 0)
+      continue;
+    // No progress: a pipe holding bytes waits for `dst` to take them (its being full may be
+    // why `src` could not go on); an empty one waits for `src`.
+    e = held > 0 ? wait_for(dst, POLLOUT, timeout_ms) : wait_for(src, POLLIN, timeout_ms);
+  }
+  *taken = n - left;
+  return e;
+}

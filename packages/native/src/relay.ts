@@ -1,0 +1,71 @@
+// Moving bytes between two sockets the caller has to itself for a while (c/relay.c): exact
+// reads and writes that wait with a bound, and a pipe through which splice(2) hands pages from
+// one socket to the other without copying them through this process.
+import { relayIo } from './libc.js';
+import { NativeError } from './errors.js';
+import { OwnedFd } from './fd.js';
+
+function check(call: string, r: number, detail: string): void {
+  if (r < 0) throw new NativeError(call, -r, detail);
+}
+
+/**
+ * Reads exactly `buf.length` bytes from a socket, waiting at most `timeoutMs` for each part
+ * (ETIMEDOUT), EPIPE if the peer closes first. fds sent with them are closed, never received.
+ */
+export function recvExact(fd: number, buf: Uint8Array, timeoutMs: number): void {
+  check('recv', relayIo.recvExact(fd, buf, buf.length, timeoutMs), `${buf.length} bytes`);
+}
+
+/** Writes all of `buf` to a socket, waiting at most `timeoutMs` for room each time. */
+export function sendExact(fd: number, buf: Uint8Array, timeoutMs: number): void {
+  check('send', relayIo.sendExact(fd, buf, buf.length, timeoutMs), `${buf.length} bytes`);
+}
+
+/** A SplicePipe.move() that failed: `taken` bytes had left the source socket by then. */
+export class SpliceError extends NativeError {
+  constructor(
+    errno: number,
+    detail: string,
+    readonly taken: number,
+  ) {
+    super('splice', errno, detail);
+  }
+}
+
+/** A pipe that splice(2) moves bytes through, socket to socket. */
+export class SplicePipe {
+  #spoiled = false;
+
+  private constructor(
+    readonly readEnd: OwnedFd,
+    readonly writeEnd: OwnedFd,
+  ) {}
+
+  static open(): SplicePipe {
+    const fds = [0, 0];
+    check('pipe2', relayIo.pipe(fds), 'a relay pipe');
+    return new SplicePipe(new OwnedFd(fds[0]), new OwnedFd(fds[1]));
+  }
+
+  /**
+   * Moves exactly `n` bytes (below 4 GiB) from socket `src` to socket `dst`, waiting at most
+   * `timeoutMs` whenever neither can go on; throws SpliceError. After a failure the pipe may
+   * hold bytes of the stream: it refuses to move more (open another).
+   */
+  move(src: number, dst: number, n: number, timeoutMs: number): void {
+    if (this.#spoiled) throw new Error('SplicePipe: an earlier move failed; open another pipe');
+    if (!Number.isInteger(n) || n < 0 || n >= 2 ** 32) throw new RangeError(`move of ${n} bytes`);
+    const taken = [0];
+    const pipe = [this.readEnd.fd, this.writeEnd.fd];
+    const e = relayIo.spliceExact(src, dst, pipe[0], pipe[1], n, timeoutMs, taken);
+    if (e === 0) return;
+    this.#spoiled = true;
+    throw new SpliceError(-e, `${n} bytes from fd ${src} to fd ${dst}`, taken[0]);
+  }
+
+  close(): void {
+    this.readEnd.close();
+    this.writeEnd.close();
+  }
+}
