@@ -47,7 +47,7 @@ const errorOf = (f: () => void): NativeError => {
 };
 
 describe('SplicePipe, recvExact, sendExact (c/relay.c)', () => {
-  it('moves exactly n bytes socket to socket while both peers run, more than any buffer', async () => {
+  it('moves exactly n bytes socket to socket while both peers run, past every buffer', async () => {
     const n = 9 * 2 ** 20 + 77; // over the socket buffers (4 MiB) and the pipe (1 MiB)
     const [srcNear, srcFar] = socketPair(),
       [dstNear, dstFar] = socketPair();
