@@ -1,6 +1,6 @@
 // MigDataRelay (what vfu-migrate moves v2 data with) between servers that break the protocol:
-// each plays its part in a process of its own (fixtures/fake-mig-peer.mjs), over real sockets, since
-// the relay blocks its thread while it waits for them.
+// each plays its part in a process of its own (fixtures/fake-mig-peer.mjs), over real sockets,
+// since the relay blocks its thread while it waits for them.
 import { describe, it, expect, afterEach } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -82,7 +82,7 @@ describe('MigDataRelay', () => {
     await dst.client.migDataWrite(new Uint8Array(10));
   });
 
-  it('refuses replies larger than asked or with sizes that disagree, closing that one', async () => {
+  it('refuses replies larger than asked or whose sizes disagree, closing that one', async () => {
     for (const [mode, why] of [
       ['source-oversize', /says 1052672 bytes of data \(at most 1048576 were asked for\)/],
       ['source-mismatch', /MIG_DATA_READ reply of 1048600 bytes says 1048676 bytes/],
@@ -157,7 +157,7 @@ describe('MigDataRelay', () => {
     expect(openFdCount()).toBe(before);
   });
 
-  it('a destination gone before a write: the source reply is read to its end, in step', async () => {
+  it('a destination gone before a write: the source reply is read to its end', async () => {
     const src = await peer('source-good'),
       dst = await peer('dest-gone');
     const relay = relayBetween(src.client, dst.client); // lent: its hang-up goes unseen
@@ -171,7 +171,7 @@ describe('MigDataRelay', () => {
     expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
   });
 
-  it('a destination dying before its reply: that connection closes, the source goes on', async () => {
+  it('a destination dying before its reply: that one closes, the source goes on', async () => {
     const src = await peer('source-good'),
       dst = await peer('dest-dies');
     const relay = relayBetween(src.client, dst.client);
