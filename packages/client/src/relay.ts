@@ -32,7 +32,8 @@ export class RelayError extends Error {
  * sent or awaited on them meanwhile. Each call waits for its peer, blocking this thread, at most
  * `timeoutMs` whenever the peer makes no progress (a chunk takes well under a millisecond between
  * live servers). A source or destination that breaks the protocol, or dies halfway through a
- * message, leaves its stream at an unknown place: close() then closes that connection.
+ * message, leaves its stream at an unknown place: close() then closes that connection. The
+ * other side's half-relayed message is finished first, so that its stream stays usable.
  */
 export class MigDataRelay {
   #readId = -1;
@@ -101,13 +102,52 @@ export class MigDataRelay {
       sendExact(this.dstFd, encode.migDataWriteHead(this.#writeId, n), this.timeoutMs);
       this.pipe.move(this.srcFd, this.dstFd, n, this.timeoutMs);
     } catch (e) {
-      // The destination may be the one that failed: read the rest of the source's reply so
-      // that the source's stream stays usable (to set it running again).
-      this.#resyncSource(n - (e instanceof SpliceError ? e.taken : 0));
+      this.#finishOnLiveSide(e, n);
       throw e;
     }
     this.#srcBroken = this.#dstBroken = false;
     return n;
+  }
+
+  /**
+   * After a failure in the middle of a relayed message, finishes it on the side that still
+   * works, so that its stream stays in step: the rest of the source's reply is read (the
+   * source can then be set running again), or the destination's write is made up to its
+   * announced length with zeros (which fail its checks: it refuses the write, and the driver
+   * can still reset it).
+   */
+  #finishOnLiveSide(e: unknown, n: number): void {
+    const spliced = e instanceof SpliceError ? e : null;
+    if (spliced?.side === 'source') {
+      const done = this.#fill(this.dstFd, n - spliced.given);
+      if (done) this.#dstBroken = false;
+      return;
+    }
+    if (this.#drain(this.srcFd, n - (spliced?.taken ?? 0))) this.#srcBroken = false;
+  }
+
+  /** Reads and drops `left` bytes; false if the peer fails meanwhile. */
+  #drain(fd: number, left: number): boolean {
+    const scratch = new Uint8Array(Math.min(left, 1 << 16));
+    try {
+      for (let at = 0; at < left; at += scratch.length)
+        recvExact(fd, scratch.subarray(0, Math.min(scratch.length, left - at)), this.timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes `left` zero bytes; false if the peer fails meanwhile. */
+  #fill(fd: number, left: number): boolean {
+    const zeros = new Uint8Array(Math.min(left, 1 << 16));
+    try {
+      for (let at = 0; at < left; at += zeros.length)
+        sendExact(fd, zeros.subarray(0, Math.min(zeros.length, left - at)), this.timeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Waits for the destination's reply to the last relay()'s write (RemoteError if refused). */
@@ -173,22 +213,6 @@ export class MigDataRelay {
           `(at most ${this.#readMax} were asked for)`,
       );
     return size;
-  }
-
-  /** Reads and drops the `left` bytes of a reply still in the source's socket, if it can. */
-  #resyncSource(left: number): void {
-    const scratch = new Uint8Array(Math.min(left, 1 << 16));
-    try {
-      for (let at = 0; at < left; at += scratch.length)
-        recvExact(
-          this.srcFd,
-          scratch.subarray(0, Math.min(scratch.length, left - at)),
-          this.timeoutMs,
-        );
-      this.#srcBroken = false;
-    } catch {
-      // the source failed too: its connection is closed with the relay
-    }
   }
 
   /** Reads and drops a reply's payload (an error reply's; a write reply has none). */

@@ -91,14 +91,17 @@ static ssize_t splice_some(int from, int to, size_t n) {
 
 /**
  * Moves exactly `n` bytes from socket `src` to socket `dst` through the pipe (empty before, and
- * after a success; after a failure it may hold bytes and must not be used again). `*taken` is
- * how many bytes left `src`: after a failure, the caller can read the rest of what it expected
- * there and so stay in step with that stream.
+ * after a success; after a failure it may hold bytes and must not be used again). On return
+ * `moved[0]` is how many bytes left `src` and `moved[1]` how many reached `dst`, and after a
+ * failure `*dst_failed` says which side it was: the caller can then finish the message on the
+ * side that still works (read the rest from `src`, or make up the rest for `dst`) and keep that
+ * stream in step.
  */
 int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, int timeout_ms,
-                     uint32_t *taken) {
+                     uint32_t moved[2], int *dst_failed) {
   uint32_t left = n, held = 0; // bytes still in `src`; bytes in the pipe
   int e = 0;
+  *dst_failed = 0;
   while (e == 0 && (left > 0 || held > 0)) {
     ssize_t in = left > 0 ? splice_some(src, pipe_w, left) : 0;
     if (in < 0) {
@@ -110,6 +113,7 @@ int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, int t
     ssize_t out = held > 0 ? splice_some(pipe_r, dst, held) : 0;
     if (out < 0) {
       e = (int)out;
+      *dst_failed = 1;
       break;
     }
     held -= (uint32_t)out;
@@ -117,8 +121,12 @@ int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, int t
       continue;
     // No progress: a pipe holding bytes waits for `dst` to take them (its being full may be
     // why `src` could not go on); an empty one waits for `src`.
+    *dst_failed = held > 0;
     e = held > 0 ? wait_for(dst, POLLOUT, timeout_ms) : wait_for(src, POLLIN, timeout_ms);
   }
-  *taken = n - left;
+  if (e == 0)
+    *dst_failed = 0;
+  moved[0] = n - left;
+  moved[1] = n - left - held;
   return e;
 }

@@ -29,7 +29,7 @@ export const relayIo = {
   pipe: fastpath.func('int vfu_relay_pipe(_Out_ int *fds)'),
   spliceExact: fastpath.func(
     'int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, ' +
-      'int timeout_ms, _Out_ uint32_t *taken)',
+      'int timeout_ms, _Out_ uint32_t *moved, _Out_ int *dst_failed)',
   ),
 };
 

@@ -22,14 +22,19 @@ export function sendExact(fd: number, buf: Uint8Array, timeoutMs: number): void 
   check('send', relayIo.sendExact(fd, buf, buf.length, timeoutMs), `${buf.length} bytes`);
 }
 
-/** A SplicePipe.move() that failed: `taken` bytes had left the source socket by then. */
+/**
+ * A SplicePipe.move() that failed: by then `taken` bytes had left the source socket and
+ * `given` reached the destination; `side` is the one that failed.
+ */
 export class SpliceError extends NativeError {
   constructor(
     errno: number,
     detail: string,
+    readonly side: 'source' | 'destination',
     readonly taken: number,
+    readonly given: number,
   ) {
-    super('splice', errno, detail);
+    super('splice', errno, `${detail} (the ${side} failed)`);
   }
 }
 
@@ -56,12 +61,14 @@ export class SplicePipe {
   move(src: number, dst: number, n: number, timeoutMs: number): void {
     if (this.#spoiled) throw new Error('SplicePipe: an earlier move failed; open another pipe');
     if (!Number.isInteger(n) || n < 0 || n >= 2 ** 32) throw new RangeError(`move of ${n} bytes`);
-    const taken = [0];
+    const moved = [0, 0],
+      dstFailed = [0];
     const pipe = [this.readEnd.fd, this.writeEnd.fd];
-    const e = relayIo.spliceExact(src, dst, pipe[0], pipe[1], n, timeoutMs, taken);
+    const e = relayIo.spliceExact(src, dst, pipe[0], pipe[1], n, timeoutMs, moved, dstFailed);
     if (e === 0) return;
     this.#spoiled = true;
-    throw new SpliceError(-e, `${n} bytes from fd ${src} to fd ${dst}`, taken[0]);
+    const side = dstFailed[0] ? 'destination' : 'source';
+    throw new SpliceError(-e, `${n} bytes from fd ${src} to fd ${dst}`, side, moved[0], moved[1]);
   }
 
   close(): void {

@@ -183,6 +183,22 @@ describe('MigDataRelay', () => {
     expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
   });
 
+  it('a source dying mid-data: the write is made up with zeros, in step', async () => {
+    const src = await peer('source-dies'),
+      dst = await peer('dest-good');
+    const relay = relayBetween(src.client, dst.client);
+    relay.ask(MIB);
+    expect(() => relay.relay()).toThrow(/EPIPE|ECONNRESET.*the source failed/);
+    relay.close();
+    expect(src.client.conn.closed).toBe(true);
+    expect(dst.client.conn.closed).toBe(false);
+    const made = new Uint8Array(MIB);
+    made.set(pattern(MIB, 1).subarray(0, 65536));
+    await until(() => dst.out().length === 1, 'the write printed');
+    expect(JSON.parse(dst.out()[0])).toEqual({ n: MIB, hash: hash(made) });
+    await dst.client.migDataWrite(new Uint8Array(10)); // in step: the next write is answered
+  });
+
   it('is not opened on a connection with a request awaiting its reply', async () => {
     const src = await peer('source-good'),
       dst = await peer('dest-good');
