@@ -128,22 +128,20 @@ export class MigDataRelay {
 
   /** Reads and drops `left` bytes; false if the peer fails meanwhile. */
   #drain(fd: number, left: number): boolean {
-    const scratch = new Uint8Array(Math.min(left, 1 << 16));
-    try {
-      for (let at = 0; at < left; at += scratch.length)
-        recvExact(fd, scratch.subarray(0, Math.min(scratch.length, left - at)), this.timeoutMs);
-      return true;
-    } catch {
-      return false;
-    }
+    return this.#inPieces(left, piece => recvExact(fd, piece, this.timeoutMs));
   }
 
   /** Writes `left` zero bytes; false if the peer fails meanwhile. */
   #fill(fd: number, left: number): boolean {
-    const zeros = new Uint8Array(Math.min(left, 1 << 16));
+    return this.#inPieces(left, piece => sendExact(fd, piece, this.timeoutMs));
+  }
+
+  /** Runs `step` over `left` bytes in zeroed pieces of up to 64 KiB; false if a step throws. */
+  #inPieces(left: number, step: (piece: Uint8Array) => void): boolean {
+    const buf = new Uint8Array(Math.min(left, 1 << 16));
     try {
-      for (let at = 0; at < left; at += zeros.length)
-        sendExact(fd, zeros.subarray(0, Math.min(zeros.length, left - at)), this.timeoutMs);
+      for (let at = 0; at < left; at += buf.length)
+        step(buf.subarray(0, Math.min(buf.length, left - at)));
       return true;
     } catch {
       return false;

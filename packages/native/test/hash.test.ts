@@ -2,17 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { hash, copyAndHash, memfdCreate, MappedMemory } from '@vfu/native';
-
-/** Bytes that differ from position to position (a fixed pattern, not random: reproducible). */
-function pattern(n: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
+import { pattern } from './fixtures/pattern.mjs';
 
 /** hash() of 'vfio-user device state', of no bytes and of pattern(1000), as first computed. */
 const PINNED = 2_882_144_305,

@@ -13,6 +13,7 @@ import {
   type NativeError,
   type OwnedFd,
 } from '@vfu/native';
+import { pattern } from './fixtures/pattern.mjs';
 
 const peerScript = join(__dirname, 'fixtures/relay-peer.mjs');
 
@@ -25,16 +26,6 @@ function peer(fd: OwnedFd, ...args: string[]): { child: ChildProcess; out: Promi
   child.stdout!.on('data', d => (text += d));
   const out = new Promise<string>(res => child.once('exit', () => res(text)));
   return { child, out };
-}
-
-function pattern(n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = 1;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
 }
 
 const errorOf = (f: () => void): NativeError => {

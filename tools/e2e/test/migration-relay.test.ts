@@ -9,6 +9,7 @@ import { VfioUserClient, MigDataRelay, RelayError } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
 import { hash, openFdCount } from '@vfu/native';
 import { Errno } from '@vfu/protocol';
+import { pattern } from '@vfu/qemu-harness';
 import { tempDir, until } from './helpers.ts';
 
 const tmp = tempDir();
@@ -38,17 +39,6 @@ async function peer(mode: string): Promise<{ client: VfioUserClient; out: () => 
   const client = await VfioUserClient.connect(sock);
   clients.push(client);
   return { client, out: () => text.split('\n').filter(Boolean) };
-}
-
-/** The bytes the fake source sends in its `k`-th reply (k from 1). */
-function pattern(len: number, seed: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = seed;
-  for (let i = 0; i < len; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
 }
 
 const relayBetween = (src: VfioUserClient, dst: VfioUserClient) => {
