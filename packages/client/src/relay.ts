@@ -1,5 +1,5 @@
 // Migration data relayed from one server to another without passing through this process.
-import { SplicePipe, SpliceError, recvExact, sendExact } from '@vfu/native';
+import { SplicePipe, SpliceError, ShortIoError, recvExact, sendExact } from '@vfu/native';
 import {
   encode,
   decodeHeader,
@@ -22,6 +22,14 @@ export class RelayError extends Error {
   override readonly name = 'RelayError';
 }
 
+/** What a side's connection is left with when the relay gives it back (Connection.giveBack). */
+interface Leftover {
+  unread?: Uint8Array;
+  skip?: number;
+  owed?: Uint8Array;
+  lost?: boolean; // the stream's place is unknown: the connection is closed
+}
+
 /**
  * MIG_DATA_READ replies relayed as MIG_DATA_WRITEs (vfio-user.rst, "VFIO_USER_MIG_DATA_READ"
  * and "VFIO_USER_MIG_DATA_WRITE"): each reply's header is read and checked here, and its data
@@ -29,18 +37,24 @@ export class RelayError extends Error {
  * hands the pages on instead of copying them into this process and out again.
  *
  * Both connections are lent to the relay (Connection.lend) until close(): nothing else may be
- * sent or awaited on them meanwhile. Each call waits for its peer, blocking this thread, at most
- * `timeoutMs` whenever the peer makes no progress (a chunk takes well under a millisecond between
- * live servers). A source or destination that breaks the protocol, or dies halfway through a
- * message, leaves its stream at an unknown place: close() then closes that connection. The
- * other side's half-relayed message is finished first, so that its stream stays usable.
+ * sent or awaited on them meanwhile. Each call waits for its peers, blocking this thread (timers
+ * and signal handlers wait too), at most `timeoutMs` per message (0 or less: no limit), as a
+ * request's timeout bounds its reply; a chunk takes well under a millisecond between live
+ * servers. After any failure but an error reply the relay is done (close it), and each
+ * connection goes back in step wherever its stream's place is known: what was read of a
+ * message the source has not finished is handed back, what it still has to send is dropped as
+ * it comes, and a write begun to the destination is finished with zeros (the migration has
+ * failed; the driver resets the destination). Only a peer that breaks the protocol leaves its
+ * stream at an unknown place: its connection is closed.
  */
 export class MigDataRelay {
+  readonly timeoutMs: number;
   #readId = -1;
   #readMax = 0;
   #writeId = -1;
-  #srcBroken = false;
-  #dstBroken = false;
+  #src: Leftover = {};
+  #dst: Leftover = {};
+  #failed = false;
   #closed = false;
 
   private constructor(
@@ -49,23 +63,32 @@ export class MigDataRelay {
     readonly srcFd: number,
     readonly dstFd: number,
     readonly pipe: SplicePipe,
-    readonly timeoutMs: number,
-  ) {}
+    timeoutMs: number,
+  ) {
+    this.timeoutMs = timeoutMs > 0 ? timeoutMs : Number.POSITIVE_INFINITY;
+  }
 
   /**
    * A relay between two clients, or null when one cannot be lent now (a request is awaited or
-   * a message half read) or may receive DMA requests from its server (RAM without an fd).
+   * a message half read), may receive DMA requests from its server (RAM without an fd), or no
+   * pipe can be had.
    */
   static open(src: VfioUserClient, dst: VfioUserClient, timeoutMs = 5000): MigDataRelay | null {
     if (src.dmaByMessage || dst.dmaByMessage) return null;
-    const srcFd = src.conn.lend();
-    if (srcFd === null) return null;
-    const dstFd = dst.conn.lend();
-    if (dstFd === null) {
-      src.conn.giveBack();
+    let pipe: SplicePipe;
+    try {
+      pipe = SplicePipe.open(); // first: a failure here must leave no connection lent
+    } catch {
       return null;
     }
-    return new MigDataRelay(src, dst, srcFd, dstFd, SplicePipe.open(), timeoutMs);
+    const srcFd = src.conn.lend();
+    const dstFd = srcFd === null ? null : dst.conn.lend();
+    if (srcFd === null || dstFd === null) {
+      src.conn.giveBack();
+      pipe.close();
+      return null;
+    }
+    return new MigDataRelay(src, dst, srcFd, dstFd, pipe, timeoutMs);
   }
 
   /** Asks the source for its next bytes, at most `max`: the next relay() answers. */
@@ -75,148 +98,198 @@ export class MigDataRelay {
       throw new RangeError(`${max} bytes: more than the destination takes in one message`);
     this.#readId = this.src.nextId();
     this.#readMax = max;
-    this.#onSource(() =>
-      sendExact(this.srcFd, encode.migDataRead(this.#readId, max), this.timeoutMs),
-    );
+    const request = encode.migDataRead(this.#readId, max);
+    this.#step(() => {
+      try {
+        sendExact(this.srcFd, request, this.timeoutMs);
+      } catch (e) {
+        // A request begun is finished (its framing); one not begun is not sent at all.
+        if (e instanceof ShortIoError && e.done > 0) this.#src = { owed: request.subarray(e.done) };
+        throw e;
+      }
+    });
   }
 
   /**
    * Relays the source's answer to the last ask() to the destination as a MIG_DATA_WRITE, and
    * returns its length (0: the source had nothing; nothing is written). An error reply from the
-   * source throws RemoteError (the streams stay in step).
+   * source throws RemoteError, with both streams in step: the relay goes on.
    */
   relay(): number {
     this.#usable();
-    const h = this.#onSource(() => this.#readReplyHeader(this.srcFd, this.#readId, 'source'));
-    if (h.flags & Flag.ERROR) {
-      this.#onSource(() => this.#drop(this.srcFd, h.size - HEADER_SIZE, 'source'));
-      throw new RemoteError(h.error, commandName(Command.MIG_DATA_READ));
-    }
-    const n = this.#onSource(() => this.#readSize(h));
-    if (n === 0) return 0;
-    this.#writeId = this.dst.nextId();
-    // Until the data has moved, a failure leaves the source's reply half read and the
-    // destination's write half sent.
-    this.#srcBroken = this.#dstBroken = true;
-    try {
-      sendExact(this.dstFd, encode.migDataWriteHead(this.#writeId, n), this.timeoutMs);
-      this.pipe.move(this.srcFd, this.dstFd, n, this.timeoutMs);
-    } catch (e) {
-      this.#finishOnLiveSide(e, n);
-      throw e;
-    }
-    this.#srcBroken = this.#dstBroken = false;
-    return n;
-  }
-
-  /**
-   * After a failure in the middle of a relayed message, finishes it on the side that still
-   * works, so that its stream stays in step: the rest of the source's reply is read (the
-   * source can then be set running again), or the destination's write is made up to its
-   * announced length with zeros (which fail its checks: it refuses the write, and the driver
-   * can still reset it).
-   */
-  #finishOnLiveSide(e: unknown, n: number): void {
-    const spliced = e instanceof SpliceError ? e : null;
-    if (spliced?.side === 'source') {
-      const done = this.#fill(this.dstFd, n - spliced.given);
-      if (done) this.#dstBroken = false;
-      return;
-    }
-    if (this.#drain(this.srcFd, n - (spliced?.taken ?? 0))) this.#srcBroken = false;
-  }
-
-  /** Reads and drops `left` bytes; false if the peer fails meanwhile. */
-  #drain(fd: number, left: number): boolean {
-    return this.#inPieces(left, piece => recvExact(fd, piece, this.timeoutMs));
-  }
-
-  /** Writes `left` zero bytes; false if the peer fails meanwhile. */
-  #fill(fd: number, left: number): boolean {
-    return this.#inPieces(left, piece => sendExact(fd, piece, this.timeoutMs));
-  }
-
-  /** Runs `step` over `left` bytes in zeroed pieces of up to 64 KiB; false if a step throws. */
-  #inPieces(left: number, step: (piece: Uint8Array) => void): boolean {
-    const buf = new Uint8Array(Math.min(left, 1 << 16));
-    try {
-      for (let at = 0; at < left; at += buf.length)
-        step(buf.subarray(0, Math.min(buf.length, left - at)));
-      return true;
-    } catch {
-      return false;
-    }
+    const end = this.#deadline();
+    return this.#step(() => {
+      const h = this.#replyHeader(this.srcFd, this.#readId, Command.MIG_DATA_READ, end());
+      if (h.flags & Flag.ERROR) {
+        this.#dropPayload(this.srcFd, h, end());
+        throw new RemoteError(h.error, commandName(Command.MIG_DATA_READ));
+      }
+      const n = this.#dataSize(h, end());
+      if (n > 0) this.#move(n, end);
+      return n;
+    }, true);
   }
 
   /** Waits for the destination's reply to the last relay()'s write (RemoteError if refused). */
   written(): void {
     this.#usable();
-    this.#dstBroken = true;
-    const h = this.#readReplyHeader(this.dstFd, this.#writeId, 'destination');
-    this.#drop(this.dstFd, h.size - HEADER_SIZE, 'destination');
-    this.#dstBroken = false;
-    if (h.flags & Flag.ERROR) throw new RemoteError(h.error, commandName(Command.MIG_DATA_WRITE));
+    const end = this.#deadline();
+    this.#step(() => {
+      const h = this.#replyHeader(this.dstFd, this.#writeId, Command.MIG_DATA_WRITE, end());
+      this.#dropPayload(this.dstFd, h, end());
+      if (h.flags & Flag.ERROR) throw new RemoteError(h.error, commandName(Command.MIG_DATA_WRITE));
+    }, true);
   }
 
-  /**
-   * Gives both connections back. One left mid-message (a failure above) is closed: its peer
-   * sees the connection end rather than a stream it cannot frame.
-   */
+  /** Gives both connections back, each with what the relay left of its stream. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.pipe.close();
-    this.src.conn.giveBack();
-    this.dst.conn.giveBack();
-    if (this.#srcBroken) this.src.conn.close('migration data relay failed mid-message');
-    if (this.#dstBroken) this.dst.conn.close('migration data relay failed mid-message');
+    for (const [client, left] of [
+      [this.src, this.#src],
+      [this.dst, this.#dst],
+    ] as const) {
+      client.conn.giveBack(left);
+      if (left.lost) client.conn.close('migration data relay: the stream lost its place');
+    }
+  }
+
+  /**
+   * Runs one call's work. Any failure ends the relay, except an error reply (RemoteError) when
+   * `errorRepliesGoOn`: that leaves both streams in step.
+   */
+  #step<T>(work: () => T, errorRepliesGoOn = false): T {
+    try {
+      return work();
+    } catch (e) {
+      if (!(errorRepliesGoOn && e instanceof RemoteError)) this.#failed = true;
+      throw e;
+    }
+  }
+
+  /** The data of a reply whose head was read: head to the destination, data by splice. */
+  #move(n: number, end: () => number): void {
+    this.#writeId = this.dst.nextId();
+    const head = encode.migDataWriteHead(this.#writeId, n);
+    try {
+      sendExact(this.dstFd, head, end());
+      this.pipe.move(this.srcFd, this.dstFd, n, end());
+    } catch (e) {
+      this.#leftMidMessage(e, head, n);
+      throw e;
+    }
+  }
+
+  /**
+   * A failure in the middle of a relayed message: the source's connection drops what is left
+   * of its reply as it comes; the destination's finishes the write with zeros, unless it was
+   * the destination that failed.
+   */
+  #leftMidMessage(e: unknown, head: Uint8Array, n: number): void {
+    if (e instanceof SpliceError) {
+      this.#src = { skip: n - e.taken };
+      if (e.side === 'destination') this.#dst = { lost: true };
+      else this.#dst = { owed: new Uint8Array(n - e.given) };
+      return;
+    }
+    this.#src = { skip: n };
+    const sent = e instanceof ShortIoError ? e.done : 0;
+    const owed = new Uint8Array(HEAD - sent + n);
+    owed.set(head.subarray(sent));
+    this.#dst = sent === 0 ? {} : { owed };
   }
 
   #usable(): void {
     if (this.#closed) throw new Error('MigDataRelay: closed');
-    if (this.#srcBroken || this.#dstBroken)
-      throw new RelayError('an earlier relay step failed mid-message');
+    if (this.#failed) throw new RelayError('an earlier relay step failed; close the relay');
+    // A connection closed meanwhile has closed its fd: its number may be another file's now.
+    if (this.src.conn.closed || this.dst.conn.closed)
+      throw new RelayError('a connection was closed while lent to the relay');
   }
 
-  /** Runs a step on the source's stream: if it throws, the stream is at an unknown place. */
-  #onSource<T>(step: () => T): T {
-    this.#srcBroken = true;
-    const r = step();
-    this.#srcBroken = false;
-    return r;
+  /** The remaining time of a budget of timeoutMs that starts now, as a function. */
+  #deadline(): () => number {
+    const end = performance.now() + this.timeoutMs;
+    return () => Math.max(0, end - performance.now());
   }
 
-  #readReplyHeader(fd: number, id: number, who: string): Header {
+  /** Where `fd`'s stream is left (the source's or the destination's). */
+  #leftover(fd: number, left: Leftover): void {
+    if (fd === this.srcFd) this.#src = left;
+    else this.#dst = left;
+  }
+
+  /**
+   * Reads the header of the reply to message `id`. One that does not come in time leaves the
+   * stream in step (whatever of it came goes back to the connection, with the rest).
+   */
+  #replyHeader(
+    fd: number,
+    id: number,
+    cmd: number,
+    timeoutMs: number,
+  ): Header & { raw: Uint8Array } {
+    const who = fd === this.srcFd ? 'source' : 'destination';
     const b = new Uint8Array(HEADER_SIZE);
-    recvExact(fd, b, this.timeoutMs);
-    const h = decodeHeader(b);
+    try {
+      recvExact(fd, b, timeoutMs);
+    } catch (e) {
+      if (e instanceof ShortIoError) this.#leftover(fd, { unread: b.subarray(0, e.done) });
+      throw e;
+    }
+    const h = { ...decodeHeader(b), raw: b };
     const reply = (h.flags & Flag.TYPE_MASK) === Flag.REPLY;
-    if (!reply || h.id !== id || h.size < HEADER_SIZE)
+    if (!reply || h.id !== id || h.cmd !== cmd || h.size < HEADER_SIZE) {
+      this.#leftover(fd, { lost: true });
       throw new RelayError(
         `the ${who} sent ${commandName(h.cmd)} (id ${h.id}, flags 0x${h.flags.toString(16)}, ` +
           `${h.size} bytes) where the reply to message ${id} was due`,
       );
+    }
     return h;
   }
 
-  /** A MIG_DATA_READ reply's argsz and size; its size must be what its header leaves room for. */
-  #readSize(h: Header): number {
-    const f = new Uint8Array(8);
-    if (h.size < HEAD) throw new RelayError(`MIG_DATA_READ reply of ${h.size} bytes: too short`);
-    recvExact(this.srcFd, f, this.timeoutMs);
-    const size = new DataView(f.buffer).getUint32(4, true);
-    if (h.cmd !== Command.MIG_DATA_READ || h.size !== HEAD + size || size > this.#readMax)
+  /** A MIG_DATA_READ reply's data size; it must be what its header leaves room for. */
+  #dataSize(h: Header & { raw: Uint8Array }, timeoutMs: number): number {
+    if (h.size < HEAD) {
+      this.#src = { lost: true };
+      throw new RelayError(`MIG_DATA_READ reply of ${h.size} bytes: too short`);
+    }
+    const head = new Uint8Array(HEAD);
+    head.set(h.raw);
+    try {
+      recvExact(this.srcFd, head.subarray(HEADER_SIZE), timeoutMs);
+    } catch (e) {
+      // The connection frames the reply from what was read and drops it when the rest comes.
+      if (e instanceof ShortIoError) this.#src = { unread: head.subarray(0, HEADER_SIZE + e.done) };
+      throw e;
+    }
+    const fields = head.subarray(HEADER_SIZE);
+    const size = new DataView(fields.buffer, fields.byteOffset).getUint32(4, true);
+    if (h.size !== HEAD + size || size > this.#readMax) {
+      this.#src = { lost: true };
       throw new RelayError(
         `MIG_DATA_READ reply of ${h.size} bytes says ${size} bytes of data ` +
           `(at most ${this.#readMax} were asked for)`,
       );
+    }
     return size;
   }
 
   /** Reads and drops a reply's payload (an error reply's; a write reply has none). */
-  #drop(fd: number, n: number, who: string): void {
+  #dropPayload(fd: number, h: Header, timeoutMs: number): void {
+    const n = h.size - HEADER_SIZE;
     if (n === 0) return;
-    if (n > MAX_ERROR_PAYLOAD) throw new RelayError(`the ${who}'s reply carries ${n} bytes`);
-    recvExact(fd, new Uint8Array(n), this.timeoutMs);
+    if (n > MAX_ERROR_PAYLOAD) {
+      this.#leftover(fd, { skip: n });
+      throw new RelayError(`a reply of ${h.size} bytes where at most 16 were due`);
+    }
+    try {
+      recvExact(fd, new Uint8Array(n), timeoutMs);
+    } catch (e) {
+      if (e instanceof ShortIoError) this.#leftover(fd, { skip: n - e.done });
+      throw e;
+    }
   }
 }

@@ -18,4 +18,4 @@ export { SendQueue } from './send-queue.js';
 export { MappedMemory, memfdCreate, allocate, truncate, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';
 export { hash, copyAndHash } from './hash.js';
-export { recvExact, sendExact, SplicePipe, SpliceError } from './relay.js';
+export { recvExact, sendExact, SplicePipe, SpliceError, ShortIoError } from './relay.js';

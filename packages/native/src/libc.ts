@@ -24,8 +24,13 @@ export const fast = {
 
 /** The waiting socket I/O of c/relay.c: each returns 0 or -errno. */
 export const relayIo = {
-  recvExact: fastpath.func('int vfu_recv_exact(int fd, void *buf, size_t n, int timeout_ms)'),
-  sendExact: fastpath.func('int vfu_send_exact(int fd, const void *buf, size_t n, int timeout_ms)'),
+  recvExact: fastpath.func(
+    'int vfu_recv_exact(int fd, void *buf, uint32_t n, int timeout_ms, _Out_ uint32_t *done)',
+  ),
+  sendExact: fastpath.func(
+    'int vfu_send_exact(int fd, const void *buf, uint32_t n, int timeout_ms, ' +
+      '_Out_ uint32_t *done)',
+  ),
   pipe: fastpath.func('int vfu_relay_pipe(_Out_ int *fds)'),
   spliceExact: fastpath.func(
     'int vfu_splice_exact(int src, int dst, int pipe_r, int pipe_w, uint32_t n, ' +

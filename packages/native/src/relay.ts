@@ -9,17 +9,43 @@ function check(call: string, r: number, detail: string): void {
   if (r < 0) throw new NativeError(call, -r, detail);
 }
 
-/**
- * Reads exactly `buf.length` bytes from a socket, waiting at most `timeoutMs` for each part
- * (ETIMEDOUT), EPIPE if the peer closes first. fds sent with them are closed, never received.
- */
-export function recvExact(fd: number, buf: Uint8Array, timeoutMs: number): void {
-  check('recv', relayIo.recvExact(fd, buf, buf.length, timeoutMs), `${buf.length} bytes`);
+/** The C side's timeout: whole ms from now, clamped; -1 (no limit) for Infinity. */
+function cTimeout(ms: number): number {
+  if (ms === Number.POSITIVE_INFINITY) return -1;
+  return Math.max(0, Math.min(Math.ceil(ms), 2 ** 31 - 1));
 }
 
-/** Writes all of `buf` to a socket, waiting at most `timeoutMs` for room each time. */
+/** A recvExact or sendExact that failed after `done` of its bytes had moved. */
+export class ShortIoError extends NativeError {
+  constructor(
+    syscall: string,
+    errno: number,
+    detail: string,
+    readonly done: number,
+  ) {
+    super(syscall, errno, detail);
+  }
+}
+
+function exact(call: 'recv' | 'send', fd: number, buf: Uint8Array, timeoutMs: number): void {
+  const done = [0];
+  const io = call === 'recv' ? relayIo.recvExact : relayIo.sendExact;
+  const r = io(fd, buf, buf.length, cTimeout(timeoutMs), done);
+  if (r < 0) throw new ShortIoError(call, -r, `${done[0]} of ${buf.length} bytes`, done[0]);
+}
+
+/**
+ * Reads exactly `buf.length` bytes from a socket within `timeoutMs` (Infinity: no limit) or
+ * throws ShortIoError (ETIMEDOUT, EPIPE if the peer closes first) saying how many came. fds
+ * sent with them are closed, never received.
+ */
+export function recvExact(fd: number, buf: Uint8Array, timeoutMs: number): void {
+  exact('recv', fd, buf, timeoutMs);
+}
+
+/** Writes all of `buf` to a socket within `timeoutMs`, or throws ShortIoError. */
 export function sendExact(fd: number, buf: Uint8Array, timeoutMs: number): void {
-  check('send', relayIo.sendExact(fd, buf, buf.length, timeoutMs), `${buf.length} bytes`);
+  exact('send', fd, buf, timeoutMs);
 }
 
 /**
@@ -54,9 +80,9 @@ export class SplicePipe {
   }
 
   /**
-   * Moves exactly `n` bytes (below 4 GiB) from socket `src` to socket `dst`, waiting at most
-   * `timeoutMs` whenever neither can go on; throws SpliceError. After a failure the pipe may
-   * hold bytes of the stream: it refuses to move more (open another).
+   * Moves exactly `n` bytes (below 4 GiB) from socket `src` to socket `dst` within `timeoutMs`
+   * (Infinity: no limit), or throws SpliceError. After a failure the pipe may hold bytes of the
+   * stream: it refuses to move more (open another).
    */
   move(src: number, dst: number, n: number, timeoutMs: number): void {
     if (this.#spoiled) throw new Error('SplicePipe: an earlier move failed; open another pipe');
@@ -64,7 +90,8 @@ export class SplicePipe {
     const moved = [0, 0],
       dstFailed = [0];
     const pipe = [this.readEnd.fd, this.writeEnd.fd];
-    const e = relayIo.spliceExact(src, dst, pipe[0], pipe[1], n, timeoutMs, moved, dstFailed);
+    const ms = cTimeout(timeoutMs);
+    const e = relayIo.spliceExact(src, dst, pipe[0], pipe[1], n, ms, moved, dstFailed);
     if (e === 0) return;
     this.#spoiled = true;
     const side = dstFailed[0] ? 'destination' : 'source';

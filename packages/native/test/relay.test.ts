@@ -11,6 +11,7 @@ import {
   eventfdCreate,
   MessageSocket,
   type NativeError,
+  type ShortIoError,
   type OwnedFd,
 } from '@vfu/native';
 import { pattern } from './fixtures/pattern.mjs';
@@ -24,7 +25,7 @@ function peer(fd: OwnedFd, ...args: string[]): { child: ChildProcess; out: Promi
   });
   let text = '';
   child.stdout!.on('data', d => (text += d));
-  const out = new Promise<string>(res => child.once('exit', () => res(text)));
+  const out = new Promise<string>(res => child.once('close', () => res(text))); // stdio closed too
   return { child, out };
 }
 
@@ -83,6 +84,20 @@ describe('SplicePipe, recvExact, sendExact (c/relay.c)', () => {
     pipe.close();
     for (const fd of [srcNear, dstNear, dstFar]) fd.close();
     expect(openFdCount()).toBe(before);
+  });
+
+  it('bounds a whole call by its timeout, however the peer trickles', async () => {
+    const [near, far] = socketPair();
+    const trickler = peer(far, 'trickle', '40', '50'); // a byte every 50 ms for 2 s
+    far.close();
+    // A wait restarted by each byte would see all 40 come (2 s, but never 400 ms without one).
+    const e = errorOf(() => recvExact(near.fd, new Uint8Array(40), 400));
+    expect(e.code).toBe('ETIMEDOUT');
+    expect((e as ShortIoError).done).toBeGreaterThan(0);
+    expect((e as ShortIoError).done).toBeLessThan(40);
+    trickler.child.kill();
+    await trickler.out;
+    near.close();
   });
 
   it('ends a wait with ETIMEDOUT or EPIPE, and a pipe that failed refuses to go on', () => {

@@ -238,11 +238,25 @@ export class Connection {
     return this.#sock.fd;
   }
 
-  /** Ends a lend(): reading resumes where the borrower left the stream. */
-  giveBack(): void {
+  /**
+   * Ends a lend(). A borrower that stopped in the middle of a message says what it leaves:
+   * `unread`, the bytes it read of a message whose rest is still in the socket (they are framed
+   * with what follows); or `skip`, how many bytes of the message it leaves there (read and
+   * dropped); and `owed`, the rest of a message it began sending (sent before anything else).
+   */
+  giveBack(left: { unread?: Uint8Array; skip?: number; owed?: Uint8Array } = {}): void {
     if (!this.#lent) return;
     this.#lent = false;
-    if (!this.#closed) this.#watch.wantReadable(true);
+    if (this.#closed) return;
+    if (left.owed?.length) this.#queueSend(left.owed);
+    if (left.unread?.length) {
+      this.#in.set(left.unread, 0);
+      this.#start = 0;
+      this.#end = left.unread.length;
+    }
+    this.#skip = left.skip ?? 0;
+    if (!this.backlogged) this.#watch.wantReadable(true);
+    if (this.#end > this.#start) this.#batch(() => this.#parse());
   }
 
   get closed(): boolean {

@@ -202,6 +202,43 @@ describe('Connection framing', () => {
     rawFd.close();
   });
 
+  it('takes back what a borrower left mid-message: bytes read, to skip, and owed', async () => {
+    const { conn, raw, rawFd, got } = pair();
+    const m = encode.regionRead(5, { region: 0, offset: 0, count: 4 });
+    // The borrower read 10 bytes of a message: they are framed with the rest.
+    let fd = conn.lend()!;
+    raw.send(m);
+    const part = new Uint8Array(10);
+    recvExact(fd, part, 1000);
+    conn.giveBack({ unread: part });
+    await until(() => got.length === 1);
+    expect(got[0].header).toMatchObject({ id: 5, size: m.length });
+    // It read a header and leaves the body: the body is dropped, the next message delivered.
+    fd = conn.lend()!;
+    const body = encode.regionWrite(6, {
+      region: 0,
+      offset: 0,
+      count: 0,
+      data: new Uint8Array(99),
+    });
+    raw.send(body);
+    raw.send(encode.regionRead(7, { region: 0, offset: 0, count: 4 }));
+    recvExact(fd, new Uint8Array(HEADER_SIZE), 1000);
+    conn.giveBack({ skip: body.length - HEADER_SIZE });
+    await until(() => got.length === 2);
+    expect(got[1].header.id).toBe(7);
+    // It began a message: the rest goes out before anything else.
+    conn.lend();
+    conn.giveBack({ owed: Uint8Array.from([1, 2, 3]) });
+    conn.send(m);
+    const out = new Uint8Array(3 + m.length);
+    recvExact(rawFd.fd, out, 1000);
+    expect([...out.subarray(0, 3)]).toEqual([1, 2, 3]);
+    expect(Buffer.compare(out.subarray(3), m)).toBe(0);
+    conn.close();
+    rawFd.close();
+  });
+
   it('flags a message with more fds than max_msg_fds', async () => {
     const { conn, raw, rawFd, got } = pair();
     const fds = Array.from({ length: 9 }, () => eventfdCreate());

@@ -18,6 +18,8 @@ const RUNNING = 2;
 const sizes = (process.env.BENCH_SIZES ?? '64M,1G').split(',');
 const protocols = (process.env.BENCH_PROTOCOLS ?? 'v2,v1').split(',') as ('v1' | 'v2')[];
 const spread = process.env.BENCH_SPREAD === '1';
+/** v2's data path between the two servers: 'splice' (vfu-migrate's default) or 'copy'. */
+const dataPath = process.env.BENCH_DATA_PATH === 'copy' ? 'copy' : 'splice';
 const bytesOf = (s: string) => Number(s.slice(0, -1)) * (s.endsWith('G') ? 2 ** 30 : 2 ** 20);
 const c = buildC();
 const stubSock = join(dir, 'stub-m.sock');
@@ -28,7 +30,7 @@ const placement = spread
     ? `all on CPU ${process.env.BENCH_PINNED}`
     : 'unpinned';
 console.log(
-  `migration of edu: data phase GiB/s and downtime (${placement}); ` +
+  `migration of edu: data phase GiB/s and downtime (${placement}; v2 data by ${dataPath}); ` +
     'floors = C pulling the same bytes in 64 KiB / 1 MiB messages',
 );
 console.log(
@@ -85,6 +87,7 @@ for (const size of sizes) {
         const cpu0 = [cpuMs(a.proc.pid!), cpuMs(process.pid), cpuMs(b.proc.pid!)];
         const r = await migrate(src, dst, {
           protocol,
+          dataPath,
           workload: wl?.round,
           downtimeLimitMs: 100,
           maxIterations: 5,

@@ -41,8 +41,8 @@ async function peer(mode: string): Promise<{ client: VfioUserClient; out: () => 
   return { client, out: () => text.split('\n').filter(Boolean) };
 }
 
-const relayBetween = (src: VfioUserClient, dst: VfioUserClient) => {
-  const relay = MigDataRelay.open(src, dst, 2000);
+const relayBetween = (src: VfioUserClient, dst: VfioUserClient, timeoutMs = 2000) => {
+  const relay = MigDataRelay.open(src, dst, timeoutMs);
   if (!relay) throw new Error('no relay');
   return relay;
 };
@@ -155,23 +155,27 @@ describe('MigDataRelay', () => {
     relay.ask(MIB);
     expect(() => relay.relay()).toThrow(/EPIPE|ECONNRESET/);
     relay.close();
-    expect(dst.client.conn.closed).toBe(true);
+    await until(() => dst.client.conn.closed, 'the hang-up seen');
     expect(src.client.conn.closed).toBe(false);
-    // The source's next reply is its second (1000 bytes): the first was read to its end.
+    // The source's next reply is its second (1000 bytes): the rest of the first was dropped.
     expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
   });
 
-  it('a destination dying before its reply: that one closes, the source goes on', async () => {
-    const src = await peer('source-good'),
-      dst = await peer('dest-dies');
-    const relay = relayBetween(src.client, dst.client);
-    relay.ask(MIB);
-    expect(relay.relay()).toBe(MIB); // all of it fits the socket's buffer
-    expect(() => relay.written()).toThrow(/EPIPE|ECONNRESET/);
-    relay.close();
-    expect(dst.client.conn.closed).toBe(true);
-    expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
-  });
+  for (const source of ['source-good', 'source-trickle'])
+    it(`a destination dying mid-write (${source}): the source stays in step`, async () => {
+      const src = await peer(source),
+        dst = await peer('dest-dies');
+      const relay = relayBetween(src.client, dst.client);
+      relay.ask(MIB);
+      // Where it fails depends on how much the socket took before the destination left.
+      expect(() => {
+        relay.relay();
+        relay.written();
+      }).toThrow(/EPIPE|ECONNRESET/);
+      relay.close();
+      await until(() => dst.client.conn.closed, 'the hang-up seen');
+      expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
+    });
 
   it('a source dying mid-data: the write is made up with zeros, in step', async () => {
     const src = await peer('source-dies'),
@@ -180,7 +184,7 @@ describe('MigDataRelay', () => {
     relay.ask(MIB);
     expect(() => relay.relay()).toThrow(/EPIPE|ECONNRESET.*the source failed/);
     relay.close();
-    expect(src.client.conn.closed).toBe(true);
+    await until(() => src.client.conn.closed, 'the hang-up seen');
     expect(dst.client.conn.closed).toBe(false);
     const made = new Uint8Array(MIB);
     made.set(pattern(MIB, 1).subarray(0, 65536));
@@ -195,6 +199,53 @@ describe('MigDataRelay', () => {
     const pending = src.client.migDataRead(MIB);
     expect(MigDataRelay.open(src.client, dst.client)).toBeNull();
     expect((await pending).length).toBe(MIB);
-    expect(MigDataRelay.open(dst.client, src.client)).not.toBeNull();
+    const relay = MigDataRelay.open(dst.client, src.client);
+    expect(relay).not.toBeNull();
+    relay!.close();
+  });
+
+  it('a source that answers late: a timeout, then its connection goes on in step', async () => {
+    const src = await peer('source-late'),
+      dst = await peer('dest-good');
+    const relay = relayBetween(src.client, dst.client, 500);
+    relay.ask(MIB);
+    expect(() => relay.relay()).toThrow(/ETIMEDOUT/);
+    expect(() => relay.ask(MIB)).toThrow(/failed; close the relay/);
+    relay.close();
+    // The late reply is dropped when it comes; the next request gets its own.
+    expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
+    await dst.client.migDataWrite(new Uint8Array(10));
+  });
+
+  it('a source that stops mid-data: the write is finished with zeros, both go on', async () => {
+    const src = await peer('source-pause'),
+      dst = await peer('dest-good');
+    const relay = relayBetween(src.client, dst.client, 500);
+    relay.ask(MIB);
+    expect(() => relay.relay()).toThrow(/ETIMEDOUT.*the source failed/);
+    relay.close();
+    await until(() => dst.out().length === 1, 'the write printed');
+    expect(JSON.parse(dst.out()[0]).n).toBe(MIB);
+    await dst.client.migDataWrite(new Uint8Array(10));
+    expect(await src.client.migDataRead(MIB)).toEqual(pattern(1000, 2));
+  });
+
+  it('takes a timeout of 0 as none, as the client does', async () => {
+    const src = await peer('source-late'),
+      dst = await peer('dest-good');
+    const relay = relayBetween(src.client, dst.client, 0);
+    relay.ask(MIB);
+    expect(relay.relay()).toBe(MIB);
+    relay.written();
+    relay.close();
+  });
+
+  it('refuses to go on once a lent connection was closed under it', async () => {
+    const src = await peer('source-good'),
+      dst = await peer('dest-good');
+    const relay = relayBetween(src.client, dst.client);
+    src.client.conn.close('test');
+    expect(() => relay.ask(MIB)).toThrow(/closed while lent/);
+    relay.close();
   });
 });

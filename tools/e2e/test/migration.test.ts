@@ -78,7 +78,12 @@ async function eduView(c: VfioUserClient) {
   return { regs, mem, cfg };
 }
 
-describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol => {
+// v2's data goes by splice between two servers of this process unless dataPath says copy.
+describe.each([
+  { protocol: 'v2', dataPath: 'splice' },
+  { protocol: 'v2', dataPath: 'copy' },
+  { protocol: 'v1', dataPath: 'copy' },
+] as const)('live migration of edu over $protocol ($dataPath)', ({ protocol, dataPath }) => {
   // The destination works afterwards.
   it('moves registers, DMA buffer and memory dirtied in pre-copy', async () => {
     const [, , src, dst] = await pair('edu', ['--memory', '1M']);
@@ -87,6 +92,7 @@ describe.each(['v2', 'v1'] as const)('live migration of edu over %s', protocol =
     const progress: { bytes: number; pending: number; phase: string }[] = [];
     const rep = await migrate(src, dst, {
       protocol,
+      dataPath,
       workload: wl.round,
       maxIterations: 3,
       downtimeLimitMs: 1,
