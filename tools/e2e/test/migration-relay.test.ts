@@ -3,7 +3,6 @@
 // since the relay blocks its thread while it waits for them.
 import { describe, it, expect, afterEach } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VfioUserClient, MigDataRelay, RelayError } from '@vfu/client';
 import { RemoteError } from '@vfu/transport';
@@ -35,10 +34,10 @@ async function peer(mode: string): Promise<{ client: VfioUserClient; out: () => 
   procs.push(proc);
   let text = '';
   proc.stdout!.on('data', d => (text += d));
-  await until(() => existsSync(sock), `${mode} listening`);
+  await until(() => text.startsWith('listening\n'), `${mode} listening`);
   const client = await VfioUserClient.connect(sock);
   clients.push(client);
-  return { client, out: () => text.split('\n').filter(Boolean) };
+  return { client, out: () => text.split('\n').slice(1).filter(Boolean) };
 }
 
 const relayBetween = (src: VfioUserClient, dst: VfioUserClient, timeoutMs = 2000) => {

@@ -62,16 +62,16 @@ describe('a stop waits for the I/O under way', () => {
 
     await c.write32(Region.BAR0, 0, 1);
     expect(await c.read32(Region.BAR0, 0)).toBe(1);
-    let answered = false;
+    // Each answer is noted in its request's first callback: when both come in one read, the
+    // callbacks run in the order the answers came (a callback chained later would run last).
+    const order: string[] = [];
     const stop = c.setState(MigState.STOP).then(() => {
-      answered = true;
+      order.push('stop');
     });
     await until(async () => (await migrationState()) === 'STOP', 'the server to take STOP');
-    expect(answered).toBe(false); // the device is stopped, but its write is still under way
+    expect(order).toEqual([]); // the device is stopped, but its write is still under way
     // A request sent now waits behind the stop: its answer comes after the stop's. The server
     // has read it (nothing left unread on the socket) before the I/O is released.
-    const order: string[] = [];
-    void stop.then(() => order.push('stop'));
     const read = c.read32(Region.BAR0, 4).then(v => {
       order.push('read');
       return v;
