@@ -1,5 +1,6 @@
 // Migration of edu with device memory, v2 and v1: data-phase throughput and downtime, cold (the
-// first migration between two fresh servers) and warm (a second one between the same servers),
+// first migration between two fresh servers), warm (a second one between the same servers) and
+// third (the JIT has compiled the per-chunk code by then: see tools/bench/README.md),
 // idle, mapped (a client maps the memory and writes nothing, as QEMU maps every BAR) and (v2) with
 // a workload dirtying memory through its mapping. The floor is the C client pulling the same
 // number of bytes from the C stub in 64 KiB and in 1 MiB REGION_READs (vfio-user framing over
@@ -82,8 +83,8 @@ for (const size of sizes) {
         dst = await VfioUserClient.connect(b.socket);
       // mapped: a client maps the memory (as QEMU maps every BAR) and writes nothing.
       const wl = load === 'idle' ? null : await memoryWorkload(src, load === 'mapped' ? 0 : 1024);
-      for (const run of ['cold', 'warm']) {
-        if (run === 'warm') await src.setState(RUNNING); // the same servers, a second time
+      for (const run of ['cold', 'warm', 'third']) {
+        if (run !== 'cold') await src.setState(RUNNING); // the same servers again
         const cpu0 = [cpuMs(a.proc.pid!), cpuMs(process.pid), cpuMs(b.proc.pid!)];
         const r = await migrate(src, dst, {
           protocol,
