@@ -61,6 +61,7 @@ export const c = {
   memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
   fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
+  lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   setsockopt: libc.func(
     'int setsockopt(int fd, int level, int name, const int *value, uint32_t len)',

@@ -125,3 +125,17 @@ export function allocate(fd: number, offset: number, len: number): void {
 export function truncate(fd: number, size: number): void {
   if (c.ftruncate(fd, size) < 0) throw new NativeError('ftruncate', errno());
 }
+
+const SEEK_DATA = 3;
+
+/**
+ * Whether bytes [offset, offset + len) of a memfd (or other file) were never written: no page
+ * backs them, so they read as zeros (lseek's SEEK_DATA finds no data before their end).
+ */
+export function isHole(fd: number, offset: number, len: number): boolean {
+  const at = Number(c.lseek(fd, offset, SEEK_DATA));
+  if (at >= 0) return at >= offset + len;
+  const e = errno();
+  if (e === E.ENXIO) return true; // no data at or after `offset`
+  throw new NativeError('lseek', e, `SEEK_DATA at ${offset}`);
+}

@@ -7,6 +7,7 @@ import {
   socketPair,
   MessageSocket,
   memfdCreate,
+  isHole,
   MappedMemory,
   eventfdCreate,
   eventfdWrite,
@@ -108,6 +109,24 @@ describe('fd passing on one machine', () => {
 });
 
 describe('memory and eventfds', () => {
+  it('tells never-written ranges of a memfd from written ones', () => {
+    const fd = memfdCreate('holes', 1 << 20);
+    const map = MappedMemory.map(fd.fd, 0, 1 << 20);
+    try {
+      expect(isHole(fd.fd, 0, 1 << 20)).toBe(true);
+      map.bytes(65_536 + 100, 1)[0] = 7; // one byte written: its page is data now
+      expect(isHole(fd.fd, 0, 65_536)).toBe(true);
+      expect(isHole(fd.fd, 0, 65_536 + 101)).toBe(false);
+      expect(isHole(fd.fd, 65_536, 4096)).toBe(false);
+      expect(isHole(fd.fd, 65_536 + 4096, 4096)).toBe(true);
+      map.bytes(200_000, 1)[0]; // reading a hole through a shared mapping gives it a page
+      expect(isHole(fd.fd, 196_608, 4096)).toBe(false);
+    } finally {
+      map.release();
+      fd.close();
+    }
+  });
+
   it('maps a memfd; stale views read zeros after release instead of crashing', () => {
     const m = memfdCreate('map', 8192);
     const a = MappedMemory.map(m.fd, 0, 8192),

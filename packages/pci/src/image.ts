@@ -52,6 +52,7 @@ export function deviceImage<S extends Schema>(dev: PciDevice<S>): DeviceImage {
       size: m.size,
       bytes: m.view,
       writes: { blockSize: WRITE_BLOCK, flags: () => m.writes() },
+      isHole: (offset: number, len: number) => m.isHole(offset, len),
     })),
   };
 }

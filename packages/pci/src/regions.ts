@@ -1,6 +1,6 @@
 // What a region is to the device kit: a size, a way to read and write it, and optionally
 // pages the client may map directly (memfd + sparse mmap areas), so hot pages skip the socket.
-import { MappedMemory, memfdCreate, allocate, type OwnedFd } from '@vfu/native';
+import { MappedMemory, memfdCreate, allocate, isHole, type OwnedFd } from '@vfu/native';
 import { isPow2 } from './bits.js';
 
 export interface RegionHandler {
@@ -192,6 +192,8 @@ export interface SharedMemory extends RegionHandler {
    * downtime.
    */
   prefault(): void;
+  /** Whether [offset, offset + len) was never written (no page backs it: it reads as zeros). */
+  isHole(offset: number, len: number): boolean;
   release(): void;
 }
 
@@ -233,6 +235,7 @@ export function sharedMemory(
       allocate(fd.fd, 0, size);
       map.populate();
     },
+    isHole: (offset, len) => isHole(fd.fd, offset, len),
     release() {
       map.release();
       fd.close();

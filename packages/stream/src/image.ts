@@ -41,5 +41,10 @@ export interface DeviceImage {
      * whose flag is 0, instead of comparing every byte.
      */
     writes?: { blockSize: number; flags(): Uint8Array | null };
+    /**
+     * Whether [offset, offset + len) was never written, so that it reads as zeros without
+     * being read (a memfd's hole: reading it through a mapping would give it pages). Optional.
+     */
+    isHole?(offset: number, len: number): boolean;
   }[];
 }

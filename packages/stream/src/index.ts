@@ -14,7 +14,7 @@ export {
   type StreamHeader,
 } from './format.js';
 export type { DeviceImage } from './image.js';
-export { SaveSession, PAGE } from './save.js';
+export { SaveSession, PAGE, newShadow, type Shadow } from './save.js';
 export { LoadSession, StreamError } from './load.js';
 export { RecordFramer, RecordError, type MemoryRecordSink } from './records.js';
 export { V1SaveIteration } from './v1-iteration.js';

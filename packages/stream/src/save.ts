@@ -1,6 +1,6 @@
 // Producing a device's stream (the source side): the initial pass over memories, then only the
 // pages that changed (found by comparing with what was sent), and at stop-copy the final state.
-import { copyAndHash } from '@vfu/native';
+import { copyAndHash, hash } from '@vfu/native';
 import { record, headerPayload, memoryRecord, Rec, RECORD_OVERHEAD } from './format.js';
 import type { DeviceImage } from './image.js';
 
@@ -21,12 +21,29 @@ interface MemRecord {
 }
 type Item = Uint8Array | MemRecord;
 
+/**
+ * What a source last sent of one memory, kept across sessions by the caller: `bytes` (compared
+ * with the memory to find changed pages) and `zero`, one flag per RUN-sized block, 1 while the
+ * block is known to be all zero (a fresh shadow is; a block copied into is no longer known).
+ */
+export interface Shadow {
+  bytes: Uint8Array;
+  zero: Uint8Array;
+}
+
+export function newShadow(size: number): Shadow {
+  return { bytes: new Uint8Array(size), zero: new Uint8Array(Math.ceil(size / RUN)).fill(1) };
+}
+
+/** The bytes of a never-written run of memory, sent without reading it (at most RUN long). */
+const ZEROS = new Uint8Array(RUN);
+
 export class SaveSession {
   #queue: Item[] = [];
   #out = new Uint8Array(0); // reused for read() results
   #queued = 0;
   #head = 0; // bytes of #queue[0] already read
-  #sent: Uint8Array[]; // what the destination has of each memory (to find changed pages)
+  #sent: Shadow[]; // what the destination has of each memory (to find changed pages)
   #cursor: { mem: number; off: number } | null = { mem: 0, off: 0 }; // initial pass position
   #dirty: { mem: number; pages: number[] }[] = [];
   #stopped = false;
@@ -37,19 +54,19 @@ export class SaveSession {
   bytesOut = 0;
 
   /**
-   * `shadows`, if given, are buffers (one per memory, of its size) kept across sessions by the
+   * `shadows`, if given (one per memory, newShadow(its size)), are kept across sessions by the
    * caller, so that a new session does not allocate and fault in a copy of every memory again.
    */
   constructor(
     readonly image: DeviceImage,
     readonly maxChunk = 1 << 20,
-    shadows?: Uint8Array[],
+    shadows?: Shadow[],
   ) {
     this.#push(record(Rec.HEADER, headerPayload(image)));
     // A shadow's bytes matter only where this session has sent them (scans stop at the first
     // pass's cursor, and every page before it was copied in by #emit): no clearing, which on a
     // fresh 1 GiB shadow would fault in every page inside the request that starts the session.
-    this.#sent = shadows ?? image.memories.map(m => new Uint8Array(m.size));
+    this.#sent = shadows ?? image.memories.map(m => newShadow(m.size));
     // Seen writes are counted from here: every page this session sends is copied after this.
     for (const m of image.memories) m.writes?.flags()?.fill(0);
     this.#initialLeft = image.memories.reduce((a, m) => a + m.size, 0);
@@ -166,7 +183,7 @@ export class SaveSession {
    */
   #compareBlock(mem: number, blk: number, n: number): number {
     const m = this.image.memories[mem],
-      sent = this.#sent[mem];
+      sent = this.#sent[mem].bytes;
     const flags = m.writes?.flags() ?? null,
       bs = m.writes?.blockSize ?? 1;
     const first = Math.floor(blk / bs),
@@ -175,6 +192,8 @@ export class SaveSession {
       if (!flags.subarray(first, end).includes(1)) return 0;
       flags.fill(0, first, end);
     }
+    // Zero on both sides, and the memory's side not even read (which would give it pages).
+    if (this.#zeroOnBothSides(mem, blk, n)) return 0;
     if (Buffer.compare(m.bytes(blk, n), sent.subarray(blk, blk + n)) === 0) return 0;
     const pages = this.#dirty[mem].pages;
     let found = 0;
@@ -323,9 +342,33 @@ export class SaveSession {
    * concurrent write by the client can neither break the check nor hide from the next scan.
    */
   #emit(mem: number, off: number, len: number): void {
-    const shadow = this.#sent[mem].subarray(off, off + len);
+    if (this.#zeroOnBothSides(mem, off, len)) {
+      // Never written, and the shadow already holds its zeros: the record's bytes are zeros
+      // too, and the memory is not read (which would give every page of it a page).
+      const zeros = ZEROS.subarray(0, len);
+      this.#push({ ...memoryRecord(mem, off, zeros, hash(zeros)), data: zeros });
+      return;
+    }
+    const { bytes, zero } = this.#sent[mem];
+    zero.fill(0, Math.floor(off / RUN), Math.floor((off + len - 1) / RUN) + 1);
+    const shadow = bytes.subarray(off, off + len);
     const sum = copyAndHash(shadow, this.image.memories[mem].bytes(off, len));
     this.#push({ ...memoryRecord(mem, off, shadow, sum), data: shadow });
+  }
+
+  /**
+   * Whether bytes [off, off + len) (at most RUN of them) are zero in the shadow, known without
+   * reading it, and never written in the memory. A write after this look is found by a later
+   * scan: the memory then has data where the shadow has zeros.
+   */
+  #zeroOnBothSides(mem: number, off: number, len: number): boolean {
+    const isHole = this.image.memories[mem].isHole;
+    if (!isHole || len > RUN) return false;
+    const zero = this.#sent[mem].zero;
+    const first = Math.floor(off / RUN),
+      last = Math.floor((off + len - 1) / RUN);
+    if (!zero[first] || !zero[last]) return false;
+    return isHole.call(this.image.memories[mem], off, len);
   }
 }
 

@@ -10,7 +10,14 @@ import {
   type RegionCap,
 } from '@vfu/protocol';
 import { MigrationStateMachine, MigFlag, S, stateName, type State } from '@vfu/fsm';
-import { SaveSession, LoadSession, StreamError, encodeState } from '@vfu/stream';
+import {
+  SaveSession,
+  LoadSession,
+  StreamError,
+  encodeState,
+  newShadow,
+  type Shadow,
+} from '@vfu/stream';
 import { deviceImage, type PciDevice, type RegionHandler } from '@vfu/pci';
 import type { HandlerTable } from '../handlers.js';
 import { featureHandlers } from './features.js';
@@ -255,13 +262,13 @@ export class Migration implements MigrationHost {
     this.set(S.RUNNING);
   }
 
-  #shadows: Uint8Array[] | null = null;
+  #shadows: Shadow[] | null = null;
   #undo: Uint8Array[] | null = null;
   #startSave(): void {
     this.#endSessions();
     // Shadows of what was sent are kept across sessions: allocating and faulting in a copy of
     // every memory per migration would cost more than the migration's own copying.
-    this.#shadows ??= [...this.device.memories.values()].map(m => new Uint8Array(m.size));
+    this.#shadows ??= [...this.device.memories.values()].map(m => newShadow(m.size));
     this.save = new SaveSession(deviceImage(this.device), 1 << 20, this.#shadows);
   }
 
