@@ -1,8 +1,9 @@
 // Migration of edu with device memory, v2 and v1: data-phase throughput and downtime, cold (the
 // first migration between two fresh servers), warm (a second one between the same servers) and
-// third (the JIT has compiled the per-chunk code by then: see tools/bench/README.md),
-// idle, mapped (a client maps the memory and writes nothing, as QEMU maps every BAR) and (v2) with
-// a workload dirtying memory through its mapping. The floor is the C client pulling the same
+// third (the JIT has compiled the per-chunk code by then: see tools/bench/README.md); sparse
+// (memory never written), idle (written once, then left alone), mapped (written, then a client
+// maps it and writes nothing, as QEMU maps every BAR) and (v2) with a workload dirtying memory
+// through its mapping. The floor is the C client pulling the same
 // number of bytes from the C stub in 64 KiB and in 1 MiB REGION_READs (vfio-user framing over
 // the same socket kind). BENCH_SPREAD=1 puts the servers on CPU 0 and the driver on CPU 1
 // (default: all on the CPU run.sh pinned). Downtime is set beside the memory bandwidth: a C
@@ -54,6 +55,21 @@ console.log(
   'CPU ms src/drv/dst'.padStart(19),
 );
 
+/**
+ * sparse: memory never written (a memfd's holes, sent as zeros without being read); the others
+ * write all of it first, through REGION_WRITEs (seen by the server), as a guest that used it.
+ */
+const LOADS = ['sparse', 'idle', 'mapped', 'dirtying'];
+
+/** Writes every byte of edu's memory BAR (region 2) in 1 MiB REGION_WRITEs. */
+async function fillMemory(c: VfioUserClient, size: number): Promise<void> {
+  const chunk = new Uint8Array(1 << 20);
+  for (let off = 0; off < size; off += chunk.length) {
+    chunk.fill(1 + ((off >> 20) % 255));
+    await c.regionWrite(2, off, chunk);
+  }
+}
+
 async function server(name: string, size: string): Promise<ServerProcess> {
   const args = ['--device', 'edu', '--memory', size, '--on-disconnect', 'keep'];
   const p = await startServer(join(dir, name), [...args, '--log-level', 'error']);
@@ -76,13 +92,15 @@ for (const size of sizes) {
       '(x cmp = downtime / memcmp)',
   );
   for (const protocol of protocols)
-    for (const load of protocol === 'v2' ? ['idle', 'mapped', 'dirtying'] : ['idle', 'mapped']) {
+    for (const load of protocol === 'v2' ? LOADS : LOADS.filter(l => l !== 'dirtying')) {
       const a = await server(`a${k}.sock`, size);
       const b = await server(`b${k++}.sock`, size);
       const src = await VfioUserClient.connect(a.socket),
         dst = await VfioUserClient.connect(b.socket);
+      if (load !== 'sparse') await fillMemory(src, bytes);
       // mapped: a client maps the memory (as QEMU maps every BAR) and writes nothing.
-      const wl = load === 'idle' ? null : await memoryWorkload(src, load === 'mapped' ? 0 : 1024);
+      const still = load === 'idle' || load === 'sparse';
+      const wl = still ? null : await memoryWorkload(src, load === 'mapped' ? 0 : 1024);
       for (const run of ['cold', 'warm', 'third']) {
         if (run !== 'cold') await src.setState(RUNNING); // the same servers again
         const cpu0 = [cpuMs(a.proc.pid!), cpuMs(process.pid), cpuMs(b.proc.pid!)];
