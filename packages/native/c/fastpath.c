@@ -166,3 +166,19 @@ uint32_t vfu_copy_hash(uint8_t *dst, const uint8_t *src, size_t n) {
   memcpy(dst + whole, src + whole, n - whole);
   return lanes_final(lane, dst + whole, n - whole, n);
 }
+
+/** Whether all `n` bytes are zero (stops at the first 256-byte stretch that is not). */
+int vfu_is_zero(const uint8_t *p, size_t n) {
+  size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    uint64_t acc = 0;
+    for (int k = 0; k < 32; k++)
+      acc |= load64(p + i + 8 * k);
+    if (acc)
+      return 0;
+  }
+  for (; i < n; i++)
+    if (p[i])
+      return 0;
+  return 1;
+}

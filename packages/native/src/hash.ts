@@ -24,3 +24,8 @@ function overlap(a: Uint8Array, b: Uint8Array): boolean {
   if (a.buffer !== b.buffer) return false;
   return a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
 }
+
+/** Whether every byte of `src` is zero. */
+export function isZero(src: Uint8Array): boolean {
+  return fast.isZero(src, src.length) === 1;
+}

@@ -17,5 +17,5 @@ export { FdWatcher } from './watch.js';
 export { SendQueue } from './send-queue.js';
 export { MappedMemory, memfdCreate, allocate, truncate, isHole, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';
-export { hash, copyAndHash } from './hash.js';
+export { hash, copyAndHash, isZero } from './hash.js';
 export { recvExact, sendExact, SplicePipe, SpliceError, ShortIoError } from './relay.js';

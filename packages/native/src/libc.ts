@@ -20,6 +20,7 @@ const fastpath = koffi.load(fastpathPath);
 export const fast = {
   hash: fastpath.func('uint32_t vfu_hash(const void *src, size_t n)'),
   copyHash: fastpath.func('uint32_t vfu_copy_hash(void *dst, const void *src, size_t n)'),
+  isZero: fastpath.func('int vfu_is_zero(const void *src, size_t n)'),
 };
 
 /** The waiting socket I/O of c/relay.c: each returns 0 or -errno. */

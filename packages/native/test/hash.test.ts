@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { hash, copyAndHash, memfdCreate, MappedMemory } from '@vfu/native';
+import { hash, copyAndHash, isZero, memfdCreate, MappedMemory } from '@vfu/native';
 import { pattern } from './fixtures/pattern.mjs';
 
 /** hash() of 'vfio-user device state', of no bytes and of pattern(1000), as first computed. */
@@ -105,6 +105,19 @@ describe('hash and copyAndHash (c/fastpath.c)', () => {
       env: { ...process.env, VFU_FASTPATH: 'scalar' },
     });
     expect(JSON.parse(out.toString())).toEqual(expected);
+  });
+
+  it('isZero finds any byte that is not zero, anywhere, at any length', () => {
+    for (const n of [0, 1, 255, 256, 257, 4096, 65_536 + 3]) {
+      const b = new Uint8Array(n);
+      expect(isZero(b), `${n} zeros`).toBe(true);
+      for (const at of [0, n >> 1, n - 1].filter(i => i >= 0 && i < n)) {
+        b[at] = 0x80;
+        expect(isZero(b), `${n} bytes, one set at ${at}`).toBe(false);
+        expect(isZero(b.subarray(at + 1)), `after ${at}`).toBe(true);
+        b[at] = 0;
+      }
+    }
   });
 
   it('reads and writes mapped memory (views over native memory)', () => {

@@ -1,7 +1,7 @@
 // Taking a device's stream in (the destination side): records are parsed as bytes arrive in any
 // chunking, checked (checksum, device model, version, schema, bounds) and staged; nothing
 // touches the device until commit(), which needs a complete stream.
-import { copyAndHash, hash } from '@vfu/native';
+import { copyAndHash, hash, isZero } from '@vfu/native';
 import { parseHeader, Rec, FORMAT_VERSION, MEMORY_HEAD } from './format.js';
 import { RecordFramer, RecordError } from './records.js';
 import type { DeviceImage } from './image.js';
@@ -105,6 +105,9 @@ export class LoadSession {
     const m = this.image.memories[mem],
       undo = this.#undo![mem],
       saved = this.#saved[mem];
+    // Zeros onto memory never written are there already: writing them (and saving what they
+    // replace) would give every page of it a page. A later record for the range goes as any.
+    if (m.isHole?.(at, data.length) && isZero(data)) return hash(data);
     const first = Math.floor(at / UNDO_PAGE),
       last = Math.floor((at + data.length - 1) / UNDO_PAGE);
     for (let pg = first; pg <= last; pg++) {

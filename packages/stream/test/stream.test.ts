@@ -160,6 +160,47 @@ describe('the migration stream', () => {
     expect(readBlock2()).toBe(false);
   });
 
+  it('loads zeros onto never-written memory by leaving it alone, also when it fails', () => {
+    const src = image(),
+      PAGE = 4096;
+    src.mem.fill(5, 300 * 1024, 310 * 1024); // block 1 has data; blocks 0, 2 and 3 are zeros
+    const s = new SaveSession(src.img);
+    const out: Uint8Array[] = [];
+    drain(s, 1 << 20, out);
+    s.stop();
+    drain(s, 1 << 20, out);
+    const dst = image();
+    const written = new Set<number>(); // the destination's pages that have data
+    dst.mem.fill(7, 0, PAGE); // page 0 has old bytes: zeros must land there
+    written.add(0);
+    const m = dst.img.memories[0];
+    const touched: number[] = [];
+    const bytesOf = m.bytes;
+    m.bytes = (o, n) => {
+      for (let p = Math.floor(o / PAGE); p * PAGE < o + n; p++) {
+        touched.push(p);
+        written.add(p);
+      }
+      return bytesOf(o, n);
+    };
+    m.isHole = (o, n) => ![...written].some(p => p * PAGE < o + n && (p + 1) * PAGE > o);
+    const l = new LoadSession(dst.img, { undo: [new Uint8Array(src.mem.length)] });
+    feed(l, out, [1 << 20]);
+    l.commit();
+    expect(Buffer.compare(dst.mem, src.mem)).toBe(0);
+    // Blocks 2 and 3 (pages 128-255) were holes receiving zeros: never touched.
+    expect(touched.some(p => p >= 128)).toBe(false);
+    // A stream cut off after its memory went in: what was written is put back, holes stay.
+    const l2 = new LoadSession(dst.img, { undo: [new Uint8Array(src.mem.length)] });
+    dst.mem.fill(9, 0, PAGE);
+    touched.length = 0;
+    const partial = Buffer.concat(out);
+    l2.write(partial.subarray(0, partial.length - 200));
+    l2.discard();
+    expect(dst.mem.subarray(0, PAGE).every(v => v === 9)).toBe(true);
+    expect(touched.some(p => p >= 128)).toBe(false);
+  });
+
   it('refuses another device model, another version and another layout at the header', () => {
     const src = image('edu');
     const out: Uint8Array[] = [];
