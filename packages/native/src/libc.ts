@@ -57,11 +57,9 @@ export const c = {
     'uintptr_t mmap(uintptr_t addr, size_t len, int prot, int flags, int fd, int64_t off)',
   ),
   munmap: libc.func('int munmap(uintptr_t addr, size_t len)'),
-  madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
-  fallocate: libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)'),
   lseek: libc.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   setsockopt: libc.func(

@@ -70,15 +70,6 @@ export class MappedMemory {
   }
 
   /**
-   * Faults every page of the mapping in now (MADV_POPULATE_WRITE, Linux 5.14+), so that a later
-   * burst of writes does not pay a fault per page. Returns false where the kernel lacks it.
-   */
-  populate(): boolean {
-    if (this.#addr === 0) return false;
-    return c.madvise(this.#addr, this.length, 23 /* MADV_POPULATE_WRITE */) === 0;
-  }
-
-  /**
    * Unmaps. Views handed out before keep working but see zeros; the address is never reused by us.
    */
   release(): void {
@@ -115,11 +106,6 @@ export function memfdCreate(name: string, size = 0): OwnedFd {
   const owned = new OwnedFd(fd);
   if (size > 0) truncate(fd, size);
   return owned;
-}
-
-/** Allocates a file's pages now (so later first writes do not fault them in). */
-export function allocate(fd: number, offset: number, len: number): void {
-  if (c.fallocate(fd, 0, offset, len) < 0) throw new NativeError('fallocate', errno());
 }
 
 export function truncate(fd: number, size: number): void {

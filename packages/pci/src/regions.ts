@@ -1,6 +1,6 @@
 // What a region is to the device kit: a size, a way to read and write it, and optionally
 // pages the client may map directly (memfd + sparse mmap areas), so hot pages skip the socket.
-import { MappedMemory, memfdCreate, allocate, isHole, type OwnedFd } from '@vfu/native';
+import { MappedMemory, memfdCreate, isHole, type OwnedFd } from '@vfu/native';
 import { isPow2 } from './bits.js';
 
 export interface RegionHandler {
@@ -187,11 +187,6 @@ export interface SharedMemory extends RegionHandler {
    * client (it may map it) or a view was handed out by bytes().
    */
   writes(): Uint8Array | null;
-  /**
-   * Allocates every page now (e.g. before a migration's data lands), keeping faults out of the
-   * downtime.
-   */
-  prefault(): void;
   /** Whether [offset, offset + len) was never written (no page backs it: it reads as zeros). */
   isHole(offset: number, len: number): boolean;
   release(): void;
@@ -231,10 +226,6 @@ export function sharedMemory(
     },
     view: (offset, len) => map.bytes(offset, len),
     writes: () => (unseen ? null : written),
-    prefault() {
-      allocate(fd.fd, 0, size);
-      map.populate();
-    },
     isHole: (offset, len) => isHole(fd.fd, offset, len),
     release() {
       map.release();
