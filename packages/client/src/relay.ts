@@ -7,13 +7,14 @@ import {
   Command,
   Flag,
   HEADER_SIZE,
+  Layout,
   type Header,
 } from '@vfu/protocol';
 import { RemoteError } from '@vfu/transport';
 import type { VfioUserClient } from './client.js';
 
 /** A MIG_DATA_READ reply's or MIG_DATA_WRITE's header and its argsz and size fields. */
-const HEAD = HEADER_SIZE + 8;
+const HEAD = HEADER_SIZE + Layout.MigData.SIZE;
 /** Most payload an error reply may carry that we read and drop (the spec gives it none). */
 const MAX_ERROR_PAYLOAD = 4096;
 
@@ -265,8 +266,7 @@ export class MigDataRelay {
       if (e instanceof ShortIoError) this.#src = { unread: head.subarray(0, HEADER_SIZE + e.done) };
       throw e;
     }
-    const fields = head.subarray(HEADER_SIZE);
-    const size = new DataView(fields.buffer, fields.byteOffset).getUint32(4, true);
+    const size = new DataView(head.buffer).getUint32(HEADER_SIZE + Layout.MigData.size.at, true);
     if (h.size !== HEAD + size || size > this.#readMax) {
       this.#src = { lost: true };
       throw new RelayError(

@@ -362,13 +362,11 @@ export class SaveSession {
    * scan: the memory then has data where the shadow has zeros.
    */
   #zeroOnBothSides(mem: number, off: number, len: number): boolean {
-    const isHole = this.image.memories[mem].isHole;
-    if (!isHole || len > RUN) return false;
     const zero = this.#sent[mem].zero;
     const first = Math.floor(off / RUN),
       last = Math.floor((off + len - 1) / RUN);
-    if (!zero[first] || !zero[last]) return false;
-    return isHole.call(this.image.memories[mem], off, len);
+    if (len > RUN || !zero[first] || !zero[last]) return false;
+    return this.image.memories[mem].isHole?.(off, len) ?? false;
   }
 }
 
