@@ -125,6 +125,7 @@ export class VfioUserServer {
     this.#log.info('client connected');
     conn.onClose = reason => {
       session.end();
+      this.migration?.v1?.clientLeft();
       if ((this.options.onDisconnect ?? 'reset') === 'reset') {
         this.device.reset();
         this.migration?.onDeviceReset('client disconnected');

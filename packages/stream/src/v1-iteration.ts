@@ -11,11 +11,12 @@ export class V1SaveIteration {
   #readMax = 0; // highest byte of the chunk read so far
   #reoffer = false;
 
+  /** `chunk`: where chunks are prepared (the data window); its length is the largest chunk. */
   constructor(
     private readonly save: SaveSession,
-    window: number,
+    chunk: Uint8Array,
   ) {
-    this.#chunk = new Uint8Array(window);
+    this.#chunk = chunk;
   }
 
   /** pending_bytes: consumes a prepared chunk; 0 in stop-and-copy means the save is complete. */
@@ -53,6 +54,11 @@ export class V1SaveIteration {
     if (!this.#prepared || offset < 0 || offset + len > this.#size) return null;
     this.#readMax = Math.max(this.#readMax, offset + len);
     return this.#chunk.subarray(offset, offset + len);
+  }
+
+  /** The client read the whole chunk where reads are not seen (through a mapping of the window). */
+  markRead(): void {
+    if (this.#prepared) this.#readMax = this.#size;
   }
 
   /**

@@ -38,7 +38,7 @@ describe('v1 save iteration (§7.5)', () => {
     src.mem.fill(3);
     src.state.a = 42;
     const s = new SaveSession(src.img);
-    const it = new V1SaveIteration(s, 16 * 1024);
+    const it = new V1SaveIteration(s, new Uint8Array(16 * 1024));
     expect(it.dataSize).toBeNull(); // data_size before data_offset: out of order
     expect(it.pendingBytes()).toBeGreaterThan(64 * 1024);
     const n = it.prepare();
@@ -68,7 +68,7 @@ describe('v1 save iteration (§7.5)', () => {
     const src = image();
     src.mem.fill(9);
     const s = new SaveSession(src.img);
-    const it = new V1SaveIteration(s, 8 * 1024);
+    const it = new V1SaveIteration(s, new Uint8Array(8 * 1024));
     it.pendingBytes();
     const n = it.prepare();
     const partial = it.read(0, 100)!.slice();
@@ -77,5 +77,31 @@ describe('v1 save iteration (§7.5)', () => {
     expect(it.pendingBytes()).toBeGreaterThan(0);
     expect(it.prepare()).toBe(n);
     expect(Buffer.compare(it.read(0, 100)!, partial)).toBe(0);
+  });
+
+  it('a chunk marked read through a mapping is consumed, not offered again', () => {
+    const src = image();
+    src.mem.fill(9);
+    src.state.a = 7;
+    const s = new SaveSession(src.img);
+    const window = new Uint8Array(8 * 1024);
+    const it = new V1SaveIteration(s, window);
+    it.pendingBytes();
+    const out = [window.slice(0, it.prepare())]; // prepared in the window given
+    it.markRead();
+    s.stop();
+    it.onStopCopy();
+    for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) {
+      const k = it.prepare();
+      if (!k) break;
+      out.push(window.slice(0, k));
+      it.markRead();
+    }
+    const dst = image(),
+      l = new LoadSession(dst.img);
+    for (const c of out) l.write(c);
+    l.commit();
+    expect(dst.state.a).toBe(7);
+    expect(dst.mem.every(b => b === 9)).toBe(true);
   });
 });

@@ -22,6 +22,7 @@ import {
   Irq,
   IrqSetFlag as I,
   RegionCapId,
+  RegionFlag,
   decodeReply,
   Bytes,
   encodeVersion,
@@ -490,6 +491,50 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     await dataSize(MIB);
     await c.reset();
     expect(await c.read32(9, 0)).toBe(1);
+  });
+
+  // A client that maps the window reads chunks there, unseen: a chunk counts as read once its
+  // data_size was, so pre-copy -> stop-and-copy does not offer it again (it would be sent twice).
+  it('v1 region: the data window maps, for saving and for resuming', async () => {
+    await fresh();
+    const info = await c.regionInfo(9);
+    info.fd?.close();
+    expect(info.flags & RegionFlag.MMAP).toBe(RegionFlag.MMAP);
+    const areas = [{ offset: V1_DATA_WINDOW, size: 1 << 20 }];
+    expect(info.caps).toContainEqual({ id: RegionCapId.SPARSE_MMAP, areas });
+    const win = await c.mapRegion(9);
+    const u64 = async (o: number) => Buffer.from(await c.regionRead(9, o, 8)).readBigUInt64LE();
+    await c.write32(9, 0, 3); // 011b: pre-copy
+    expect(await u64(8)).toBeGreaterThan(0n);
+    expect(await u64(16)).toBe(BigInt(V1_DATA_WINDOW));
+    const n = Number(await u64(24));
+    const head = Buffer.from(win.bytes(0, 64));
+    expect(Buffer.from(await c.regionRead(9, V1_DATA_WINDOW, 64))).toEqual(head);
+    await c.write32(9, 0, 2); // 010b: stop-and-copy
+    expect(await u64(8)).toBeGreaterThan(0n);
+    await u64(16);
+    expect(Buffer.from(win.bytes(0, 64))).not.toEqual(head); // the next chunk, not this again
+    await c.reset();
+    // Resuming: what the client put in the window is what data_size hands to the device.
+    const first = await (async () => {
+      await c.setState(S.STOP);
+      await c.setState(S.STOP_COPY);
+      return (await readToEnd(c)).subarray(0, n);
+    })();
+    await c.reset();
+    await c.write32(9, 0, 0);
+    await c.write32(9, 0, 4); // 100b: resuming
+    const dataSize = (k: number) =>
+      c.regionWrite(9, 24, Buffer.from(new BigUint64Array([BigInt(k)]).buffer));
+    win.bytes(0, n).fill(0x5a);
+    await fail(dataSize(n)); // not a stream
+    await c.reset();
+    await c.write32(9, 0, 0);
+    await c.write32(9, 0, 4);
+    win.bytes(0, n).set(first);
+    await dataSize(n);
+    win.release();
+    await c.reset();
   });
 });
 

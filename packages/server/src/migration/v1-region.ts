@@ -1,6 +1,9 @@
 // The v1 migration region (§7.1): registers on the first page and a data window after it,
 // adapted to the stream package's v1 save iteration (§7.5) and to the same load session the v2
-// messages use.
+// messages use. The window is a memfd the client may map (a sparse mmap area, as v1 vfio.h
+// allows for the data section): a client that maps it moves a chunk with one memcpy instead of
+// REGION_READ/REGION_WRITE messages through two sockets.
+import { MappedMemory, memfdCreate, type OwnedFd } from '@vfu/native';
 import { Errno, V1MigrationReg, V1_DATA_WINDOW } from '@vfu/protocol';
 import { S, V1, toV1 } from '@vfu/fsm';
 import { V1SaveIteration } from '@vfu/stream';
@@ -17,13 +20,29 @@ const bad = (msg: string, errno: number = Errno.EINVAL) => new RegionAccessError
 
 export class V1Region implements RegionHandler {
   readonly size = DATA_OFFSET + WINDOW;
-  readonly #window = new Uint8Array(WINDOW); // resuming: what the client wrote
+  readonly mappable: NonNullable<RegionHandler['mappable']>;
+  // Saving: where chunks are prepared; resuming: what the client wrote. A client that maps it
+  // can change it under us at any time: it gains nothing it could not send in a message.
+  readonly #window: Uint8Array;
   #iteration: V1SaveIteration | null = null; // saving: bound to the current save session
+  #mapped = false; // the window's fd was given to a client: its reads are not seen
 
-  constructor(private readonly m: MigrationHost) {}
+  constructor(private readonly m: MigrationHost) {
+    const fd: OwnedFd = memfdCreate('vfu-v1-migration-window', this.size);
+    this.#window = MappedMemory.map(fd.fd, DATA_OFFSET, WINDOW).bytes(0, WINDOW);
+    const handedOut = () => {
+      this.#mapped = true;
+    };
+    this.mappable = { fd, areas: [{ offset: DATA_OFFSET, size: WINDOW }], handedOut };
+  }
 
   resetIteration(): void {
     this.#iteration = null;
+  }
+
+  /** The client left: the next one's reads are seen until it is given the fd. */
+  clientLeft(): void {
+    this.#mapped = false;
   }
 
   /** PRE_COPY -> STOP_COPY keeps the stream; a chunk not wholly read is offered again (§9). */
@@ -39,7 +58,7 @@ export class V1Region implements RegionHandler {
   #iter(): V1SaveIteration | null {
     const m = this.m;
     if (!this.#saving || !m.save || !m.claim('v1')) return null;
-    this.#iteration ??= new V1SaveIteration(m.save, WINDOW);
+    this.#iteration ??= new V1SaveIteration(m.save, this.#window);
     return this.#iteration;
   }
 
@@ -88,6 +107,8 @@ export class V1Region implements RegionHandler {
         if (m.state === S.RESUMING) return 0;
         const size = this.#saving ? this.#iteration?.dataSize : null;
         if (size === null || size === undefined) throw bad('data_size read before data_offset');
+        // Through a mapping, reads are not seen: the chunk counts as read once its size is.
+        if (this.#mapped) this.#iteration?.markRead();
         return size;
       }
       default:
