@@ -38,6 +38,7 @@ export interface StateEndpoint {
   set(state: number): Promise<void>;
   state(): Promise<number>;
   write(data: Uint8Array): Promise<void>;
+  close?(): void;
 }
 
 /** The destination server's device, through a client in this process. */
@@ -82,6 +83,11 @@ export class LocalDestination implements Destination {
   async describe(): Promise<string> {
     if (!this.#ep) return '?';
     return this.#ep.state().then(stateName, e => `unknown (${(e as Error).message})`);
+  }
+
+  /** Releases what the endpoint holds (a v1 window's mapping). */
+  close(): void {
+    this.#ep?.close?.();
   }
 
   /** The device's state now (v2 numbering). */

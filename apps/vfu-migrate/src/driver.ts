@@ -2,6 +2,7 @@
 // (protocol.md §10), over vfio-user: v2 through DEVICE_FEATURE and MIG_DATA_READ/WRITE, or v1
 // through the migration region. One per migration: a source client and a destination client.
 import { MigDataRelay, type VfioUserClient } from '@vfu/client';
+import { MappedMemory, type OwnedFd } from '@vfu/native';
 import {
   Errno,
   Feature,
@@ -13,6 +14,7 @@ import {
   MIGRATION_REGION_SUBTYPE,
   V1MigrationReg,
   DirtyPagesFlag,
+  type RegionCap,
   encode,
   bitmapBytes,
   setPages,
@@ -41,9 +43,11 @@ export interface MigrateOptions {
   /** false: no pre-copy rounds, the device stops at once (a snapshot). */
   preCopy?: boolean;
   /**
-   * How v2 data reaches a destination server of this process: 'splice' (where it can) moves
-   * it socket to socket in the kernel (MigDataRelay), 'copy' receives each chunk and sends it
-   * on. v1, remote and file destinations always copy.
+   * How data reaches a destination server of this process. 'splice' (the default): v2 data
+   * moves socket to socket in the kernel (MigDataRelay); v1 data is copied from the source's
+   * data window to the destination's through mappings of both, where the servers let them be
+   * mapped. 'copy': every chunk is received in a message and sent on in another. Remote and
+   * file destinations always get messages.
    */
   dataPath?: 'splice' | 'copy';
 }
@@ -111,6 +115,10 @@ export interface Endpoint {
   /** Bytes read() returned are no longer needed: their memory takes the next reply. */
   done(data: Uint8Array): void;
   pending(): Promise<{ initial: number; dirty: number; stopCopy: number }>;
+  /** v1: the data window is read and written through a mapping. */
+  readonly mapped?: boolean;
+  /** Releases what the endpoint holds (a v1 window's mapping). */
+  close?(): void;
 }
 
 export function v2(c: VfioUserClient): Endpoint {
@@ -141,8 +149,47 @@ export function v2(c: VfioUserClient): Endpoint {
   };
 }
 
-/** v1: the migration region, found by its type capability as QEMU does (§10.6). */
-export async function v1(c: VfioUserClient): Promise<Endpoint> {
+/**
+ * The v1 data window as a mapping, where the server offers its fd and a sparse mmap area
+ * (protocol.md §7.1): chunks then move with a memcpy instead of REGION_READ/REGION_WRITE.
+ */
+interface MappedWindow {
+  map: MappedMemory;
+  /** Where the mapping lies in the region. */
+  start: number;
+  end: number;
+}
+
+/** The window mapped, or null (not `wanted`, or not mappable); the info's fd is closed. */
+function mapWindow(
+  info: { size: number; offset: number; caps: RegionCap[]; fd?: OwnedFd },
+  wanted: boolean,
+) {
+  const { fd } = info;
+  const sparse = info.caps.find(cap => cap.id === RegionCapId.SPARSE_MMAP);
+  const area = sparse?.id === RegionCapId.SPARSE_MMAP ? sparse.areas[0] : undefined;
+  try {
+    if (!wanted || !fd || !area || area.size <= 0 || area.offset + area.size > info.size)
+      return null;
+    const map = MappedMemory.map(fd.fd, info.offset + area.offset, area.size);
+    return { map, start: area.offset, end: area.offset + area.size } satisfies MappedWindow;
+  } catch {
+    return null; // not mappable here: messages still work
+  } finally {
+    fd?.close();
+  }
+}
+
+const outsideRegion = (side: string, off: number, n: number, size: number) =>
+  new MigrationFailure(
+    `the ${side}'s v1 data window [${off}, +${n}) lies outside its ${size}-byte migration region`,
+  );
+
+/**
+ * v1: the migration region, found by its type capability as QEMU does (§10.6). With
+ * `mapWindow`, the data window is used through a mapping where the server allows it.
+ */
+export async function v1(c: VfioUserClient, opts: { mapWindow?: boolean } = {}): Promise<Endpoint> {
   const info = await c.deviceInfo();
   let region = -1;
   for (let i = 9; i < info.numRegions && region < 0; i++) {
@@ -159,7 +206,11 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
       region = i;
   }
   if (region < 0) throw new MigrationFailure('the device has no v1 migration region');
-  const size = (await c.regionInfo(region)).size;
+  const regionInfo = await c.regionInfo(region);
+  const size = regionInfo.size;
+  const window = mapWindow(regionInfo, opts.mapWindow ?? false);
+  const inWindow = (off: number, n: number) =>
+    window !== null && off >= window.start && off + n <= window.end;
   const Reg = V1MigrationReg;
   const u64 = async (o: number) => {
     const b = await c.regionRead(region, o, 8);
@@ -168,6 +219,12 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
   const max = c.serverCaps.maxDataXferSize;
   let pending = 0;
   let joined = new Uint8Array(0); // a chunk read in pieces, put together (reused)
+  let mapped: Uint8Array | null = null; // the last chunk read, as a view of the mapping
+  const writeDataSize = (n: number) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+    return c.regionWrite(region, Reg.DATA_SIZE, b);
+  };
   return {
     set: async s => {
       // read-modify-write, as QEMU does
@@ -178,8 +235,13 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
     read: async () => {
       pending = await u64(Reg.PENDING_BYTES);
       if (pending === 0) return new Uint8Array(0);
-      const off = await u64(Reg.DATA_OFFSET),
-        n = await u64(Reg.DATA_SIZE);
+      // In order on the socket: data_offset prepares the chunk before data_size is read.
+      const [off, n] = await Promise.all([u64(Reg.DATA_OFFSET), u64(Reg.DATA_SIZE)]);
+      if (off + n > size) throw outsideRegion('source', off, n, size);
+      if (inWindow(off, n)) {
+        mapped = window!.map.bytes(off - window!.start, n); // valid until pending_bytes is read
+        return mapped;
+      }
       // A chunk that fits one reply is that reply's bytes (given back by done()); a larger one
       // is put together in a buffer kept for the next, not in fresh memory each time.
       if (n <= max) return c.regionRead(region, off, n);
@@ -192,16 +254,18 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
       return joined.subarray(0, n);
     },
     done: d => {
-      if (d.buffer !== joined.buffer) c.recycle(d);
+      if (d.buffer !== joined.buffer && d !== mapped) c.recycle(d);
     },
     write: async data => {
       for (let done = 0; done < data.length; ) {
         const off = await u64(Reg.DATA_OFFSET);
-        const n = Math.min(data.length - done, size - off, max);
-        await c.regionWrite(region, off, data.subarray(done, done + n));
-        const b = new Uint8Array(8);
-        new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
-        await c.regionWrite(region, Reg.DATA_SIZE, b);
+        if (off >= size) throw outsideRegion('destination', off, 0, size);
+        const room = Math.min(data.length - done, size - off);
+        const n = inWindow(off, 1) ? Math.min(room, window!.end - off) : Math.min(room, max);
+        const piece = data.subarray(done, done + n);
+        if (inWindow(off, n)) window!.map.bytes(off - window!.start, n).set(piece);
+        else await c.regionWrite(region, off, piece);
+        await writeDataSize(n);
         done += n;
       }
     },
@@ -209,12 +273,16 @@ export async function v1(c: VfioUserClient): Promise<Endpoint> {
       const p = await u64(Reg.PENDING_BYTES);
       return { initial: 0, dirty: p, stopCopy: p };
     },
+    mapped: window !== null,
+    close: () => window?.map.release(),
   };
 }
 
 /** The destination half for a destination server's client in this process. */
-export const localDestination = (dst: VfioUserClient): LocalDestination =>
-  new LocalDestination(dst, (c, protocol) => (protocol === 'v2' ? Promise.resolve(v2(c)) : v1(c)));
+export const localDestination = (dst: VfioUserClient, mapWindow = false): LocalDestination =>
+  new LocalDestination(dst, (c, protocol) =>
+    protocol === 'v2' ? Promise.resolve(v2(c)) : v1(c, { mapWindow }),
+  );
 
 /**
  * Live-migrates the device behind `src` into the device behind `dst` (a destination server's
@@ -272,6 +340,7 @@ export async function migrate(
   const move = async (phase: Progress['phase'], buf: number, limit = Infinity): Promise<number> => {
     const t = now();
     const relay = openRelay(src, b, protocol, opts.dataPath);
+    rep.dataPath = relay ? 'splice' : a.mapped ? 'mapping' : 'messages';
     try {
       return relay
         ? await relayChunks(relay, buf, limit, (n, moved) => progress(phase, n, moved))
@@ -282,8 +351,9 @@ export async function migrate(
     }
   };
   try {
-    a = protocol === 'v2' ? v2(src) : await v1(src);
-    b = 'open' in dst ? dst : localDestination(dst);
+    const mapWindow = opts.dataPath !== 'copy';
+    a = protocol === 'v2' ? v2(src) : await v1(src, { mapWindow });
+    b = 'open' in dst ? dst : localDestination(dst, mapWindow);
     await b.open(protocol);
     let preCopy = opts.preCopy ?? true;
     interrupted(opts.signal);
@@ -399,6 +469,8 @@ export async function migrate(
     rep.totalMs = now() - t0;
     rep.throughputGiBps = dataTime > 0 ? rep.bytes / 2 ** 30 / (dataTime / 1000) : 0;
     if (a! && b!) await where().catch(() => {});
+    if (a!) a.close?.();
+    if (b! instanceof LocalDestination && b !== dst) b.close(); // made here: its mapping too
   }
   return rep;
 }

@@ -26,7 +26,7 @@ export function describe(r: Report): string {
       `stop-copy ${mib(r.stopCopyBytes)}) in ${r.iterations} round(s)`,
     `  downtime   ${r.downtimeMs.toFixed(1)} ms (stop-copy ${r.stopCopyMs.toFixed(1)}, ` +
       `resume ${r.resumeMs.toFixed(1)}); total ${r.totalMs.toFixed(0)} ms; ` +
-      `data phase ${r.throughputGiBps.toFixed(2)} GiB/s`,
+      `data phase ${r.throughputGiBps.toFixed(2)} GiB/s by ${r.dataPath}`,
     `  devices    source ${r.source.state}, destination ${r.destination.state}`,
   ];
   if (r.workloadWrites)

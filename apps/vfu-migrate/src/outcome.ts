@@ -16,6 +16,7 @@ export function blankReport(protocol: 'v1' | 'v2', source: string): Report {
     resumeMs: 0,
     totalMs: 0,
     throughputGiBps: 0,
+    dataPath: 'messages',
     dirtyPagesReported: 0,
     workloadWrites: 0,
   };

@@ -21,6 +21,11 @@ export interface Report {
   totalMs: number;
   /** Data-phase throughput, GiB/s. */
   throughputGiBps: number;
+  /**
+   * How the data left the source: 'splice' (v2, socket to socket in the kernel), 'mapping' (v1,
+   * read from a mapping of the source's data window), or 'messages'.
+   */
+  dataPath: 'splice' | 'mapping' | 'messages';
   dirtyPagesReported: number;
   workloadWrites: number;
 }

@@ -78,12 +78,14 @@ async function eduView(c: VfioUserClient) {
   return { regs, mem, cfg };
 }
 
-// v2's data goes by splice between two servers of this process unless dataPath says copy.
+// Between two servers of this process, v2's data goes by splice and v1's through mappings of both
+// data windows, unless dataPath says copy.
 describe.each([
-  { protocol: 'v2', dataPath: 'splice' },
-  { protocol: 'v2', dataPath: 'copy' },
-  { protocol: 'v1', dataPath: 'copy' },
-] as const)('live migration of edu over $protocol ($dataPath)', ({ protocol, dataPath }) => {
+  { protocol: 'v2', dataPath: 'splice', via: 'splice' },
+  { protocol: 'v2', dataPath: 'copy', via: 'messages' },
+  { protocol: 'v1', dataPath: 'splice', via: 'mapping' },
+  { protocol: 'v1', dataPath: 'copy', via: 'messages' },
+] as const)('live migration of edu over $protocol ($dataPath)', ({ protocol, dataPath, via }) => {
   // The destination works afterwards.
   it('moves registers, DMA buffer and memory dirtied in pre-copy', async () => {
     const [, , src, dst] = await pair('edu', ['--memory', '1M']);
@@ -107,6 +109,7 @@ describe.each([
       outcome: 'completed',
       source: { state: 'STOP' },
       destination: { state: 'RUNNING' },
+      dataPath: via,
     });
     expect(rep.workloadWrites).toBeGreaterThan(0);
     const [a, b] = [await eduView(src), await eduView(dst)];
