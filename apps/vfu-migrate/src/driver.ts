@@ -42,6 +42,8 @@ export interface MigrateOptions {
   signal?: AbortSignal;
   /** false: no pre-copy rounds, the device stops at once (a snapshot). */
   preCopy?: boolean;
+  /** Most bytes a pre-copy round moves before the driver looks again (256 MiB). */
+  roundBytes?: number;
   /**
    * How data reaches a destination server of this process. 'splice' (the default): v2 data
    * moves socket to socket in the kernel (MigDataRelay); v1 data is copied from the source's
@@ -394,7 +396,9 @@ export async function migrate(
         interrupted(opts.signal);
         rep.iterations++;
         // bounded: a device dirtying fast must not hold the round
-        rep.precopyBytes += await move('precopy', buf, 256 << 20);
+        const roundBytes = opts.roundBytes ?? 256 << 20;
+        const moved = await move('precopy', buf, roundBytes);
+        rep.precopyBytes += moved;
         if (
           opts.cancelAfterIterations !== undefined &&
           rep.iterations >= opts.cancelAfterIterations
@@ -417,7 +421,10 @@ export async function migrate(
         });
         const remaining =
           protocol === 'v2' ? p.dirty + Math.min(p.stopCopy, p.dirty + 64 * 1024) : p.dirty;
-        const fits = limit > 0 && p.initial === 0 && remaining <= bandwidth * limit; // 0: never
+        // The source ran out of data in this round (v1's pending_bytes does not tell the first
+        // pass from dirty pages: this does), and the rest fits the limit (0: never).
+        const caughtUp = moved < roundBytes && p.initial === 0;
+        const fits = limit > 0 && caughtUp && remaining <= bandwidth * limit;
         if (fits || rep.iterations >= maxIt) break;
       }
     }
