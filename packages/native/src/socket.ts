@@ -8,7 +8,8 @@ const AF_UNIX = 1,
   SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1,
   SCM_RIGHTS = 1;
-const MSG_CTRUNC = 0x8,
+const MSG_PEEK = 0x2,
+  MSG_CTRUNC = 0x8,
   MSG_DONTWAIT = 0x40,
   MSG_NOSIGNAL = 0x4000,
   MSG_CMSG_CLOEXEC = 0x40000000;
@@ -166,6 +167,7 @@ export class MessageSocket {
   readonly #control: Buffer;
   readonly #ctl32: Int32Array;
   readonly #sendBuf = stableBuffer(64 * 1024);
+  readonly #scratch = stableBuffer(64 * 1024); // where discard() reads to
   readonly #sendAddr: number;
   readonly #ctlAddr: number;
   readonly #addrs = new WeakMap<ArrayBufferLike, number>();
@@ -244,6 +246,42 @@ export class MessageSocket {
    * fds that came with them wait for takeFds(); `truncated` says whether some were lost.
    */
   recvInto(buf: Uint8Array, off: number, len: number): number {
+    return this.#recv(buf, off, len, 0);
+  }
+
+  /**
+   * Reads from the socket's peek offset on without taking the bytes out of it (MSG_PEEK), once
+   * usePeekOffset() set one: each peek continues where the last ended. Returns as recvInto. fds
+   * that come are copies (installed again when the bytes are read for real): close them.
+   */
+  peekInto(buf: Uint8Array, off: number, len: number): number {
+    return this.#recv(buf, off, len, MSG_PEEK);
+  }
+
+  /**
+   * Starts peeking at the first unread byte (SO_PEEK_OFF 0, unix(7)); false where the kernel
+   * cannot. Reading for real moves the peek offset back by what is read.
+   */
+  usePeekOffset(): boolean {
+    return c.setsockopt(this.fd, SOL_SOCKET, 42 /* SO_PEEK_OFF */, [0], 4) === 0;
+  }
+
+  /**
+   * Takes up to `n` bytes out of the socket, already peeked (or not wanted), closing any fds
+   * that came with them. Returns how many it took (fewer when the socket has fewer).
+   */
+  discard(n: number): number {
+    let taken = 0;
+    while (taken < n) {
+      const k = this.#recv(this.#scratch, 0, Math.min(n - taken, this.#scratch.length), 0);
+      for (const fd of this.takeFds()) fd.close();
+      if (k <= 0) break;
+      taken += k;
+    }
+    return taken;
+  }
+
+  #recv(buf: Uint8Array, off: number, len: number, flags: number): number {
     const m = this.#msg32;
     setPtr(this.#iov32, 0, this.#addr(buf) + off);
     setPtr(this.#iov32, 2, len);
@@ -252,7 +290,7 @@ export class MessageSocket {
     setPtr(m, 10, this.#control.length);
     m[12] = 0;
     for (;;) {
-      const n = c.recvmsg(this.fd, this.#msgAddr, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+      const n = c.recvmsg(this.fd, this.#msgAddr, MSG_CMSG_CLOEXEC | MSG_DONTWAIT | flags);
       if (n >= 0) return n;
       const e = errno();
       if (e === EINTR) continue;

@@ -97,6 +97,41 @@ describe('fd passing on one machine', () => {
     b.close();
   });
 
+  // A peek leaves the bytes in the socket, so the sender is not woken for the room freed; the
+  // peek offset lets each peek go on where the last ended.
+  it('peeks on from where the last peek ended, then discards what was peeked', () => {
+    const before = openFdCount();
+    const [a, b] = socketPair();
+    const sa = new MessageSocket(a.fd),
+      sb = new MessageSocket(b.fd);
+    expect(sb.usePeekOffset()).toBe(true);
+    sa.send(Buffer.from('abcd'));
+    sa.send(Buffer.from('efgh'));
+    const buf = Buffer.alloc(16);
+    expect(sb.peekInto(buf, 0, 2)).toBe(2);
+    expect(sb.peekInto(buf, 2, 16)).toBe(6);
+    expect(buf.subarray(0, 8).toString()).toBe('abcdefgh');
+    expect(sb.peekInto(buf, 0, 16)).toBe(-1); // all of it peeked: nothing new
+    expect(peerHasReadAll(a.fd)).toBe(false); // still in the socket
+    expect(sb.discard(5)).toBe(5);
+    const e = eventfdCreate();
+    sa.send(Buffer.from('ij'), [e.fd]);
+    // The peek offset moved back by what was taken: peeking goes on after "h".
+    expect(sb.peekInto(buf, 0, 16)).toBe(2);
+    expect(buf.subarray(0, 2).toString()).toBe('ij');
+    const copies = sb.takeFds();
+    expect(copies.map(f => fileIdentity(f.fd))).toEqual([fileIdentity(e.fd)]);
+    for (const f of copies) f.close();
+    // Read for real, the bytes come once more with their fd; discard closes what it takes.
+    expect(sb.recvInto(buf, 0, 3)).toBe(3);
+    expect(buf.subarray(0, 3).toString()).toBe('fgh');
+    expect(sb.discard(16)).toBe(2); // "ij" and its fd
+    expect(sb.recvInto(buf, 0, 16)).toBe(-1);
+    expect(peerHasReadAll(a.fd)).toBe(true);
+    for (const f of [e, a, b]) f.close();
+    expect(openFdCount()).toBe(before);
+  });
+
   it('closes an owned fd exactly once', () => {
     const e = eventfdCreate();
     const n = e.fd;

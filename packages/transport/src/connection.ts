@@ -68,6 +68,12 @@ const OUT_SIZE = 256 * 1024;
 const READS_PER_WAKE = 16;
 /** Most time one wake-up spends lingering before the event loop gets its turn again. */
 const LINGER_BUDGET_MS = 1;
+/**
+ * Most bytes a lingering connection peeks before taking them out of the socket. Peeked messages
+ * still hold the client's send buffer (a small one about a kilobyte of it): 4 KiB of 32-byte
+ * requests is 128 of them, well inside Linux's default 208 KiB.
+ */
+const PEEKED_MAX = 4096;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
 /**
@@ -136,6 +142,8 @@ export class Connection {
   #batchReplied = false; // replies went out since the wake-up (or the linger's last read)
   #batchDelivered = false; // a message went to onMessage or a request since then
   #lastReplyAt = Number.NEGATIVE_INFINITY; // performance.now() when replies last went out
+  readonly #canPeek: boolean; // lingering reads peek (the socket has a peek offset)
+  #peeked = 0; // bytes peeked and handled, still in the socket
 
   /** Commands (and unsolicited replies) from the peer. */
   onMessage: (m: Incoming) => void = m => closeAll(m.fds);
@@ -162,6 +170,7 @@ export class Connection {
       }
     });
     this.#queue = new SendQueue(this.#ms, this.#watch);
+    this.#canPeek = (options.lingerUs ?? 0) > 0 && this.#ms.usePeekOffset();
   }
 
   #onEvent(ev: { readable: boolean; writable: boolean; hangup: boolean }): void {
@@ -195,25 +204,65 @@ export class Connection {
     while (this.#worthLingering() && performance.now() < budgetEnd) {
       this.#batchReplied = false;
       this.#batchDelivered = false;
-      if (!this.#awaitNext(budgetEnd)) return;
+      if (!this.#awaitNext(budgetEnd)) break;
     }
+    this.#takePeeked(); // the event loop's reads start at the first unread byte
   }
 
   /**
    * Reads until something arrives (true), or lingerUs or the budget pass. Between empty reads
    * the CPU goes to whoever else can run (on one CPU: the client, about to send).
+   *
+   * The reads peek (where the socket has a peek offset): taking a request out of the socket
+   * frees the client's send buffer, and Linux then wakes the client, asleep waiting for our
+   * reply (unix_write_space), which on one CPU preempts us, finds nothing and sleeps again: two
+   * context switches per round trip for nothing (tools/bench/README.md, issue 9). Peeked
+   * requests are taken out in bulk: after PEEKED_MAX bytes, when a peek finds nothing (the
+   * client is not waiting for us then), and when the lingering ends.
    */
   #awaitNext(budgetEnd: number): boolean {
     const end = Math.min(budgetEnd, performance.now() + (this.options.lingerUs ?? 0) / 1000);
     for (;;) {
       let got = -1;
       this.#batch(() => {
-        got = this.#readOnce();
+        got = this.#readOnce(this.#canPeek);
       });
       if (got >= 0) return true;
       if (this.#closed || performance.now() >= end) return false;
+      this.#takePeeked();
       yieldCpu();
     }
+  }
+
+  /** Takes the bytes peeked (and handled) out of the socket. */
+  #takePeeked(): void {
+    if (this.#peeked === 0 || this.#closed) return;
+    try {
+      this.#ms.discard(this.#peeked);
+    } catch (e) {
+      this.close(e instanceof NativeError ? `${e.code} from peer` : String(e));
+    }
+    this.#peeked = 0;
+  }
+
+  /**
+   * A peek into the receive buffer, as recvInto. A peek that brings fds is undone and the bytes
+   * read for real: a peek installs copies of a chunk's fds each time it reads from the chunk
+   * (one split across two peeks would bring them twice), a read only the first time.
+   */
+  #peekInto(want: number): number {
+    const n = this.#ms.peekInto(this.#in, this.#end, want);
+    if (n <= 0) return n;
+    if (this.#ms.gotFds || this.#ms.truncated) {
+      closeAll(this.#ms.takeFds()); // copies: the real read brings them again
+      this.#takePeeked();
+      if (this.#closed) return -1;
+      this.#ms.usePeekOffset(); // peeking starts again at the first unread byte
+      return this.#ms.recvInto(this.#in, this.#end, want);
+    }
+    this.#peeked += n;
+    if (this.#peeked >= PEEKED_MAX) this.#takePeeked();
+    return n;
   }
 
   #worthLingering(): boolean {
@@ -230,6 +279,7 @@ export class Connection {
    */
   lend(): number | null {
     this.#flushOut();
+    this.#takePeeked();
     if (this.#closed || this.#lent || this.#pending.size > 0 || !this.#queue.empty) return null;
     const halfRead = this.#start !== this.#end || this.#big !== null || this.#skip > 0;
     if (halfRead || this.#arrived.length > 0) return null;
@@ -504,8 +554,11 @@ export class Connection {
    * One recvmsg and the messages it completes. Returns -1 when nothing was read (or the
    * connection ended), 1 when another read may find more, 0 when the read drained the socket.
    */
-  #readOnce(): number {
+  #readOnce(peek = false): number {
     let n: number, want: number;
+    peek &&= this.#big === null && this.#skip === 0;
+    if (!peek) this.#takePeeked(); // a read takes what follows the peeked bytes
+    if (this.#closed) return -1;
     try {
       if (this.#big) {
         want = this.#big.length - this.#bigHave;
@@ -517,7 +570,7 @@ export class Connection {
         this.#makeRoom();
         want = RECV_SIZE - this.#end;
         if (want === 0) return -1; // held back by the send backlog
-        n = this.#ms.recvInto(this.#in, this.#end, want);
+        n = peek ? this.#peekInto(want) : this.#ms.recvInto(this.#in, this.#end, want);
       }
     } catch (e) {
       this.close(e instanceof NativeError ? `${e.code} from peer` : String(e));

@@ -396,6 +396,65 @@ describe('Connection lingering', () => {
   });
 });
 
+// The same in a client of @vfu/native, so that some requests carry an fd: every seventh one.
+// The reply's byte 32 is the number of fds the server got with the request.
+const fdRoundTripper = `
+import { MessageSocket, eventfdCreate, yieldCpu } from '@vfu/native';
+const s = new MessageSocket(3), e = eventfdCreate(), reply = Buffer.alloc(36);
+let wrong = 0;
+for (let n = 0; n < 3000; n++) {
+  const m = Buffer.alloc(32);
+  m.writeUInt16LE(n & 0xffff, 0); m.writeUInt16LE(9, 2); m.writeUInt32LE(32, 4);
+  const withFd = n % 7 === 3;
+  s.send(m, withFd ? [e.fd] : []);
+  for (let have = 0; have < 36; ) {
+    const k = s.recvInto(reply, have, 36 - have);
+    if (k === 0) throw new Error('server hung up');
+    if (k < 0) yieldCpu();
+    else have += k;
+  }
+  if (reply.readUInt16LE(0) !== (n & 0xffff) || reply[32] !== (withFd ? 1 : 0)) wrong++;
+}
+console.log(JSON.stringify({ wrong }));
+`;
+
+describe('Connection lingering with fds', () => {
+  // Lingering reads peek; a peek that meets fds is undone and read for real, so each fd is
+  // installed once, with its own message, and the peeked copies are closed.
+  it('gives each fd to its request, and leaks none, while it peeks', async () => {
+    const before = openFdCount();
+    const [a, b] = socketPair();
+    const conn = new Connection(a, { ...opts, lingerUs: 10_000 });
+    const answer = (id: number, fds: number) => {
+      const reply = Buffer.alloc(36);
+      reply.writeUInt16LE(id, 0);
+      reply.writeUInt16LE(9, 2);
+      reply.writeUInt32LE(36, 4);
+      reply.writeUInt32LE(1, 8); // REPLY
+      reply[32] = fds;
+      conn.send(reply);
+    };
+    conn.onCommandInPlace = (buf, off) => {
+      answer(buf.readUInt16LE(off), 0);
+      return 32;
+    };
+    conn.onMessage = m => {
+      answer(m.header.id, m.fds.length);
+      for (const fd of m.fds) fd.close();
+    };
+    const child = spawn(process.execPath, ['--input-type=module', '-e', fdRoundTripper], {
+      stdio: ['ignore', 'pipe', 'inherit', b.fd],
+    });
+    b.close();
+    let out = '';
+    child.stdout?.on('data', d => (out += d));
+    await new Promise(r => child.on('exit', r));
+    expect(JSON.parse(out)).toEqual({ wrong: 0 });
+    conn.close();
+    expect(openFdCount()).toBe(before);
+  });
+});
+
 describe('RemoteError', () => {
   it('names the errno', () =>
     expect(new RemoteError(22, 'REGION_READ').message).toMatch(/EINVAL \(22\)/));
