@@ -20,7 +20,10 @@ const RUNNING = 2;
 const sizes = (process.env.BENCH_SIZES ?? '64M,1G').split(',');
 const protocols = (process.env.BENCH_PROTOCOLS ?? 'v2,v1').split(',') as ('v1' | 'v2')[];
 const spread = process.env.BENCH_SPREAD === '1';
-/** v2's data path between the two servers: 'splice' (vfu-migrate's default) or 'copy'. */
+/**
+ * The data path between the two servers: 'splice' (vfu-migrate's default: v2 by splice, v1
+ * through mappings of both data windows) or 'copy' (messages).
+ */
 const dataPath = process.env.BENCH_DATA_PATH === 'copy' ? 'copy' : 'splice';
 const bytesOf = (s: string) => Number(s.slice(0, -1)) * (s.endsWith('G') ? 2 ** 30 : 2 ** 20);
 const c = buildC();
@@ -32,7 +35,7 @@ const placement = spread
     ? `all on CPU ${process.env.BENCH_PINNED}`
     : 'unpinned';
 console.log(
-  `migration of edu: data phase GiB/s and downtime (${placement}; v2 data by ${dataPath}); ` +
+  `migration of edu: data phase GiB/s and downtime (${placement}; data path ${dataPath}); ` +
     'floors = C pulling the same bytes in 64 KiB / 1 MiB messages',
 );
 console.log(
