@@ -31,6 +31,29 @@ function image(size = 64 * 1024) {
   return { img, state, mem };
 }
 
+/**
+ * Reads chunks until pending_bytes says the save is complete (or a chunk is empty); `copy`
+ * takes a copy of the prepared chunk of `n` bytes.
+ */
+function readRest(it: V1SaveIteration, copy: (n: number) => Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) {
+    const n = it.prepare();
+    if (!n) break;
+    out.push(copy(n));
+  }
+  return out;
+}
+
+/** A fresh destination image with `chunks` loaded and committed. */
+function loaded(chunks: Uint8Array[]) {
+  const dst = image(),
+    l = new LoadSession(dst.img);
+  for (const c of chunks) l.write(c);
+  l.commit();
+  return dst;
+}
+
 describe('v1 save iteration (§7.5)', () => {
   // Offset and size stay until pending_bytes is read again.
   it('data_offset prepares a chunk; pending 0 ends stop-and-copy', () => {
@@ -47,19 +70,11 @@ describe('v1 save iteration (§7.5)', () => {
     const first = it.read(0, n)!.slice();
     expect(it.read(n - 4, 8)).toBeNull(); // outside the chunk
     expect(Buffer.compare(it.read(0, n)!, first)).toBe(0); // re-reads return the same chunk
-    const out: Uint8Array[] = [first];
     it.pendingBytes(); // consumes it
     s.stop();
-    for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) {
-      const k = it.prepare();
-      if (!k) break;
-      out.push(it.read(0, k)!.slice());
-    }
+    const out = [first, ...readRest(it, k => it.read(0, k)!.slice())];
     expect(it.pendingBytes()).toBe(0);
-    const dst = image(),
-      l = new LoadSession(dst.img);
-    for (const c of out) l.write(c);
-    l.commit();
+    const dst = loaded(out);
     expect(dst.state.a).toBe(42);
     expect(dst.mem.every(b => b === 3)).toBe(true);
   });
@@ -91,16 +106,11 @@ describe('v1 save iteration (§7.5)', () => {
     it.markRead();
     s.stop();
     it.onStopCopy();
-    for (let p = it.pendingBytes(); p > 0; p = it.pendingBytes()) {
-      const k = it.prepare();
-      if (!k) break;
-      out.push(window.slice(0, k));
+    const rest = readRest(it, k => {
       it.markRead();
-    }
-    const dst = image(),
-      l = new LoadSession(dst.img);
-    for (const c of out) l.write(c);
-    l.commit();
+      return window.slice(0, k);
+    });
+    const dst = loaded([...out, ...rest]);
     expect(dst.state.a).toBe(7);
     expect(dst.mem.every(b => b === 9)).toBe(true);
   });
