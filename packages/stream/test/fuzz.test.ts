@@ -2,43 +2,12 @@
 // stream never changes the device.
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import {
-  SaveSession,
-  LoadSession,
-  StreamError,
-  createState,
-  encodeState,
-  decodeState,
-  assignState,
-  schemaSignature,
-  u32,
-  bytes,
-  type DeviceImage,
-} from '@vfu/stream';
+import { SaveSession, LoadSession, StreamError, u32, bytes } from '@vfu/stream';
+import { testImage } from './test-image.ts';
 
 const RUNS = Number(process.env.VFU_FUZZ_RUNS ?? 1000);
 const schema = { a: u32, b: bytes(8) };
-function image(memSize = 64 * 1024) {
-  const state = createState(schema),
-    mem = new Uint8Array(memSize),
-    config = new Uint8Array(256);
-  const img: DeviceImage = {
-    deviceId: 'f',
-    deviceVersion: 1,
-    schema: schemaSignature(schema),
-    saveState: () => encodeState(schema, state),
-    checkState: b => {
-      const s = decodeState(schema, b);
-      return typeof s === 'string' ? s : null;
-    },
-    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => config.slice(),
-    configSize: 256,
-    loadConfig: b => config.set(b),
-    memories: [{ name: 'm', size: memSize, bytes: (o, n) => mem.subarray(o, o + n) }],
-  };
-  return { img, state, mem };
-}
+const image = (memSize = 64 * 1024) => testImage(schema, { memSize });
 
 const src = image();
 src.mem.fill(0x5a);

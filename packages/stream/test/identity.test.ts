@@ -3,41 +3,18 @@ import {
   SaveSession,
   LoadSession,
   StreamError,
-  createState,
-  encodeState,
-  decodeState,
-  assignState,
-  schemaSignature,
   identityMismatch,
   parseIdentity,
   u32,
   type DeviceImage,
   type DeviceIdentity,
 } from '@vfu/stream';
+import { testImage } from './test-image.ts';
 
 const schema = { a: u32 };
 
-function image(identity?: DeviceIdentity): DeviceImage {
-  const state = createState(schema);
-  const config = new Uint8Array(256);
-  const mem = new Uint8Array(8192);
-  return {
-    deviceId: 'dev',
-    deviceVersion: 1,
-    schema: schemaSignature(schema),
-    identity,
-    saveState: () => encodeState(schema, state),
-    checkState: b => {
-      const s = decodeState(schema, b);
-      return typeof s === 'string' ? s : null;
-    },
-    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => config.slice(),
-    configSize: 256,
-    loadConfig: b => config.set(b),
-    memories: [{ name: 'mem', size: 8192, bytes: (o, n) => mem.subarray(o, o + n) }],
-  };
-}
+const image = (identity?: DeviceIdentity): DeviceImage =>
+  testImage(schema, { memSize: 8192, identity }).img;
 
 /** The first bytes of a stream: its header record. */
 const header = (img: DeviceImage) => Uint8Array.from(new SaveSession(img).read(4096));

@@ -3,42 +3,18 @@ import {
   SaveSession,
   LoadSession,
   StreamError,
-  createState,
-  encodeState,
-  decodeState,
-  assignState,
-  schemaSignature,
   u32,
   u64,
   bool,
   bytes,
   newShadow,
-  type DeviceImage,
 } from '@vfu/stream';
+import { testImage } from './test-image.ts';
 
 const schema = { a: u32, b: u64, flag: bool, buf: bytes(16) };
 
-function image(id = 'dev', version = 1, memSize = 1 << 20) {
-  const state = createState(schema);
-  const config = new Uint8Array(256);
-  const mem = new Uint8Array(memSize);
-  const img: DeviceImage = {
-    deviceId: id,
-    deviceVersion: version,
-    schema: schemaSignature(schema),
-    saveState: () => encodeState(schema, state),
-    checkState: b => {
-      const s = decodeState(schema, b);
-      return typeof s === 'string' ? s : null;
-    },
-    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => config.slice(),
-    configSize: 256,
-    loadConfig: b => config.set(b),
-    memories: [{ name: 'mem', size: memSize, bytes: (o, n) => mem.subarray(o, o + n) }],
-  };
-  return { img, state, config, mem };
-}
+const image = (id = 'dev', version = 1, memSize = 1 << 20) =>
+  testImage(schema, { id, version, memSize });
 
 /** Reads the whole pre-copy phase in chunks of `chunk`, calling `during` after each read. */
 function drain(

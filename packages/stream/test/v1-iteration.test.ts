@@ -1,35 +1,9 @@
 import { describe, it, expect } from 'vitest';
-import {
-  SaveSession,
-  V1SaveIteration,
-  LoadSession,
-  createState,
-  encodeState,
-  decodeState,
-  assignState,
-  schemaSignature,
-  u32,
-  type DeviceImage,
-} from '@vfu/stream';
+import { SaveSession, V1SaveIteration, LoadSession, u32 } from '@vfu/stream';
+import { testImage } from './test-image.ts';
 
 const schema = { a: u32 };
-function image(size = 64 * 1024) {
-  const state = createState(schema),
-    mem = new Uint8Array(size);
-  const img: DeviceImage = {
-    deviceId: 'v',
-    deviceVersion: 1,
-    schema: schemaSignature(schema),
-    saveState: () => encodeState(schema, state),
-    checkState: () => null,
-    loadState: b => assignState(schema, state, decodeState(schema, b) as never),
-    saveConfig: () => new Uint8Array(256),
-    configSize: 256,
-    loadConfig: () => {},
-    memories: [{ name: 'm', size, bytes: (o, n) => mem.subarray(o, o + n) }],
-  };
-  return { img, state, mem };
-}
+const image = () => testImage(schema);
 
 /**
  * Reads chunks until pending_bytes says the save is complete (or a chunk is empty); `copy`
