@@ -396,32 +396,45 @@ describe('Connection lingering', () => {
   });
 });
 
-// The same in a client of @vfu/native, so that some requests carry an fd: every seventh one.
-// The reply's byte 32 is the number of fds the server got with the request.
-const fdRoundTripper = `
+// The same in a client of @vfu/native, with requests of every kind: one in seven carries an fd,
+// some are larger than the receive buffer (300 KiB of n & 0xff), some over the size limit. Byte
+// 32 of a reply says what the server got: the number of fds; 2 for a large body intact; 3 for
+// a request refused as too large.
+const mixedRoundTripper = `
 import { MessageSocket, eventfdCreate, yieldCpu } from '@vfu/native';
 const s = new MessageSocket(3), e = eventfdCreate(), reply = Buffer.alloc(36);
+const sendAll = (m, fds) => {
+  for (let at = 0; at < m.length; ) {
+    const k = s.send(m.subarray(at), at === 0 ? fds : []);
+    if (k === 0) yieldCpu();
+    at += k;
+  }
+};
 let wrong = 0;
 for (let n = 0; n < 3000; n++) {
-  const m = Buffer.alloc(32);
-  m.writeUInt16LE(n & 0xffff, 0); m.writeUInt16LE(9, 2); m.writeUInt32LE(32, 4);
-  const withFd = n % 7 === 3;
-  s.send(m, withFd ? [e.fd] : []);
+  const kind = n % 7 === 3 ? 'fd' : n % 50 === 20 ? 'large' : n % 50 === 40 ? 'huge' : 'plain';
+  const body = kind === 'large' ? 300 << 10 : kind === 'huge' ? 2 << 20 : 16;
+  const m = Buffer.alloc(16 + body, n & 0xff);
+  m.writeUInt16LE(n & 0xffff, 0); m.writeUInt16LE(9, 2); m.writeUInt32LE(16 + body, 4);
+  m.writeUInt32LE(0, 8); m.writeUInt32LE(0, 12);
+  sendAll(m, kind === 'fd' ? [e.fd] : []);
   for (let have = 0; have < 36; ) {
     const k = s.recvInto(reply, have, 36 - have);
     if (k === 0) throw new Error('server hung up');
     if (k < 0) yieldCpu();
     else have += k;
   }
-  if (reply.readUInt16LE(0) !== (n & 0xffff) || reply[32] !== (withFd ? 1 : 0)) wrong++;
+  const want = { fd: 1, large: 2, huge: 3, plain: 0 }[kind];
+  if (reply.readUInt16LE(0) !== (n & 0xffff) || reply[32] !== want) wrong++;
 }
 console.log(JSON.stringify({ wrong }));
 `;
 
-describe('Connection lingering with fds', () => {
+describe('Connection lingering with fds and large messages', () => {
   // Lingering reads peek; a peek that meets fds is undone and read for real, so each fd is
-  // installed once, with its own message, and the peeked copies are closed.
-  it('gives each fd to its request, and leaks none, while it peeks', async () => {
+  // installed once, with its own message, and the peeked copies are closed. A message larger
+  // than the receive buffer, or refused, goes on from where the peeked bytes end.
+  it('frames every request and gives each fd to its own, while it peeks', async () => {
     const before = openFdCount();
     const [a, b] = socketPair();
     const conn = new Connection(a, { ...opts, lingerUs: 10_000 });
@@ -439,10 +452,11 @@ describe('Connection lingering with fds', () => {
       return 32;
     };
     conn.onMessage = m => {
-      answer(m.header.id, m.fds.length);
+      const large = m.payload.length > 1024 && m.payload.every(b => b === (m.header.id & 0xff));
+      answer(m.header.id, m.error?.errno === Errno.EINVAL ? 3 : large ? 2 : m.fds.length);
       for (const fd of m.fds) fd.close();
     };
-    const child = spawn(process.execPath, ['--input-type=module', '-e', fdRoundTripper], {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', mixedRoundTripper], {
       stdio: ['ignore', 'pipe', 'inherit', b.fd],
     });
     b.close();
