@@ -99,12 +99,30 @@ export class MappedMemory {
   }
 }
 
-/** An anonymous shared-memory file (memfd) of `size` bytes. */
-export function memfdCreate(name: string, size = 0): OwnedFd {
-  const fd = c.memfdCreate(name, 1 /* MFD_CLOEXEC */);
+const MFD_CLOEXEC = 1,
+  MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033,
+  F_SEAL_SEAL = 1,
+  F_SEAL_SHRINK = 2,
+  F_SEAL_GROW = 4;
+
+/**
+ * An anonymous shared-memory file (memfd) of `size` bytes, sealed at that size: a process it is
+ * given to cannot shrink it under our mapping (a read past the end would kill us with SIGBUS),
+ * nor grow it (memfd_create(2), F_SEAL_SHRINK and F_SEAL_GROW).
+ */
+export function memfdCreate(name: string, size: number): OwnedFd {
+  const fd = c.memfdCreate(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (fd < 0) throw new NativeError('memfd_create', errno());
   const owned = new OwnedFd(fd);
-  if (size > 0) truncate(fd, size);
+  try {
+    truncate(fd, size);
+    if (c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+      throw new NativeError('fcntl', errno(), 'F_ADD_SEALS');
+  } catch (e) {
+    owned.close();
+    throw e;
+  }
   return owned;
 }
 

@@ -13,6 +13,7 @@ import {
   memfdCreate,
   eventfdCreate,
   peerHasReadAll,
+  truncate,
   type OwnedFd,
 } from '@vfu/native';
 import { encode, encodeVersion, Errno, featureData, HEADER_SIZE } from '@vfu/protocol';
@@ -208,6 +209,29 @@ describe('hostile clients', () => {
     } finally {
       fd.close();
     }
+    await healthy();
+  });
+});
+
+describe('memory the server hands out', () => {
+  // A client holding the fd of a memory the server maps could otherwise shrink it under the
+  // server's mapping, whose next access would kill the server (SIGBUS).
+  it('cannot be shrunk or grown by a client: BAR memory and the v1 data window', async () => {
+    const c = await VfioUserClient.connect(server.socket);
+    try {
+      for (const region of [2, 9]) {
+        const info = await c.regionInfo(region);
+        const fd = info.fd!;
+        expect(() => truncate(fd.fd, 0), `region ${region}`).toThrow(/EPERM/);
+        expect(() => truncate(fd.fd, 2 * info.size), `region ${region}`).toThrow(/EPERM/);
+        fd.close();
+      }
+      await c.write32(2, 0, 0x5eed);
+      expect(await c.read32(2, 0)).toBe(0x5eed);
+    } finally {
+      c.close();
+    }
+    await idle();
     await healthy();
   });
 });
