@@ -54,7 +54,7 @@ export function cClient(
   mode: ClientMode = 'read',
   offset = 0,
 ) {
-  const [median, p99, perSec, bytes, secs] = execFileSync(
+  const [median, p99, perSec, bytes, secs, p90] = execFileSync(
     bin,
     [socket, String(n), String(count), String(region), mode, String(offset)],
     { encoding: 'utf8' },
@@ -62,13 +62,14 @@ export function cClient(
     .trim()
     .split(' ')
     .map(Number);
-  return { median, p99, perSec, bytes, secs };
+  return { median, p90, p99, perSec, bytes, secs };
 }
 
 export function stats(lat: number[], totalMs: number) {
   const s = [...lat].sort((a, b) => a - b);
   return {
     median: s[s.length >> 1],
+    p90: s[Math.floor(s.length * 0.9)],
     p99: s[Math.floor(s.length * 0.99)],
     perSec: lat.length / (totalMs / 1000),
   };

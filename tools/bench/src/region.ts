@@ -55,7 +55,7 @@ const rssStart = rssMiB(pid);
 cClient(c.client, stubSock, WARM, 4, 0);
 cClient(c.client, server.socket, WARM, 4, 0);
 
-const rows: [string, { median: number; p99: number; perSec: number }][] = [];
+const rows: [string, { median: number; p90: number; p99: number; perSec: number }][] = [];
 rows.push(['C client  -> C stub server (floor)', cClient(c.client, stubSock, N, 4, 0)]);
 rows.push(['C client  -> our server', cClient(c.client, server.socket, N, 4, 0)]);
 rows.push(['our client -> C stub server', await ours(stubSock)]);
@@ -101,6 +101,7 @@ console.log(
 console.log(
   'pairing'.padEnd(36),
   'median µs'.padStart(10),
+  'p90 µs'.padStart(9),
   'p99 µs'.padStart(9),
   'trips/s'.padStart(9),
   'x floor'.padStart(8),
@@ -109,6 +110,7 @@ for (const [name, r] of rows)
   console.log(
     name.padEnd(36),
     fmt(r.median, 2).padStart(10),
+    fmt(r.p90, 2).padStart(9),
     fmt(r.p99, 2).padStart(9),
     fmt(r.perSec, 0).padStart(9),
     fmt(r.median / floor, 2).padStart(8),
