@@ -69,11 +69,12 @@ const READS_PER_WAKE = 16;
 /** Most time one wake-up spends lingering before the event loop gets its turn again. */
 const LINGER_BUDGET_MS = 1;
 /**
- * Most bytes a lingering connection peeks before taking them out of the socket. Peeked messages
- * still hold the client's send buffer (a small one about a kilobyte of it): 4 KiB of 32-byte
- * requests is 128 of them, well inside Linux's default 208 KiB.
+ * Most bytes a lingering connection peeks before taking them out of the socket: 16 requests of
+ * 32 bytes. The trip that takes them out pays for freeing each; at 4 KiB (128 requests) that
+ * doubled our Node client's p99 round trip (tools/bench/README.md). Peeked messages also hold
+ * the client's send buffer (a small one about a kilobyte of it).
  */
-const PEEKED_MAX = 4096;
+const PEEKED_MAX = 512;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
 /**
