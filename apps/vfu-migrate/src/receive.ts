@@ -4,7 +4,8 @@
 // it and run at the switchover, or reset the device when the migration fails or the wire goes.
 import type { Server, Socket } from 'node:net';
 import type { VfioUserClient } from '@vfu/client';
-import { deviceStatus, localDestination } from './driver.js';
+import { deviceStatus } from './driver.js';
+import { localDestination } from './endpoints.js';
 import { deviceIdentity } from './identity.js';
 import type { Progress, Report } from './report.js';
 import { Msg, receiverNext, type Message, type ReceiverState } from './wire/codec.js';
