@@ -33,7 +33,7 @@ export interface Destination {
  */
 export class SwitchoverInDoubt extends Error {}
 
-/** What LocalDestination needs of the driver's migration endpoint (driver.ts). */
+/** What LocalDestination needs of the driver's migration endpoint (endpoints.ts). */
 export interface StateEndpoint {
   set(state: number): Promise<void>;
   state(): Promise<number>;
