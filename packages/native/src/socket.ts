@@ -167,7 +167,7 @@ export class MessageSocket {
   readonly #control: Buffer;
   readonly #ctl32: Int32Array;
   readonly #sendBuf = stableBuffer(64 * 1024);
-  readonly #scratch = stableBuffer(64 * 1024); // where discard() reads to
+  #scratch: Buffer | null = null; // where discard() reads to (made at its first use)
   readonly #sendAddr: number;
   readonly #ctlAddr: number;
   readonly #addrs = new WeakMap<ArrayBufferLike, number>();
@@ -272,8 +272,9 @@ export class MessageSocket {
    */
   discard(n: number): number {
     let taken = 0;
+    const scratch = (this.#scratch ??= stableBuffer(64 * 1024));
     while (taken < n) {
-      const k = this.#recv(this.#scratch, 0, Math.min(n - taken, this.#scratch.length), 0);
+      const k = this.#recv(scratch, 0, Math.min(n - taken, scratch.length), 0);
       for (const fd of this.takeFds()) fd.close();
       if (k <= 0) break;
       taken += k;
