@@ -272,7 +272,8 @@ export class MessageSocket {
    */
   discard(n: number): number {
     let taken = 0;
-    const scratch = (this.#scratch ??= stableBuffer(64 * 1024));
+    this.#scratch ??= stableBuffer(64 * 1024);
+    const scratch = this.#scratch;
     while (taken < n) {
       const k = this.#recv(scratch, 0, Math.min(n - taken, scratch.length), 0);
       for (const fd of this.takeFds()) fd.close();
