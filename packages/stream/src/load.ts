@@ -158,22 +158,28 @@ export class LoadSession {
         this.#header = true;
         return;
       }
+      // State and kit records are copied before they are checked: the bytes given may be memory
+      // the client can still write (a mapped v1 data window), or a body the connection reuses,
+      // and what is kept must be what was checked. (new Uint8Array copies; a Buffer's slice()
+      // would not.)
       case Rec.STATE: {
-        const e = img.checkState(p);
+        const state = new Uint8Array(p);
+        const e = img.checkState(state);
         if (e) this.#fail(`device state rejected: ${e}`);
-        this.#state = p.slice();
+        this.#state = state;
         return;
       }
       case Rec.CONFIG:
         if (p.length !== img.configSize)
           this.#fail(`config space of ${p.length} bytes, expected ${img.configSize}`);
-        this.#config = p.slice();
+        this.#config = new Uint8Array(p);
         return;
       case Rec.KIT: {
         if (!img.kit) this.#fail('a device kit record for a device that keeps none');
-        const e = img.kit.check(p);
+        const kit = new Uint8Array(p);
+        const e = img.kit.check(kit);
         if (e) this.#fail(`device kit state rejected: ${e}`);
-        this.#kit = p.slice();
+        this.#kit = kit;
         return;
       }
       case Rec.END:
