@@ -3,7 +3,7 @@
 // window mapped where the server allows it), and a destination server's device as the
 // destination half (destination.ts).
 import type { VfioUserClient } from '@vfu/client';
-import { MappedMemory, type OwnedFd } from '@vfu/native';
+import { MappedMemory, safeToMap, type OwnedFd } from '@vfu/native';
 import {
   RegionCapId,
   MIGRATION_REGION_TYPE,
@@ -80,6 +80,8 @@ function mapWindow(
   try {
     if (!wanted || !fd || !area || area.size <= 0 || area.offset + area.size > info.size)
       return null;
+    // A window the server could shrink under the mapping would kill this process: messages.
+    if (!safeToMap(fd.fd, info.offset + area.offset, area.size)) return null;
     const map = MappedMemory.map(fd.fd, info.offset + area.offset, area.size);
     return { map, start: area.offset, end: area.offset + area.size } satisfies MappedWindow;
   } catch {

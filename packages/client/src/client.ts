@@ -1,5 +1,6 @@
 import {
   MappedMemory,
+  safeToMap,
   memfdCreate,
   eventfdCreate,
   eventfdRead,
@@ -153,18 +154,24 @@ export class VfioUserClient {
     return { ...info, fd: r.fds[0] };
   }
 
-  /** Maps a mappable region (BAR) through the fd from its region info: writes skip the socket. */
+  /**
+   * Maps a mappable region (BAR) through the fd from its region info: writes skip the socket.
+   * Only a file sealed against shrinking and long enough (safeToMap): one the server could
+   * truncate would kill this process at the next access.
+   */
   async mapRegion(index: number): Promise<MappedMemory> {
     const info = await this.regionInfo(index);
     const sparse = info.caps.find(c => c.id === RegionCapId.SPARSE_MMAP);
-    if (!info.fd || !sparse || sparse.id !== RegionCapId.SPARSE_MMAP) {
+    try {
+      if (!info.fd || !sparse || sparse.id !== RegionCapId.SPARSE_MMAP)
+        throw new Error(`region ${index} is not mappable`);
+      const a = sparse.areas[0];
+      if (!safeToMap(info.fd.fd, info.offset + a.offset, a.size))
+        throw new Error(`region ${index}: its fd is not sealed at a size that covers the area`);
+      return MappedMemory.map(info.fd.fd, info.offset + a.offset, a.size);
+    } finally {
       info.fd?.close();
-      throw new Error(`region ${index} is not mappable`);
     }
-    const a = sparse.areas[0];
-    const m = MappedMemory.map(info.fd.fd, info.offset + a.offset, a.size);
-    info.fd.close();
-    return m;
   }
 
   async irqInfo(index: number): Promise<IrqInfo> {

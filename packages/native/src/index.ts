@@ -15,7 +15,7 @@ export {
 } from './socket.js';
 export { FdWatcher } from './watch.js';
 export { SendQueue } from './send-queue.js';
-export { MappedMemory, memfdCreate, truncate, isHole, PAGE_SIZE } from './memory.js';
+export { MappedMemory, memfdCreate, truncate, isHole, safeToMap, PAGE_SIZE } from './memory.js';
 export { eventfdCreate, eventfdWrite, eventfdRead, isEventfd } from './eventfd.js';
 export { hash, copyAndHash, isZero } from './hash.js';
 export { recvExact, sendExact, SplicePipe, SpliceError, ShortIoError } from './relay.js';

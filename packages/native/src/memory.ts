@@ -126,6 +126,23 @@ export function memfdCreate(name: string, size: number): OwnedFd {
   return owned;
 }
 
+const F_GET_SEALS = 1034;
+const ST_SIZE = 48; // offset of st_size in struct stat (x86-64 and arm64 alike)
+
+/**
+ * Whether [offset, offset + length) of `fd` can be mapped without the mapping ever reaching past
+ * the file's end: the file is that long and sealed against shrinking (F_SEAL_SHRINK), so whoever
+ * sent it cannot truncate it under us. Touching a mapping past the end kills the process
+ * (SIGBUS).
+ */
+export function safeToMap(fd: number, offset: number, length: number): boolean {
+  const seals = c.fcntl(fd, F_GET_SEALS, 0);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) return false;
+  const st = Buffer.alloc(144);
+  if (c.fstat(fd, st) < 0) return false;
+  return offset + length <= Number(st.readBigInt64LE(ST_SIZE));
+}
+
 export function truncate(fd: number, size: number): void {
   if (c.ftruncate(fd, size) < 0) throw new NativeError('ftruncate', errno());
 }

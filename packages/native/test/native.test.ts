@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -21,6 +21,7 @@ import {
   connectUnix,
   someoneListens,
   peerHasReadAll,
+  safeToMap,
   type OwnedFd,
 } from '@vfu/native';
 
@@ -130,6 +131,22 @@ describe('fd passing on one machine', () => {
     expect(peerHasReadAll(a.fd)).toBe(true);
     for (const f of [e, a, b]) f.close();
     expect(openFdCount()).toBe(before);
+  });
+
+  // A mapping past a file's end kills the process at its first touch (SIGBUS): a peer's fd is
+  // mapped only when it cannot shrink and covers the range.
+  it('maps a peer fd only when it is sealed against shrinking and long enough', () => {
+    const m = memfdCreate('sealed', 8192);
+    expect(safeToMap(m.fd, 0, 8192)).toBe(true);
+    expect(safeToMap(m.fd, 4096, 4096)).toBe(true);
+    expect(safeToMap(m.fd, 4096, 8192)).toBe(false); // past the end
+    m.close();
+    const dir = mkdtempSync(join(tmpdir(), 'vfu-map-'));
+    const f = openSync(join(dir, 'f'), 'w+');
+    ftruncateSync(f, 8192);
+    expect(safeToMap(f, 0, 4096)).toBe(false); // no seals: its owner could truncate it
+    closeSync(f);
+    rmSync(dir, { recursive: true });
   });
 
   it('closes an owned fd exactly once', () => {
