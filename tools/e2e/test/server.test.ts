@@ -536,6 +536,21 @@ describe('§11.5 DEVICE_FEATURE, migration state and DMA logging', () => {
     win.release();
     await c.reset();
   });
+
+  // A mapping outlives the connection that gave the fd: the next client gets a window of its own.
+  it('v1 region: a client that left cannot see the window of the next', async () => {
+    await fresh();
+    const before = await c.mapRegion(9);
+    await gone();
+    await fresh();
+    await c.write32(9, 0, 3); // 011b: pre-copy; a chunk is prepared at data_offset
+    await c.regionRead(9, 16, 8);
+    const chunk = Buffer.from(await c.regionRead(9, V1_DATA_WINDOW, 64));
+    expect(chunk.some(b => b !== 0)).toBe(true);
+    expect(Buffer.from(before.bytes(0, 64))).toEqual(Buffer.alloc(64)); // not this client's
+    before.release();
+    await c.reset();
+  });
 });
 
 describe('interrupts reach the client', () => {

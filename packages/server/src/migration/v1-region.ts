@@ -18,31 +18,57 @@ const WINDOW = 1 << 20;
 
 const bad = (msg: string, errno: number = Errno.EINVAL) => new RegionAccessError(errno, msg);
 
+/** The window: a memfd the client may map, and the server's own mapping of it. */
+interface Window {
+  fd: OwnedFd;
+  map: MappedMemory;
+  bytes: Uint8Array;
+}
+
+function openWindow(): Window {
+  const fd = memfdCreate('vfu-v1-migration-window', DATA_OFFSET + WINDOW);
+  const map = MappedMemory.map(fd.fd, DATA_OFFSET, WINDOW);
+  return { fd, map, bytes: map.bytes(0, WINDOW) };
+}
+
 export class V1Region implements RegionHandler {
   readonly size = DATA_OFFSET + WINDOW;
-  readonly mappable: NonNullable<RegionHandler['mappable']>;
+  mappable: NonNullable<RegionHandler['mappable']>;
   // Saving: where chunks are prepared; resuming: what the client wrote. A client that maps it
   // can change it under us at any time: it gains nothing it could not send in a message.
-  readonly #window: Uint8Array;
+  #window: Window;
   #iteration: V1SaveIteration | null = null; // saving: bound to the current save session
   #mapped = false; // the window's fd was given to a client: its reads are not seen
 
   constructor(private readonly m: MigrationHost) {
-    const fd: OwnedFd = memfdCreate('vfu-v1-migration-window', this.size);
-    this.#window = MappedMemory.map(fd.fd, DATA_OFFSET, WINDOW).bytes(0, WINDOW);
+    this.#window = openWindow();
+    this.mappable = this.#mappable();
+  }
+
+  #mappable(): V1Region['mappable'] {
     const handedOut = () => {
       this.#mapped = true;
     };
-    this.mappable = { fd, areas: [{ offset: DATA_OFFSET, size: WINDOW }], handedOut };
+    return { fd: this.#window.fd, areas: [{ offset: DATA_OFFSET, size: WINDOW }], handedOut };
   }
 
   resetIteration(): void {
     this.#iteration = null;
   }
 
-  /** The client left: the next one's reads are seen until it is given the fd. */
+  /**
+   * The client left. A mapping it made outlives its connection: the next client gets a window of
+   * its own, which the last one cannot read or write.
+   */
   clientLeft(): void {
+    if (!this.#mapped) return;
     this.#mapped = false;
+    const old = this.#window;
+    this.#iteration = null; // it prepares chunks in the old window
+    this.#window = openWindow();
+    this.mappable = this.#mappable();
+    old.map.release();
+    old.fd.close();
   }
 
   /** PRE_COPY -> STOP_COPY keeps the stream; a chunk not wholly read is offered again (§9). */
@@ -58,7 +84,7 @@ export class V1Region implements RegionHandler {
   #iter(): V1SaveIteration | null {
     const m = this.m;
     if (!this.#saving || !m.save || !m.claim('v1')) return null;
-    this.#iteration ??= new V1SaveIteration(m.save, this.#window);
+    this.#iteration ??= new V1SaveIteration(m.save, this.#window.bytes);
     return this.#iteration;
   }
 
@@ -124,7 +150,7 @@ export class V1Region implements RegionHandler {
     const m = this.m;
     if (offset >= DATA_OFFSET) {
       if (m.state !== S.RESUMING) throw bad('v1 data window written while not resuming');
-      this.#window.set(data, offset - DATA_OFFSET);
+      this.#window.bytes.set(data, offset - DATA_OFFSET);
       return;
     }
     const dv = new DataView(data.buffer, data.byteOffset, data.length);
@@ -146,7 +172,7 @@ export class V1Region implements RegionHandler {
           if (m.state !== S.RESUMING || !m.load || !m.claim('v1'))
             throw bad('data_size written while not resuming');
           if (n > WINDOW) throw bad(`data_size ${n} exceeds the ${WINDOW}-byte window`);
-          m.loadWrite(this.#window.subarray(0, n));
+          m.loadWrite(this.#window.bytes.subarray(0, n));
           return;
         }
         case V1Reg.PENDING_BYTES:
