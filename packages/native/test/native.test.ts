@@ -133,6 +133,37 @@ describe('fd passing on one machine', () => {
     expect(openFdCount()).toBe(before);
   });
 
+  // Why a lingering connection undoes a peek that meets fds (transport's #peekInto): a chunk
+  // peeked in two pieces brings its fds with each, where reads bring them once.
+  it('brings the fds of a chunk with every peek into it, and with its first read only', () => {
+    const before = openFdCount();
+    const [a, b] = socketPair();
+    const sa = new MessageSocket(a.fd),
+      sb = new MessageSocket(b.fd);
+    sb.usePeekOffset();
+    const e = eventfdCreate();
+    sa.send(Buffer.from('abcdefgh'), [e.fd]);
+    const buf = Buffer.alloc(8);
+    const fdsOf = () => {
+      const fds = sb.takeFds();
+      for (const f of fds) f.close();
+      return fds.length;
+    };
+    expect(sb.peekInto(buf, 0, 3)).toBe(3);
+    expect(fdsOf()).toBe(1);
+    expect(sb.peekInto(buf, 3, 5)).toBe(5);
+    expect(fdsOf()).toBe(1); // the same fd again
+    sb.discard(8);
+    fdsOf();
+    sa.send(Buffer.from('abcdefgh'), [e.fd]);
+    expect(sb.recvInto(buf, 0, 3)).toBe(3);
+    expect(fdsOf()).toBe(1);
+    expect(sb.recvInto(buf, 3, 5)).toBe(5);
+    expect(fdsOf()).toBe(0);
+    for (const f of [e, a, b]) f.close();
+    expect(openFdCount()).toBe(before);
+  });
+
   // A mapping past a file's end kills the process at its first touch (SIGBUS): a peer's fd is
   // mapped only when it cannot shrink and covers the range.
   it('maps a peer fd only when it is sealed against shrinking and long enough', () => {

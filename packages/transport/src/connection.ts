@@ -72,7 +72,7 @@ const LINGER_BUDGET_MS = 1;
  * Most bytes a lingering connection peeks before taking them out of the socket: 16 requests of
  * 32 bytes. The trip that takes them out pays for freeing each; at 4 KiB (128 requests) that
  * doubled our Node client's p99 round trip (tools/bench/README.md). Peeked messages also hold
- * the client's send buffer (a small one about a kilobyte of it).
+ * the client's send buffer: each small one its own kernel buffer of about 700 bytes or more.
  */
 const PEEKED_MAX = 512;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
