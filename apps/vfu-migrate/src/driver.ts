@@ -135,16 +135,18 @@ export async function migrate(
       pending: Math.max(0, expected - moved),
     });
   };
-  // Moves data source -> destination until the source has none (or `limit` bytes moved). The
+  // Moves data source -> destination until the source has none (or `limit` bytes moved, or the
+  // signal is aborted: the caller's next check then throws, even in an endless stop-copy). The
   // next read is in flight while the previous chunk is written: both servers work at once.
   const copyChunks = async (phase: Progress['phase'], buf: number, limit: number) => {
     let moved = 0;
+    const wantMore = () => moved < limit && !opts.signal?.aborted;
     let next: Promise<Uint8Array> | null = a.read(buf);
     while (next) {
       const chunk: Uint8Array = await next;
       if (chunk.length === 0) break;
       moved += chunk.length;
-      next = moved < limit && protocol === 'v2' ? a.read(buf) : null;
+      next = wantMore() && protocol === 'v2' ? a.read(buf) : null;
       try {
         await b.write(chunk);
       } catch (e) {
@@ -152,7 +154,7 @@ export async function migrate(
         throw e;
       }
       a.done(chunk);
-      if (!next && moved < limit) next = a.read(buf);
+      if (!next && wantMore()) next = a.read(buf);
       progress(phase, chunk.length, moved);
     }
     return moved;
@@ -163,7 +165,7 @@ export async function migrate(
     rep.dataPath = relay ? 'splice' : a.mapped ? 'mapping' : 'messages';
     try {
       return relay
-        ? await relayChunks(relay, buf, limit, (n, moved) => progress(phase, n, moved))
+        ? await relayChunks(relay, buf, limit, opts.signal, (n, moved) => progress(phase, n, moved))
         : await copyChunks(phase, buf, limit);
     } finally {
       relay?.close();
@@ -320,6 +322,7 @@ async function relayChunks(
   relay: MigDataRelay,
   buf: number,
   limit: number,
+  signal: AbortSignal | undefined,
   onChunk: (n: number, moved: number) => void,
 ): Promise<number> {
   const max = Math.min(buf, relay.dst.serverCaps.maxDataXferSize);
@@ -329,7 +332,7 @@ async function relayChunks(
     const n = relay.relay();
     if (n === 0) return moved;
     moved += n;
-    const more = moved < limit;
+    const more = moved < limit && !signal?.aborted;
     if (more) relay.ask(max);
     relay.written();
     onChunk(n, moved);

@@ -354,6 +354,28 @@ describe('failures leave both devices usable', () => {
     await until(async () => (await src.read32(0, Edu.FACTORIAL)) === 24, 'source runs');
   });
 
+  // The check comes after every chunk, so a stop-copy that never ends can still be abandoned.
+  it.each(['v2', 'v1'] as const)(
+    'an abort during stop-copy (%s) ends it after the chunk in flight',
+    async protocol => {
+      const [, , src, dst] = await pair('edu', ['--memory', '8M']);
+      await src.write32(0, Edu.LIVENESS, 77);
+      const stop = new AbortController();
+      const rep = await migrate(src, dst, {
+        protocol,
+        preCopy: false,
+        signal: stop.signal,
+        onProgress: p => {
+          if (p.phase === 'stopcopy') stop.abort('test');
+        },
+      });
+      expect(rep).toMatchObject({ outcome: 'cancelled', source: { state: 'RUNNING' } });
+      expect(rep.stopCopyBytes).toBeGreaterThan(0);
+      expect(rep.stopCopyBytes).toBeLessThanOrEqual(2 << 20); // of more than 8 MiB
+      expect(await src.read32(0, Edu.LIVENESS)).toBe(~77 >>> 0);
+    },
+  );
+
   it('the destination dying mid-migration leaves the source running with its state', async () => {
     const [, b, src, dst] = await pair('edu', ['--memory', '8M']);
     await src.write32(0, Edu.LIVENESS, 1234);
