@@ -2,14 +2,14 @@
 // DEVICE_FEATURE and MIG_DATA_READ/WRITE, or through v1's migration region (with its data
 // window mapped where the server allows it), and a destination server's device as the
 // destination half (destination.ts).
-import type { VfioUserClient } from '@vfu/client';
-import { MappedMemory, safeToMap, type OwnedFd } from '@vfu/native';
+import { mapArea, type VfioUserClient } from '@vfu/client';
+import type { OwnedFd } from '@vfu/native';
 import {
   RegionCapId,
   MIGRATION_REGION_TYPE,
   MIGRATION_REGION_SUBTYPE,
   V1MigrationReg,
-  type RegionCap,
+  type RegionInfo,
 } from '@vfu/protocol';
 import { V1, fromV1, toV1 } from '@vfu/fsm';
 import { LocalDestination } from './destination.js';
@@ -59,35 +59,19 @@ export function v2(c: VfioUserClient): Endpoint {
 }
 
 /**
- * The v1 data window as a mapping, where the server offers its fd and a sparse mmap area
- * (protocol.md §7.1): chunks then move with a memcpy instead of REGION_READ/REGION_WRITE.
+ * The v1 data window as a mapping where the server offers one (protocol.md §7.1): chunks then
+ * move with a memcpy instead of REGION_READ/REGION_WRITE. Null when not `wanted` or not
+ * mappable (messages still work); the info's fd is closed either way.
  */
-interface MappedWindow {
-  map: MappedMemory;
-  /** Where the mapping lies in the region. */
-  start: number;
-  end: number;
-}
-
-/** The window mapped, or null (not `wanted`, or not mappable); the info's fd is closed. */
-function mapWindow(
-  info: { size: number; offset: number; caps: RegionCap[]; fd?: OwnedFd },
-  wanted: boolean,
-) {
-  const { fd } = info;
-  const sparse = info.caps.find(cap => cap.id === RegionCapId.SPARSE_MMAP);
-  const area = sparse?.id === RegionCapId.SPARSE_MMAP ? sparse.areas[0] : undefined;
+function mapWindow(region: number, info: RegionInfo & { fd?: OwnedFd }, wanted: boolean) {
+  if (!wanted) {
+    info.fd?.close();
+    return null;
+  }
   try {
-    if (!wanted || !fd || !area || area.size <= 0 || area.offset + area.size > info.size)
-      return null;
-    // A window the server could shrink under the mapping would kill this process: messages.
-    if (!safeToMap(fd.fd, info.offset + area.offset, area.size)) return null;
-    const map = MappedMemory.map(fd.fd, info.offset + area.offset, area.size);
-    return { map, start: area.offset, end: area.offset + area.size } satisfies MappedWindow;
+    return mapArea(region, info);
   } catch {
-    return null; // not mappable here: messages still work
-  } finally {
-    fd?.close();
+    return null;
   }
 }
 
@@ -119,9 +103,10 @@ export async function v1(c: VfioUserClient, opts: { mapWindow?: boolean } = {}):
   if (region < 0) throw new MigrationFailure('the device has no v1 migration region');
   const regionInfo = await c.regionInfo(region);
   const size = regionInfo.size;
-  const window = mapWindow(regionInfo, opts.mapWindow ?? false);
+  const window = mapWindow(region, regionInfo, opts.mapWindow ?? false);
+  const windowEnd = window ? window.offset + window.size : 0;
   const inWindow = (off: number, n: number) =>
-    window !== null && off >= window.start && off + n <= window.end;
+    window !== null && off >= window.offset && off + n <= windowEnd;
   const Reg = V1MigrationReg;
   const u64 = async (o: number) => {
     const b = await c.regionRead(region, o, 8);
@@ -150,7 +135,7 @@ export async function v1(c: VfioUserClient, opts: { mapWindow?: boolean } = {}):
       const [off, n] = await Promise.all([u64(Reg.DATA_OFFSET), u64(Reg.DATA_SIZE)]);
       if (off + n > size) throw outsideRegion('source', off, n, size);
       if (inWindow(off, n)) {
-        mapped = window!.map.bytes(off - window!.start, n); // valid until pending_bytes is read
+        mapped = window!.map.bytes(off - window!.offset, n); // valid until pending_bytes is read
         return mapped;
       }
       // A chunk that fits one reply is that reply's bytes (given back by done()); a larger one
@@ -172,9 +157,9 @@ export async function v1(c: VfioUserClient, opts: { mapWindow?: boolean } = {}):
         const off = await u64(Reg.DATA_OFFSET);
         if (off >= size) throw outsideRegion('destination', off, 0, size);
         const room = Math.min(data.length - done, size - off);
-        const n = inWindow(off, 1) ? Math.min(room, window!.end - off) : Math.min(room, max);
+        const n = inWindow(off, 1) ? Math.min(room, windowEnd - off) : Math.min(room, max);
         const piece = data.subarray(done, done + n);
-        if (inWindow(off, n)) window!.map.bytes(off - window!.start, n).set(piece);
+        if (inWindow(off, n)) window!.map.bytes(off - window!.offset, n).set(piece);
         else await c.regionWrite(region, off, piece);
         await writeDataSize(n);
         done += n;

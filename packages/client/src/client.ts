@@ -77,6 +77,34 @@ const unwrap = <T>(v: T | ProtocolError): T => {
  * device, binds eventfds, answers the server's DMA_READ/DMA_WRITE, and sends the migration
  * messages.
  */
+/** A region's first sparse mmap area, mapped; `offset` and `size` place it in the region. */
+export interface MappedArea {
+  map: MappedMemory;
+  offset: number;
+  size: number;
+}
+
+/**
+ * Maps the first sparse mmap area of region `index` through the fd of its info (closed either
+ * way); throws saying why it cannot. Only an area inside the region, of a file sealed against
+ * shrinking that covers it (safeToMap): one the server could truncate would kill this process at
+ * the next access.
+ */
+export function mapArea(index: number, info: RegionInfo & { fd?: OwnedFd }): MappedArea {
+  const sparse = info.caps.find(c => c.id === RegionCapId.SPARSE_MMAP);
+  try {
+    const a = sparse?.id === RegionCapId.SPARSE_MMAP ? sparse.areas[0] : undefined;
+    if (!info.fd || !a) throw new Error(`region ${index} is not mappable`);
+    if (a.size <= 0 || a.offset + a.size > info.size)
+      throw new Error(`region ${index}: its mmap area lies outside the region`);
+    if (!safeToMap(info.fd.fd, info.offset + a.offset, a.size))
+      throw new Error(`region ${index}: its fd is not sealed at a size that covers the area`);
+    return { map: MappedMemory.map(info.fd.fd, info.offset + a.offset, a.size), ...a };
+  } finally {
+    info.fd?.close();
+  }
+}
+
 export class VfioUserClient {
   serverCaps!: Capabilities;
   readonly #ram: GuestRam[] = [];
@@ -154,24 +182,9 @@ export class VfioUserClient {
     return { ...info, fd: r.fds[0] };
   }
 
-  /**
-   * Maps a mappable region (BAR) through the fd from its region info: writes skip the socket.
-   * Only a file sealed against shrinking and long enough (safeToMap): one the server could
-   * truncate would kill this process at the next access.
-   */
+  /** Maps a mappable region (BAR) through the fd from its region info: writes skip the socket. */
   async mapRegion(index: number): Promise<MappedMemory> {
-    const info = await this.regionInfo(index);
-    const sparse = info.caps.find(c => c.id === RegionCapId.SPARSE_MMAP);
-    try {
-      if (!info.fd || !sparse || sparse.id !== RegionCapId.SPARSE_MMAP)
-        throw new Error(`region ${index} is not mappable`);
-      const a = sparse.areas[0];
-      if (!safeToMap(info.fd.fd, info.offset + a.offset, a.size))
-        throw new Error(`region ${index}: its fd is not sealed at a size that covers the area`);
-      return MappedMemory.map(info.fd.fd, info.offset + a.offset, a.size);
-    } finally {
-      info.fd?.close();
-    }
+    return mapArea(index, await this.regionInfo(index)).map;
   }
 
   async irqInfo(index: number): Promise<IrqInfo> {

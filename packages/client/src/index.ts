@@ -1,2 +1,8 @@
-export { VfioUserClient, type ClientOptions, type GuestRam } from './client.js';
+export {
+  VfioUserClient,
+  mapArea,
+  type ClientOptions,
+  type GuestRam,
+  type MappedArea,
+} from './client.js';
 export { MigDataRelay, RelayError } from './relay.js';
