@@ -80,28 +80,31 @@ const outsideRegion = (side: string, off: number, n: number, size: number) =>
     `the ${side}'s v1 data window [${off}, +${n}) lies outside its ${size}-byte migration region`,
   );
 
+const isMigrationRegion = (info: RegionInfo) =>
+  info.caps.some(
+    cap =>
+      cap.id === RegionCapId.TYPE &&
+      cap.type === MIGRATION_REGION_TYPE &&
+      cap.subtype === MIGRATION_REGION_SUBTYPE,
+  );
+
+/** The first region from 9 on with the v1 migration type, and its info (fd kept open). */
+async function findMigrationRegion(c: VfioUserClient) {
+  const { numRegions } = await c.deviceInfo();
+  for (let region = 9; region < numRegions; region++) {
+    const regionInfo = await c.regionInfo(region);
+    if (isMigrationRegion(regionInfo)) return { region, regionInfo };
+    regionInfo.fd?.close();
+  }
+  throw new MigrationFailure('the device has no v1 migration region');
+}
+
 /**
  * v1: the migration region, found by its type capability as QEMU does (§10.6). With
  * `mapWindow`, the data window is used through a mapping where the server allows it.
  */
 export async function v1(c: VfioUserClient, opts: { mapWindow?: boolean } = {}): Promise<Endpoint> {
-  const info = await c.deviceInfo();
-  let region = -1;
-  for (let i = 9; i < info.numRegions && region < 0; i++) {
-    const r = await c.regionInfo(i);
-    r.fd?.close();
-    if (
-      r.caps.some(
-        cap =>
-          cap.id === RegionCapId.TYPE &&
-          cap.type === MIGRATION_REGION_TYPE &&
-          cap.subtype === MIGRATION_REGION_SUBTYPE,
-      )
-    )
-      region = i;
-  }
-  if (region < 0) throw new MigrationFailure('the device has no v1 migration region');
-  const regionInfo = await c.regionInfo(region);
+  const { region, regionInfo } = await findMigrationRegion(c);
   const size = regionInfo.size;
   const window = mapWindow(region, regionInfo, opts.mapWindow ?? false);
   const windowEnd = window ? window.offset + window.size : 0;
