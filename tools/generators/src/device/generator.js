@@ -37,7 +37,9 @@ export default function deviceGenerator(tree, options) {
     const run = (/** @type {string[]} */ args) =>
       execFileSync('pnpm', args, { cwd: tree.root, stdio: 'inherit' });
     run(['exec', 'biome', 'format', '--write', dir]);
-    run(['install', '--offline']);
+    // The new package changes the lockfile: say so, or pnpm refuses under CI=true, where
+    // it freezes the lockfile by default.
+    run(['install', '--offline', '--no-frozen-lockfile']);
   };
 }
 
