@@ -6,7 +6,7 @@ import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_pr
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { Qemu } from '@vfu/qemu-harness';
-import { tempDir } from './helpers.ts';
+import { tempDir, workspaceStore } from './helpers.ts';
 
 const workspace = resolve(import.meta.dirname, '../../..');
 const scratch = tempDir('vfu-generator-');
@@ -21,7 +21,15 @@ afterAll(() => {
 });
 
 // Plain output, and the scratch copy's test reports stay out of this run's report directory.
-const env = { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', VFU_REPORT_DIR: '' };
+// The scratch copy sits in the temporary directory, perhaps on another file system: its offline
+// installs must use the workspace's store, not the one pnpm would pick there.
+const env = {
+  ...process.env,
+  NO_COLOR: '1',
+  FORCE_COLOR: '0',
+  VFU_REPORT_DIR: '',
+  pnpm_config_store_dir: workspaceStore(workspace),
+};
 
 /** Runs a command in the scratch workspace; its output is in the error when it fails. */
 function sh(cmd: string, args: string[]): string {

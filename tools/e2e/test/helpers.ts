@@ -1,12 +1,21 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll } from 'vitest';
 import type { VfioUserClient } from '@vfu/client';
 import { SoakServer } from '../soak/server.ts';
+
+/**
+ * pnpm's store for the workspace at `root`. pnpm keeps a store on the project's own file system,
+ * so a project in the temporary directory (perhaps a tmpfs) would otherwise look in another one.
+ */
+export function workspaceStore(root: string): string {
+  const path = execFileSync('pnpm', ['store', 'path'], { cwd: root, encoding: 'utf8' });
+  return dirname(path.trim()); // the path ends in the store's layout version, as `v11`
+}
 
 /** A fresh directory for sockets; removed by the returned cleanup. */
 export function tempDir(prefix = 'vfu-e2e-'): {

@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { tempDir } from './helpers.ts';
+import { tempDir, workspaceStore } from './helpers.ts';
 
 const workspace = resolve(import.meta.dirname, '../../..');
 const KIT = ['native', 'protocol', 'stream', 'pci'];
@@ -16,8 +16,13 @@ const project = tmp.path('project');
 const tarball = (name: string) => tmp.path(`vfu-${name}-0.1.0.tgz`);
 afterAll(() => tmp.cleanup());
 
-// No registry: anything not in the local store fails the install instead of downloading.
-const env = { ...process.env, npm_config_registry: 'http://127.0.0.1:9/', NO_COLOR: '1' };
+// No registry: anything not in the workspace's store fails the install instead of downloading.
+const env = {
+  ...process.env,
+  npm_config_registry: 'http://127.0.0.1:9/',
+  NO_COLOR: '1',
+  pnpm_config_store_dir: workspaceStore(workspace),
+};
 
 function sh(cmd: string, args: string[], cwd: string): string {
   const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: LIMIT });
