@@ -14,24 +14,13 @@ import {
   decodeHeader,
   encodeErrorReply,
   describeMessage,
-  commandName,
   Errno,
   type Header,
-  type ProtocolError,
 } from '@vfu/protocol';
-import { ConnectionClosedError, RemoteError, TimeoutError } from './errors.js';
-
-/** A whole message as it arrived, with the fds that came with it (now owned by the receiver). */
-export interface Incoming {
-  header: Header;
-  payload: Uint8Array;
-  fds: OwnedFd[];
-  /**
-   * Set when the message cannot be handled as sent (too many fds, fds lost to MSG_CTRUNC, too
-   * large).
-   */
-  error?: ProtocolError | { errno: number; message: string };
-}
+import { ConnectionClosedError } from './errors.js';
+import type { Incoming } from './incoming.js';
+import { LargeMessage } from './large-message.js';
+import { Requests } from './requests.js';
 
 export interface ConnectionOptions {
   /**
@@ -52,14 +41,6 @@ export interface ConnectionOptions {
   lingerUs?: number;
 }
 
-interface Pending {
-  resolve: (m: Incoming) => void;
-  reject: (e: Error) => void;
-  cmd: number;
-  deadline: number;
-  timeoutMs: number;
-}
-
 /** One read takes up to this much; every complete message in it is handled before the next. */
 const RECV_SIZE = 256 * 1024;
 /** Replies of one wake-up gather here and leave in one sendmsg. */
@@ -77,13 +58,6 @@ const LINGER_BUDGET_MS = 1;
 const PEEKED_MAX = 512;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
-/**
- * Recycled bodies kept for large messages: two, because a client that pipelines (the next
- * MIG_DATA_READ in flight while the last chunk is written on) holds one body while the next
- * arrives, and gives bodies back in either order.
- */
-const MAX_SPARES = 2;
-
 /** fds of one read, waiting for the message that owns them (the one holding byte `at`). */
 interface ArrivedFds {
   at: number;
@@ -124,21 +98,14 @@ export class Connection {
   #start = 0; // first byte not yet handled
   #end = 0; // end of the bytes read
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
-  #big: Buffer | null = null; // the body of a message larger than #in, being assembled
-  #spares: Buffer[] = []; // recycled body buffers, at most MAX_SPARES
+  readonly #large = new LargeMessage(); // a message larger than #in, being assembled
   #lent = false; // the socket is the borrower's (lend()) until giveBack()
-  #bigHeader: Header | null = null;
-  #bigHave = 0;
-  #bigFds: OwnedFd[] = [];
-  #bigLost = false;
   #skip = 0; // body bytes of a refused message still to discard
   readonly #out = Buffer.from(new ArrayBuffer(OUT_SIZE));
   #outLen = 0;
   #corked = false;
   readonly #queue: SendQueue;
-  #pending = new Map<number, Pending>();
-  #nextId = 1;
-  #sweep: NodeJS.Timeout | null = null;
+  readonly #requests = new Requests();
   #closed = false;
   #batchReplied = false; // replies went out since the wake-up (or the linger's last read)
   #batchDelivered = false; // a message went to onMessage or a request since then
@@ -268,7 +235,7 @@ export class Connection {
 
   #worthLingering(): boolean {
     if (this.#closed || this.backlogged || !this.#queue.empty) return false;
-    if (this.#big || this.#skip > 0) return false;
+    if (this.#large.active || this.#skip > 0) return false;
     return this.#batchReplied && !this.#batchDelivered;
   }
 
@@ -281,8 +248,8 @@ export class Connection {
   lend(): number | null {
     this.#flushOut();
     this.#takePeeked();
-    if (this.#closed || this.#lent || this.#pending.size > 0 || !this.#queue.empty) return null;
-    const halfRead = this.#start !== this.#end || this.#big !== null || this.#skip > 0;
+    if (this.#closed || this.#lent || this.#requests.size > 0 || !this.#queue.empty) return null;
+    const halfRead = this.#start !== this.#end || this.#large.active || this.#skip > 0;
     if (halfRead || this.#arrived.length > 0) return null;
     this.#lent = true;
     this.#watch.wantReadable(false); // with nothing queued, no writability wanted: stopped
@@ -317,14 +284,9 @@ export class Connection {
     return this.#sock.fd;
   }
 
-  /** A message id for a command we send (16 bits, wraps, skipping ids still awaiting replies). */
+  /** A message id for a command we send (16 bits, wraps, skipping ids awaiting replies). */
   nextId(): number {
-    for (let i = 0; i < 0x10000; i++) {
-      const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) & 0xffff;
-      if (!this.#pending.has(id)) return id;
-    }
-    throw new Error('65536 requests in flight');
+    return this.#requests.nextId();
   }
 
   /**
@@ -370,18 +332,9 @@ export class Connection {
    * memory (whose pages would all fault in again).
    */
   recycle(payload: Uint8Array): void {
-    const store = payload.buffer;
+    const store = payload.buffer as ArrayBuffer;
     if (store === this.#in.buffer || store === this.#out.buffer) return;
-    if (store.byteLength <= RECV_SIZE || store === this.#big?.buffer) return;
-    const spares = this.#spares;
-    if (spares.some(s => s.buffer === store)) return; // given back twice: keep it once
-    if (spares.length < MAX_SPARES) {
-      spares.push(Buffer.from(store as ArrayBuffer));
-      return;
-    }
-    const smallest = spares[0].byteLength <= spares[1].byteLength ? 0 : 1;
-    if (spares[smallest].byteLength < store.byteLength)
-      spares[smallest] = Buffer.from(store as ArrayBuffer);
+    if (store.byteLength > RECV_SIZE) this.#large.recycle(store);
   }
 
   /**
@@ -435,29 +388,7 @@ export class Connection {
         reject(new Error('request while the socket is lent (lend() without giveBack())'));
         return;
       }
-      const p: Pending = {
-        resolve,
-        reject,
-        cmd,
-        deadline: timeoutMs > 0 ? Date.now() + timeoutMs : Infinity,
-        timeoutMs,
-      };
-      this.#pending.set(id, p);
-      if (timeoutMs > 0 && !this.#sweep) {
-        // One timer checks every deadline (cheaper than a timer per request).
-        this.#sweep = setInterval(() => {
-          const t = Date.now();
-          for (const [k, q] of this.#pending)
-            if (q.deadline <= t) {
-              this.#pending.delete(k);
-              q.reject(new TimeoutError(commandName(q.cmd), q.timeoutMs));
-            }
-          if (this.#pending.size === 0) {
-            clearInterval(this.#sweep!);
-            this.#sweep = null;
-          }
-        }, 50);
-      }
+      this.#requests.add(id, cmd, timeoutMs, resolve, reject);
       this.send(bytes, fds, more);
     });
   }
@@ -497,17 +428,9 @@ export class Connection {
     this.#sock.close();
     for (const a of this.#arrived) closeAll(a.fds);
     this.#arrived = [];
-    closeAll(this.#bigFds);
-    this.#bigFds = [];
-    this.#big = null;
-    this.#spares = [];
+    this.#large.clear();
     this.#queue.clear();
-    if (this.#sweep) {
-      clearInterval(this.#sweep);
-      this.#sweep = null;
-    }
-    for (const p of this.#pending.values()) p.reject(new ConnectionClosedError(reason));
-    this.#pending.clear();
+    this.#requests.rejectAll(reason);
     this.onClose(reason);
     for (const w of this.#drainWaiters.splice(0)) w();
   }
@@ -557,13 +480,14 @@ export class Connection {
    */
   #readOnce(peek = false): number {
     let n: number, want: number;
-    peek &&= this.#big === null && this.#skip === 0;
+    peek &&= !this.#large.active && this.#skip === 0;
     if (!peek) this.#takePeeked(); // a read takes what follows the peeked bytes
     if (this.#closed) return -1;
     try {
-      if (this.#big) {
-        want = this.#big.length - this.#bigHave;
-        n = this.#ms.recvInto(this.#big, this.#bigHave, want);
+      if (this.#large.active) {
+        const body = this.#large.body;
+        want = body.length - this.#large.have;
+        n = this.#ms.recvInto(body, this.#large.have, want);
       } else if (this.#skip > 0) {
         want = Math.min(this.#skip, RECV_SIZE);
         n = this.#ms.recvInto(this.#in, 0, want);
@@ -585,7 +509,7 @@ export class Connection {
       this.close('peer hung up');
       return -1;
     }
-    if (this.#big) this.#bigRead(n, fds, lost);
+    if (this.#large.active) this.#largeRead(n, fds, lost);
     else if (this.#skip > 0) {
       closeAll(fds); // they came with the refused message's body
       this.#skip -= n;
@@ -616,7 +540,7 @@ export class Connection {
   /** Handles every complete message in the buffer (stops while the send backlog is high). */
   #parse(): void {
     const b = this.#in;
-    while (!this.#closed && this.#skip === 0 && !this.#big) {
+    while (!this.#closed && this.#skip === 0 && !this.#large.active) {
       const s = this.#start,
         have = this.#end - s;
       if (have < HEADER_SIZE) return;
@@ -697,46 +621,18 @@ export class Connection {
 
   /** A message larger than the receive buffer: its body is assembled in a buffer of its own. */
   #startBig(h: Header): void {
-    const s = this.#start,
-      have = this.#end - s;
-    const n = h.size - HEADER_SIZE;
-    const body = this.#takeSpare(n) ?? Buffer.allocUnsafeSlow(n); // filled by the reads
-    this.#in.copy(body, 0, s + HEADER_SIZE, this.#end);
+    const first = this.#in.subarray(this.#start + HEADER_SIZE, this.#end);
     const { fds, lost } = this.#takeArrived(this.#end);
+    this.#large.start(h, first, fds, lost);
     this.#start = this.#end;
-    this.#big = body;
-    this.#bigHeader = h;
-    this.#bigHave = have - HEADER_SIZE;
-    this.#bigFds = fds;
-    this.#bigLost = lost;
   }
 
-  /** A recycled body of at least `n` bytes (cut to `n`), if one is kept. */
-  #takeSpare(n: number): Buffer | null {
-    const i = this.#spares.findIndex(s => s.length >= n);
-    if (i < 0) return null;
-    const [spare] = this.#spares.splice(i, 1);
-    return spare.subarray(0, n);
-  }
-
-  #bigRead(n: number, fds: OwnedFd[], lost: boolean): void {
-    if (fds.length > 0) this.#bigFds = this.#bigFds.concat(fds);
-    this.#bigLost ||= lost;
-    this.#bigHave += n;
-    if (this.#bigHave < this.#big!.length) return;
-    const m: Incoming = { header: this.#bigHeader!, payload: this.#big!, fds: this.#bigFds };
-    const wasLost = this.#bigLost;
-    this.#big = null;
-    this.#bigHeader = null;
-    this.#bigFds = [];
-    this.#bigLost = false;
-    if (wasLost) {
-      closeAll(m.fds);
-      m.fds = [];
-    }
-    const bad = checkHeader(m.header, this.options.maxMessageSize);
-    if (bad) m.error = bad;
-    this.#deliver(m, wasLost);
+  #largeRead(n: number, fds: OwnedFd[], lost: boolean): void {
+    const whole = this.#large.add(n, fds, lost);
+    if (!whole) return;
+    const bad = checkHeader(whole.m.header, this.options.maxMessageSize);
+    if (bad) whole.m.error = bad;
+    this.#deliver(whole.m, whole.lost);
   }
 
   #deliver(m: Incoming, lost: boolean): void {
@@ -750,17 +646,7 @@ export class Connection {
       };
     if (this.options.trace)
       this.options.trace(describeMessage('<-', m.header, m.payload, m.fds.length));
-    const isReply = (m.header.flags & Flag.TYPE_MASK) === Flag.REPLY;
-    const p = isReply && !m.error ? this.#pending.get(m.header.id) : undefined;
-    if (p && p.cmd === m.header.cmd) {
-      this.#pending.delete(m.header.id);
-      if (m.header.flags & Flag.ERROR) {
-        closeAll(m.fds);
-        p.reject(new RemoteError(m.header.error, commandName(m.header.cmd)));
-      } else p.resolve(m);
-      return;
-    }
-    this.onMessage(m);
+    if (!this.#requests.settle(m)) this.onMessage(m);
   }
 }
 

@@ -1,4 +1,5 @@
-export { Connection, type Incoming, type ConnectionOptions } from './connection.js';
+export { Connection, type ConnectionOptions } from './connection.js';
+export type { Incoming } from './incoming.js';
 export { Listener, dial } from './listener.js';
 export { someoneListens } from '@vfu/native';
 export { RemoteError, ConnectionClosedError, TimeoutError } from './errors.js';
