@@ -1,7 +1,7 @@
-// vfu-migrate against a source server that lies about its v1 migration region: a real edu server
-// behind a proxy that rewrites its answers (fixtures/lying-proxy.mjs). The driver must neither
-// die nor hang; what it cannot trust it does without, or it fails with a reason and leaves the
-// source running and the destination not.
+// vfu-migrate against a server that lies about its v1 migration region: a real edu server behind a
+// proxy that rewrites its answers (fixtures/lying-proxy.mjs), as the source or the destination.
+// The driver must neither die nor hang; what it cannot trust it does without, or it fails with
+// a reason and leaves the source running and the destination not.
 import { describe, it, expect, afterEach } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -22,23 +22,27 @@ afterEach(async () => {
 });
 
 let n = 0;
-/** A source edu behind a lying proxy, a destination edu; clients of both; the lies told. */
-async function setUp(mode: string) {
+/**
+ * A source and a destination edu, one of them (`behind`) behind a lying proxy; clients of both
+ * (the one behind the proxy through it); the lies told.
+ */
+async function setUp(mode: string, behind: 'source' | 'destination' = 'source') {
   const args = ['--device', 'edu', '--memory', '1M', '--on-disconnect', 'keep'];
   const src = await startServer(tmp.path(`src${++n}.sock`), args);
   const dst = await startServer(tmp.path(`dst${n}.sock`), args);
   servers.push(src, dst);
   const sock = tmp.path(`lying${n}.sock`);
+  const upstream = behind === 'source' ? src.socket : dst.socket;
   const fixture = join(import.meta.dirname, 'fixtures/lying-proxy.mjs');
-  const proxy = spawn(process.execPath, [fixture, sock, src.socket, mode], {
+  const proxy = spawn(process.execPath, [fixture, sock, upstream, mode], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   proxies.push(proxy);
   let out = '';
   proxy.stdout!.on('data', d => (out += d));
   await until(() => out.includes('"listening"'), `${mode} proxy listening`);
-  const a = await VfioUserClient.connect(sock);
-  const b = await VfioUserClient.connect(dst.socket);
+  const a = await VfioUserClient.connect(behind === 'source' ? sock : src.socket);
+  const b = await VfioUserClient.connect(behind === 'destination' ? sock : dst.socket);
   clients.push(a, b);
   const lies = () =>
     out
@@ -48,7 +52,7 @@ async function setUp(mode: string) {
   return { a, b, lies };
 }
 
-describe('vfu-migrate from a v1 source that lies', () => {
+describe('vfu-migrate with a v1 server that lies', () => {
   // A window fd without seals could be truncated under the driver's mapping (SIGBUS, the driver
   // dies): the driver does not map it and moves the data in messages. The proxy empties the file
   // once the first chunk is announced, so a driver that mapped it would die here.
@@ -63,6 +67,19 @@ describe('vfu-migrate from a v1 source that lies', () => {
     });
     expect(lies()).toEqual(expect.arrayContaining(['unsealed window', 'window emptied']));
     expect(await b.read32(0, Edu.LIVENESS)).toBe(~0x5eed1e55 >>> 0); // edu answers the inverse
+  });
+
+  // The same as a destination: the driver would write each chunk into the mapping.
+  it('an unsealed destination window is not mapped: the data moves in messages', async () => {
+    const { a, b, lies } = await setUp('unsealed-window', 'destination');
+    await a.write32(0, Edu.LIVENESS, 0xdea110c8);
+    const rep = await migrate(a, b, { protocol: 'v1', maxIterations: 2 });
+    expect(rep, rep.error).toMatchObject({
+      outcome: 'completed',
+      destination: { state: 'RUNNING' },
+    });
+    expect(lies()).toEqual(expect.arrayContaining(['unsealed window', 'window emptied']));
+    expect(await b.read32(0, Edu.LIVENESS)).toBe(~0xdea110c8 >>> 0);
   });
 
   // A chunk said to lie past the region's end: the driver says so and stops. The source runs on
