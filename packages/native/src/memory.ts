@@ -1,6 +1,6 @@
 import { c, errno, viewOf } from './libc.js';
 import { E, NativeError } from './errors.js';
-import { OwnedFd } from './fd.js';
+import { OwnedFd, fileStat } from './fd.js';
 
 const PROT_READ = 1,
   PROT_WRITE = 2,
@@ -127,8 +127,6 @@ export function memfdCreate(name: string, size: number): OwnedFd {
 }
 
 const F_GET_SEALS = 1034;
-const ST_SIZE = 48; // offset of st_size in struct stat (x86-64 and arm64 alike)
-
 /**
  * Whether [offset, offset + length) of `fd` can be mapped without the mapping ever reaching past
  * the file's end: the file is that long and sealed against shrinking (F_SEAL_SHRINK), so whoever
@@ -138,9 +136,8 @@ const ST_SIZE = 48; // offset of st_size in struct stat (x86-64 and arm64 alike)
 export function safeToMap(fd: number, offset: number, length: number): boolean {
   const seals = c.fcntl(fd, F_GET_SEALS, 0);
   if (seals < 0 || (seals & F_SEAL_SHRINK) === 0) return false;
-  const st = Buffer.alloc(144);
-  if (c.fstat(fd, st) < 0) return false;
-  return offset + length <= Number(st.readBigInt64LE(ST_SIZE));
+  const st = fileStat(fd);
+  return st !== null && offset + length <= st.size;
 }
 
 export function truncate(fd: number, size: number): void {
