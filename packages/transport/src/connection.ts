@@ -98,7 +98,7 @@ export class Connection {
   #start = 0; // first byte not yet handled
   #end = 0; // end of the bytes read
   #arrived: ArrivedFds[] = []; // oldest first; `at` is an offset in #in
-  readonly #large = new LargeMessage(); // a message larger than #in, being assembled
+  readonly #large = new LargeMessage(); // a message larger than #in; spare bodies for the next
   #lent = false; // the socket is the borrower's (lend()) until giveBack()
   #skip = 0; // body bytes of a refused message still to discard
   readonly #out = Buffer.from(new ArrayBuffer(OUT_SIZE));
@@ -550,7 +550,7 @@ export class Connection {
         continue;
       }
       if (size > RECV_SIZE) {
-        this.#startBig(decodeHeader(b.subarray(s, s + HEADER_SIZE)));
+        this.#startLarge(decodeHeader(b.subarray(s, s + HEADER_SIZE)));
         return;
       }
       if (size > have || this.backlogged) return;
@@ -620,10 +620,11 @@ export class Connection {
   }
 
   /** A message larger than the receive buffer: its body is assembled in a buffer of its own. */
-  #startBig(h: Header): void {
-    const first = this.#in.subarray(this.#start + HEADER_SIZE, this.#end);
+  #startLarge(h: Header): void {
+    // The body first: should allocating it fail, the fds are still in #arrived for close().
+    this.#large.start(h, this.#in.subarray(this.#start + HEADER_SIZE, this.#end));
     const { fds, lost } = this.#takeArrived(this.#end);
-    this.#large.start(h, first, fds, lost);
+    this.#large.addFds(fds, lost);
     this.#start = this.#end;
   }
 

@@ -22,7 +22,7 @@ export class LargeMessage {
   #fds: OwnedFd[] = [];
   #lost = false;
 
-  /** A message is being assembled: reads go to body(), from have(). */
+  /** A message is being assembled: the reads go into `body`, from byte `have` on. */
   get active(): boolean {
     return this.#body !== null;
   }
@@ -33,15 +33,19 @@ export class LargeMessage {
     return this.#have;
   }
 
-  /** Begins a message of `header.size` bytes with the body bytes already read, and their fds. */
-  start(header: Header, first: Uint8Array, fds: OwnedFd[], lost: boolean): void {
+  /** Begins a message of `header.size` bytes with the body bytes already read. */
+  start(header: Header, first: Uint8Array): void {
     const size = header.size - HEADER_SIZE;
     this.#body = this.#takeSpare(size) ?? Buffer.allocUnsafeSlow(size); // filled by the reads
     this.#body.set(first, 0);
     this.#header = header;
     this.#have = first.length;
-    this.#fds = fds;
-    this.#lost = lost;
+  }
+
+  /** fds that came with the message's bytes (`lost`: some were lost to MSG_CTRUNC). */
+  addFds(fds: OwnedFd[], lost: boolean): void {
+    if (fds.length > 0) this.#fds = this.#fds.concat(fds);
+    this.#lost ||= lost;
   }
 
   /**
@@ -49,8 +53,7 @@ export class LargeMessage {
    * fds were lost to MSG_CTRUNC; those that came are closed), else null.
    */
   add(n: number, fds: OwnedFd[], lost: boolean): { m: Incoming; lost: boolean } | null {
-    if (fds.length > 0) this.#fds = this.#fds.concat(fds);
-    this.#lost ||= lost;
+    this.addFds(fds, lost);
     this.#have += n;
     if (this.#have < this.#body!.length) return null;
     const m: Incoming = { header: this.#header!, payload: this.#body!, fds: this.#fds };

@@ -168,6 +168,34 @@ describe('Connection framing', () => {
     rawFd.close();
   });
 
+  // Memory for a large body can run out: the connection ends, and the fds that came with the
+  // message's first bytes are closed with it, not lost.
+  it('closes the fds of a large message whose body cannot be allocated', async () => {
+    const before = openFdCount();
+    const { conn, raw, rawFd } = pair();
+    const m = encode.regionWrite(1, {
+      region: 0,
+      offset: 0,
+      count: 0,
+      data: new Uint8Array(300 << 10),
+    });
+    const allocate = Buffer.allocUnsafeSlow;
+    Buffer.allocUnsafeSlow = (n: number) => {
+      if (n > 256 << 10) throw new RangeError('Array buffer allocation failed');
+      return allocate(n);
+    };
+    try {
+      const e = eventfdCreate();
+      raw.send(m.subarray(0, 100 << 10), [e.fd]);
+      e.close();
+      await until(() => conn.closed);
+    } finally {
+      Buffer.allocUnsafeSlow = allocate;
+    }
+    rawFd.close();
+    expect(openFdCount()).toBe(before);
+  });
+
   it('lends its socket only between messages, reads nothing while lent, then goes on', async () => {
     const { conn, raw, rawFd, got } = pair();
     const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
