@@ -389,7 +389,12 @@ export class Connection {
         return;
       }
       this.#requests.add(id, cmd, timeoutMs, resolve, reject);
-      this.send(bytes, fds, more);
+      try {
+        this.send(bytes, fds, more);
+      } catch (e) {
+        this.#requests.forget(id); // not sent: no reply will come (the promise rejects with e)
+        throw e;
+      }
     });
   }
 

@@ -70,6 +70,12 @@ export class Requests {
     return true;
   }
 
+  /** The request `id` was never sent: nothing waits for its reply. */
+  forget(id: number): void {
+    this.#waiting.delete(id);
+    if (this.#waiting.size === 0) this.#stopSweep();
+  }
+
   /** The connection ended: every request still waiting fails with `reason`. */
   rejectAll(reason: string): void {
     this.#stopSweep();

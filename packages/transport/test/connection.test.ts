@@ -196,6 +196,23 @@ describe('Connection framing', () => {
     expect(openFdCount()).toBe(before);
   });
 
+  // A request that could not be sent (here a trace callback throws) waits for no reply: it does
+  // not keep the socket from being lent.
+  it('forgets a request whose send threw', async () => {
+    const [a, b] = socketPair();
+    const trace = (line: string) => {
+      if (line.startsWith('->')) throw new Error('trace failed');
+    };
+    const conn = new Connection(a, { ...opts, trace });
+    const id = conn.nextId();
+    const read = encode.regionRead(id, { region: 0, offset: 0, count: 4 });
+    await expect(conn.request(id, read)).rejects.toThrow('trace failed');
+    expect(conn.lend()).not.toBeNull();
+    conn.giveBack();
+    conn.close();
+    b.close();
+  });
+
   it('lends its socket only between messages, reads nothing while lent, then goes on', async () => {
     const { conn, raw, rawFd, got } = pair();
     const m1 = encode.regionRead(1, { region: 0, offset: 0, count: 4 });
