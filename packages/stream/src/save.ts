@@ -37,6 +37,17 @@ export function newShadow(size: number): Shadow {
 
 /** The bytes of a never-written run of memory, sent without reading it (at most RUN long). */
 const ZEROS = new Uint8Array(RUN);
+/** The check of each length of zero run met so far: the same bytes need not be hashed again. */
+const zeroRunHashes = new Map<number, number>();
+
+function zeroRunHash(len: number): number {
+  let sum = zeroRunHashes.get(len);
+  if (sum === undefined) {
+    sum = hash(ZEROS.subarray(0, len));
+    zeroRunHashes.set(len, sum);
+  }
+  return sum;
+}
 
 export class SaveSession {
   #queue: Item[] = [];
@@ -346,7 +357,7 @@ export class SaveSession {
       // Never written, and the shadow already holds its zeros: the record's bytes are zeros
       // too, and the memory is not read (which would give every page of it a page).
       const zeros = ZEROS.subarray(0, len);
-      this.#push({ ...memoryRecord(mem, off, zeros, hash(zeros)), data: zeros });
+      this.#push({ ...memoryRecord(mem, off, zeros, zeroRunHash(len)), data: zeros });
       return;
     }
     const { bytes, zero } = this.#sent[mem];
