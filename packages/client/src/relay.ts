@@ -10,7 +10,7 @@ import {
   Layout,
   type Header,
 } from '@vfu/protocol';
-import { RemoteError } from '@vfu/transport';
+import { RemoteError, type LentStreamLeft } from '@vfu/transport';
 import type { VfioUserClient } from './client.js';
 
 /** A MIG_DATA_READ reply's or MIG_DATA_WRITE's header and its argsz and size fields. */
@@ -24,10 +24,7 @@ export class RelayError extends Error {
 }
 
 /** What a side's connection is left with when the relay gives it back (Connection.giveBack). */
-interface Leftover {
-  unread?: Uint8Array;
-  skip?: number;
-  owed?: Uint8Array;
+interface Leftover extends LentStreamLeft {
   lost?: boolean; // the stream's place is unknown: the connection is closed
 }
 

@@ -58,6 +58,18 @@ const LINGER_BUDGET_MS = 1;
 const PEEKED_MAX = 512;
 /** A message starting this close to the end of the receive buffer moves to its start first. */
 const COMPACT_BELOW = 64 * 1024;
+/**
+ * Where a borrower (lend()) leaves the stream when it stops in the middle of a message: `unread`,
+ * the bytes it read of a message whose rest is still in the socket (they are framed with what
+ * follows); or `skip`, how many bytes of the message it leaves there (read and dropped); and
+ * `owed`, the rest of a message it began sending (sent before anything else).
+ */
+export interface LentStreamLeft {
+  unread?: Uint8Array;
+  skip?: number;
+  owed?: Uint8Array;
+}
+
 /** fds of one read, waiting for the message that owns them (the one holding byte `at`). */
 interface ArrivedFds {
   at: number;
@@ -256,13 +268,8 @@ export class Connection {
     return this.#sock.fd;
   }
 
-  /**
-   * Ends a lend(). A borrower that stopped in the middle of a message says what it leaves:
-   * `unread`, the bytes it read of a message whose rest is still in the socket (they are framed
-   * with what follows); or `skip`, how many bytes of the message it leaves there (read and
-   * dropped); and `owed`, the rest of a message it began sending (sent before anything else).
-   */
-  giveBack(left: { unread?: Uint8Array; skip?: number; owed?: Uint8Array } = {}): void {
+  /** Ends a lend(); a borrower that stopped in the middle of a message says what it leaves. */
+  giveBack(left: LentStreamLeft = {}): void {
     if (!this.#lent) return;
     this.#lent = false;
     if (this.#closed) return;

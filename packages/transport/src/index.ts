@@ -1,4 +1,4 @@
-export { Connection, type ConnectionOptions } from './connection.js';
+export { Connection, type ConnectionOptions, type LentStreamLeft } from './connection.js';
 export type { Incoming } from './incoming.js';
 export { Listener, dial } from './listener.js';
 export { someoneListens } from '@vfu/native';
