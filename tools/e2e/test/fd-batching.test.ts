@@ -193,10 +193,16 @@ async function copyThroughDevice(c: Raw, from: number, ref: MappedMemory): Promi
     await c.wait(n + 4);
     expect(c.replies.slice(n).map(r => r.error)).toEqual([0, 0, 0, 0]);
   };
+  const done = (what: string) =>
+    until(async () => ((await c.read32(Edu.DMA_CMD)) & DMA_START) === 0, what);
   await dma(from, DMA_BUFFER, DMA_START);
-  await until(async () => ((await c.read32(Edu.DMA_CMD)) & DMA_START) === 0, 'the DMA in');
+  await done('the DMA in');
   await dma(DMA_BUFFER, REF, DMA_START | DMA_TO_RAM);
+  // edu writes REF, then clears its start bit in a promise continuation, which waits while the
+  // server lingers for this client's next request (up to 1 ms). The transfer is over at the bit,
+  // as a driver polls it: registers written before then are ignored, as on the real device.
   await until(() => ref.bytes(0, 1)[0] !== 0, 'the copy to REF');
+  await done('the DMA out');
   return ref.bytes(0, 1)[0];
 }
 
